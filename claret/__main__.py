@@ -1,0 +1,3 @@
+from claret.cli import main
+
+main()

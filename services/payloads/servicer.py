@@ -1,0 +1,109 @@
+"""Payloads RPCs: wire translation over :mod:`services.payloads.catalog`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import cast
+
+from protos.nvidia.clara.platform import payloads_pb2 as pb
+from protos.nvidia.clara.platform import payloads_pb2_grpc
+from services.payloads.catalog import PayloadCatalog
+from shared.db.payloads import PayloadType
+from shared.errors import ClaretError, ErrorCode
+from shared.payload_store import FileInfo
+from shared.wire import Context, identifier, ok_header, streaming, unary
+
+
+def file_details(info: FileInfo) -> pb.PayloadFileDetails:
+    return pb.PayloadFileDetails(name=info.name, size=info.size, mode=info.mode)
+
+
+def payload_type(kind: PayloadType) -> pb.PayloadType:
+    return cast(pb.PayloadType, int(kind))  # our enum mirrors the wire numbers
+
+
+class PayloadsServicer(payloads_pb2_grpc.PayloadsServicer):
+    def __init__(self, catalog: PayloadCatalog) -> None:
+        self._catalog = catalog
+
+    @unary(pb.PayloadsCreateResponse)
+    async def Create(self, request: pb.PayloadsCreateRequest,
+                     context: Context) -> pb.PayloadsCreateResponse:
+        record = await self._catalog.create_reusable(dict(request.metadata))
+        return pb.PayloadsCreateResponse(header=ok_header(), payload_id=identifier(record.id), type=payload_type(record.type))
+
+    @unary(pb.PayloadsUploadResponse)
+    async def Upload(self, request_iterator: AsyncIterator[pb.PayloadsUploadRequest],
+                     context: Context) -> pb.PayloadsUploadResponse:
+        """Chunks are concatenated in arrival order. A stream may carry several files one after the other:
+        a chunk naming another file starts the next one. The reply describes the last file."""
+        requests = aiter(request_iterator)
+        current = await anext(requests, None)
+        if current is None:
+            raise ClaretError(ErrorCode.INVALID_FILE_NAME, "the upload stream carried no file")
+        record = await self._catalog.writable(current.payload_id.value)
+        self._catalog.store.check_space()
+        info = None
+        while current is not None:
+            name, following = current.details.name, None
+
+            async def chunks(first: pb.PayloadsUploadRequest = current, name: str = name) -> AsyncIterator[bytes]:
+                nonlocal following
+                yield first.data
+                async for request in requests:
+                    if request.details.name and request.details.name != name:
+                        following = request
+                        return
+                    yield request.data
+
+            info = await self._catalog.upload(record, name, chunks())
+            current = following
+        assert info is not None
+        return pb.PayloadsUploadResponse(header=ok_header(), details=file_details(info))
+
+    @streaming(pb.PayloadsDownloadResponse)
+    async def Download(self, request: pb.PayloadsDownloadRequest,
+                       context: Context) -> AsyncIterator[pb.PayloadsDownloadResponse]:
+        info, chunks = await self._catalog.download(request.payload_id.value, request.name)
+        details = file_details(info)
+        first = True
+        async for data in chunks:
+            yield pb.PayloadsDownloadResponse(header=ok_header(), details=details, data=data) if first \
+                else pb.PayloadsDownloadResponse(data=data)
+            first = False
+        if first:  # an empty file still gets one message carrying its details
+            yield pb.PayloadsDownloadResponse(header=ok_header(), details=details)
+
+    @streaming(pb.PayloadsDetailsResponse)
+    async def Details(self, request: pb.PayloadsDetailsRequest,
+                      context: Context) -> AsyncIterator[pb.PayloadsDetailsResponse]:
+        record, files = await self._catalog.files(request.payload_id.value)
+        for info in files:  # one message per file; none for an empty payload (no header-only message)
+            yield pb.PayloadsDetailsResponse(
+                header=ok_header(), payload_id=identifier(record.id), file=file_details(info),
+                type=payload_type(record.type), job_id=identifier(record.job_id), metadata=record.metadata)
+
+    @unary(pb.PayloadsRemoveResponse)
+    async def Remove(self, request: pb.PayloadsRemoveRequest,
+                     context: Context) -> pb.PayloadsRemoveResponse:
+        await self._catalog.remove_file(request.payload_id.value, request.name)
+        return pb.PayloadsRemoveResponse(header=ok_header())
+
+    @unary(pb.PayloadsDeleteResponse)
+    async def Delete(self, request: pb.PayloadsDeleteRequest,
+                     context: Context) -> pb.PayloadsDeleteResponse:
+        await self._catalog.delete(request.payload_id.value)
+        return pb.PayloadsDeleteResponse(header=ok_header())
+
+    @unary(pb.PayloadsAddMetadataResponse)
+    async def AddMetadata(self, request: pb.PayloadsAddMetadataRequest,
+                          context: Context) -> pb.PayloadsAddMetadataResponse:
+        metadata = await self._catalog.add_metadata(request.payload_id.value, dict(request.metadata))
+        return pb.PayloadsAddMetadataResponse(header=ok_header(), payload_id=request.payload_id, metadata=metadata)
+
+    @unary(pb.PayloadsRemoveMetadataResponse)
+    async def RemoveMetadata(self, request: pb.PayloadsRemoveMetadataRequest,
+                             context: Context) -> pb.PayloadsRemoveMetadataResponse:
+        metadata = await self._catalog.remove_metadata(request.payload_id.value, request.keys)
+        return pb.PayloadsRemoveMetadataResponse(header=ok_header(), payload_id=request.payload_id,
+                                                 metadata=metadata)

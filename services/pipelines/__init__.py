@@ -1,0 +1,16 @@
+"""The pipelines service: register, inspect, update and remove pipeline definitions."""
+
+from __future__ import annotations
+
+from protos.nvidia.clara.platform import pipelines_pb2_grpc
+from services.pipelines.catalog import PipelineCatalog
+from services.pipelines.servicer import PipelinesServicer
+from shared.resources import Resources
+from shared.server import Service, ServicerSet
+
+PIPELINES = "nvidia.clara.platform.Pipelines"
+
+
+def build(resources: Resources) -> Service:
+    servicer = PipelinesServicer(PipelineCatalog(resources.db, resources.settings))
+    return ServicerSet([(PIPELINES, servicer, pipelines_pb2_grpc.add_PipelinesServicer_to_server)])

@@ -1,0 +1,102 @@
+"""Pipelines as the platform keeps them: validated on the way in, stored with their definition files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from shared import ids
+from shared import metadata as metadata_rules
+from shared.config import Settings
+from shared.db import Database
+from shared.db import metadata as metadata_rows
+from shared.db import pipelines as table
+from shared.db.pipelines import PipelineRecord
+from shared.errors import ClaretError, ErrorCode
+from shared.pipeline_definition import DefinitionFile, Pipeline, load_pipeline
+
+
+def merge_parts(parts: Iterable[tuple[str, str]]) -> list[DefinitionFile]:
+    """Concatenate the streamed parts of each file, in arrival order; paths that differ only by case are
+    one file (named as first seen). The first file is the pipeline document."""
+    order: dict[str, str] = {}
+    contents: dict[str, list[str]] = {}
+    for path, content in parts:
+        key = path.casefold()
+        order.setdefault(key, path)
+        contents.setdefault(key, []).append(content)
+    if not order:
+        raise ClaretError(ErrorCode.PIPELINE_LOAD, "no pipeline definition was sent")
+    return [DefinitionFile(path=path, content="".join(contents[key])) for key, path in order.items()]
+
+
+@dataclass(frozen=True)
+class PipelineView:
+    """A stored pipeline with its loaded model (for the DAG)."""
+
+    record: PipelineRecord
+    model: Pipeline
+
+
+class PipelineCatalog:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self._db = db
+        self._settings = settings
+
+    def load(self, files: Sequence[DefinitionFile]) -> Pipeline:
+        return load_pipeline(files, default_timeout=self._settings.default_timeout,
+                             max_timeout=self._settings.max_timeout)
+
+    async def create(self, files: Sequence[DefinitionFile], pipeline_id: str | None = None,
+                     metadata: Mapping[str, str] | None = None) -> str:
+        model = self.load(files)
+        new_id = ids.new_id() if not pipeline_id else ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID,
+                                                                    "pipeline")
+        now = ids.now()
+        record = PipelineRecord(id=new_id, name=model.name, files=tuple(files),
+                                metadata=metadata_rules.validate(metadata or {}), created=now, updated=now)
+        if not await self._db.write(lambda conn: table.insert(conn, record)):
+            raise ClaretError(ErrorCode.PIPELINE_STORE, f"pipeline id {new_id} is already taken")
+        return new_id
+
+    async def get(self, pipeline_id: str) -> PipelineRecord:
+        key = ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
+        record = await self._db.read(lambda conn: table.get(conn, key))
+        if record is None:
+            raise ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
+        return record
+
+    async def details(self, pipeline_id: str) -> PipelineView:
+        record = await self.get(pipeline_id)
+        return PipelineView(record=record, model=self.load(record.files))
+
+    async def list(self) -> list[PipelineRecord]:
+        return await self._db.read(table.list_all)
+
+    async def remove(self, pipeline_id: str) -> None:
+        key = ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
+        if not await self._db.write(lambda conn: table.delete(conn, key)):
+            raise ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
+
+    async def update(self, pipeline_id: str, files: Sequence[DefinitionFile]) -> None:
+        """Replace the definition for jobs created from now on; earlier jobs keep their own copy."""
+        key = ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
+        model = self.load(files)
+        replaced = await self._db.write(
+            lambda conn: table.replace_definition(conn, key, model.name, tuple(files), ids.now()))
+        if not replaced:
+            raise ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
+
+    async def add_metadata(self, pipeline_id: str, new: Mapping[str, str]) -> dict[str, str]:
+        return await self._change_metadata(pipeline_id, lambda old: metadata_rules.add(old, new))
+
+    async def remove_metadata(self, pipeline_id: str, keys: Iterable[str]) -> dict[str, str]:
+        drop = list(keys)
+        return await self._change_metadata(pipeline_id, lambda old: metadata_rules.remove(old, drop))
+
+    async def _change_metadata(self, pipeline_id: str, edit: metadata_rows.Edit) -> dict[str, str]:
+        key = ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
+        result = await self._db.write(lambda conn: metadata_rows.change(conn, "pipelines", key, edit))
+        if result is None:
+            raise ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
+        return result

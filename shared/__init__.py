@@ -1,0 +1,1 @@
+"""Code shared by every Claret service: configuration, logging, errors, database, payload store, server."""

@@ -1,0 +1,129 @@
+"""Settings: one frozen dataclass, filled from command-line options and ``CLARET_*`` environment variables.
+
+Every field has an environment variable named ``CLARET_<FIELD>`` (upper case); options given on the
+command line win over the environment, which wins over the defaults here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ALL_SERVICES = ("pipelines", "payloads", "jobs")
+RUNTIMES = ("auto", "docker", "sandbox")
+
+
+def _total_memory_mb() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError):  # pragma: no cover - platforms without sysconf
+        return 4096
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one Claret server process."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on; 0.0.0.0 to accept remote clients."""
+    port: int = 30031
+    """gRPC port (Clara's NodePort was 30031). 0 picks a free port."""
+    data_dir: Path = Path(".claret")
+    """Root of the database, payloads and operator logs unless those are set on their own."""
+    database: Path | None = None
+    """SQLite file shared by all services (default ``<data_dir>/claret.db``)."""
+    payload_dir: Path | None = None
+    """Payload tree shared by all services (default ``<data_dir>/payloads``)."""
+    logs_dir: Path | None = None
+    """Operator log files (default ``<data_dir>/logs``)."""
+    services: tuple[str, ...] = ALL_SERVICES
+    """Which services this process serves (the Clara service comes with ``jobs``)."""
+    runtime: str = "auto"
+    """Operator runtime: ``docker``, ``sandbox`` or ``auto`` (Docker when an engine answers)."""
+    log_format: str = "console"
+    """``console`` for people, ``json`` for log collectors."""
+    log_level: str = "info"
+    gpus: tuple[str, ...] | None = None
+    """GPU ids to schedule (e.g. ``0,1``); unset means discover with NVML, empty means none."""
+    cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """CPU cores the scheduler may grant."""
+    memory_mb: int = field(default_factory=_total_memory_mb)
+    """Memory (MB) the scheduler may grant."""
+    max_storage_usage: float = 0.8
+    """Uploads are refused when the payload volume is fuller than this share."""
+    default_timeout: int = 600
+    """Job timeout in seconds when the pipeline gives none."""
+    max_timeout: int = 1800
+    """Upper bound of any job timeout, in seconds."""
+    stop_grace: float = 5.0
+    """Seconds between the stop signal and the kill when an operator is stopped."""
+    instance: str = "claret"
+    """Name of this platform instance, put on the containers it starts."""
+    host_payload_dir: Path | None = None
+    """Host path of ``payload_dir`` when this service runs in a container and talks to the host's engine."""
+    docker_url: str | None = None
+    """Docker Engine API address (default: DOCKER_HOST or the local socket)."""
+
+    @property
+    def database_path(self) -> Path:
+        return self.database or self.data_dir / "claret.db"
+
+    @property
+    def payload_path(self) -> Path:
+        return self.payload_dir or self.data_dir / "payloads"
+
+    @property
+    def logs_path(self) -> Path:
+        return self.logs_dir or self.data_dir / "logs"
+
+    @classmethod
+    def load(cls, options: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults, overridden by ``CLARET_*`` variables, overridden by ``options`` that are not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"CLARET_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in (options or {}).items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        unknown = set(self.services) - set(ALL_SERVICES)
+        if unknown or not self.services:
+            raise ValueError(f"services must be a non-empty subset of {', '.join(ALL_SERVICES)}: "
+                             f"got {', '.join(self.services) or 'nothing'}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}: got {self.runtime!r}")
+        if self.log_format not in ("console", "json"):
+            raise ValueError(f"log_format must be console or json: got {self.log_format!r}")
+        if not 0 < self.max_storage_usage <= 1:
+            raise ValueError(f"max_storage_usage must be in (0, 1]: got {self.max_storage_usage}")
+        if not 0 < self.default_timeout <= self.max_timeout:
+            raise ValueError("default_timeout must be positive and at most max_timeout")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    """Turn an environment string into the field's type (read from its annotation)."""
+    kind = str(f.type)
+    try:
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if "Path" in kind:
+            return Path(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"CLARET_{f.name.upper()}={raw!r}: {exc}") from None
+    return raw

@@ -1,0 +1,124 @@
+"""The shared database: SQLite in WAL mode through aiosqlite, with versioned migrations.
+
+Design rule: one await per unit of work. Callers pass a plain function that receives the
+``sqlite3.Connection`` and does all of its statements; it runs on aiosqlite's thread in one go, so a
+transaction costs one thread hand-off instead of one per statement. :meth:`Database.write` wraps the
+function in ``BEGIN IMMEDIATE`` (a read-then-write never hits SQLITE_BUSY half way) and commits, or rolls
+back when it raises.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+import aiosqlite
+
+from shared.logging import get_logger
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class Database:
+    """One process's connection to the shared SQLite file."""
+
+    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+        self._connection = connection
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> Database:
+        """Connect, set WAL and the busy timeout, and apply pending migrations."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+        db = cls(connection, path)
+        await db._call(_prepare)
+        applied = await db._call(migrate)
+        if applied:
+            log.info("database migrated", path=str(path), applied=applied)
+        return db
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # aiosqlite has no public "run this callable on the connection thread"; _execute is that.
+        raw = self._connection._conn  # the sqlite3.Connection owned by aiosqlite's thread
+        result: T = await self._connection._execute(fn, raw)  # type: ignore[no-untyped-call]
+        return result
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` (reads only) on the database thread."""
+        return await self._call(fn)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the database thread."""
+        return await self._call(lambda conn: transaction(conn, fn))
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+
+def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every ``migrations/NNN_name.sql``, in order."""
+    found = []
+    for entry in resources.files("shared.db").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            number, _, name = entry.name.removesuffix(".sql").partition("_")
+            found.append((int(number), name, entry.read_text()))
+    return sorted(found)
+
+
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    """Apply every migration not yet recorded, each in its own transaction; safe with replicas racing."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)")
+    applied = []
+    for version, name, sql in migrations():
+        def apply(c: sqlite3.Connection, version: int = version, name: str = name, sql: str = sql) -> bool:
+            if c.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
+                return False
+            for statement in split_statements(sql):
+                c.execute(statement)
+            c.execute("INSERT INTO schema_migrations VALUES (?, ?, unixepoch('subsec'))", (version, name))
+            return True
+
+        if transaction(conn, apply):
+            applied.append(version)
+    return applied
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a SQL script into complete statements (``executescript`` would commit our transaction)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip().strip(";").strip() and not pending.strip().startswith("--"):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {pending.strip()[:80]!r}")
+    return statements

@@ -1,0 +1,115 @@
+"""Fixtures that run real Claret servers on real TCP ports, over a real SQLite file and payload tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from claret.serve import build_services
+from shared.config import Settings
+from shared.resources import Resources
+from shared.server import ClaretServer
+
+ROOT = Path(__file__).resolve().parent.parent
+OFFICIAL_CLIENT = "nvidia-clara-client==0.8.1.7"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    """A server under test: where it listens and the settings it runs with."""
+
+    address: str
+    settings: Settings
+    server: ClaretServer | None = None
+
+    def channel(self) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(self.address)
+
+
+def make_settings(tmp_path: Path, **changes: object) -> Settings:
+    return Settings(port=0, data_dir=tmp_path / "data", gpus=(), runtime="sandbox").replace(**changes)
+
+
+async def start_in_process(settings: Settings) -> tuple[ClaretServer, Resources]:
+    resources = await Resources.open(settings)
+    server = ClaretServer(build_services(resources), settings.host, settings.port)
+    await server.start()
+    return server, resources
+
+
+@pytest.fixture
+async def platform(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """Every service in this test's event loop, on a free port."""
+    settings = make_settings(tmp_path)
+    server, resources = await start_in_process(settings)
+    try:
+        yield RunningServer(f"127.0.0.1:{server.port}", settings, server)
+    finally:
+        await server.stop(grace=1)
+        await resources.close()
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[RunningServer]:
+    """`claret serve` as a separate process with no configuration beyond its port and data dir."""
+    port = free_port()
+    env = {**os.environ, "CLARET_GPUS": ""}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "claret", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+        env=env, cwd=tmp_path)
+    try:
+        wait_for_port(port, process)
+        yield RunningServer(f"127.0.0.1:{port}", make_settings(tmp_path, port=port))
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def official_python() -> Path:
+    """Python of a virtual environment holding the official client, unmodified, with protobuf<4."""
+    venv = Path(os.environ.get("CLARET_CLIENT_VENV", ROOT / ".ci-cache" / "clara-client-venv"))
+    python = venv / "bin" / "python"
+    if not (venv / ".ready").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", OFFICIAL_CLIENT, "protobuf<4"], check=True)
+        (venv / ".ready").touch()
+    return python
+
+
+def run_official(python: Path, script: str, *args: str, timeout: float = 60) -> object:
+    """Run tests/official/<script> with the official client; it prints one JSON document."""
+    result = subprocess.run([str(python), str(ROOT / "tests" / "official" / script), *args],
+                            capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
