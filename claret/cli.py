@@ -31,10 +31,12 @@ def _services(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @main.command()
 @click.option("--host", help="Address to listen on [CLARET_HOST; default 127.0.0.1].")
 @click.option("--port", type=int, help="gRPC port [CLARET_PORT; default 30031].")
-@click.option("--data-dir", type=click.Path(path_type=Path),
-              help="Data directory [CLARET_DATA_DIR; default ./.claret].")
-@click.option("--services", callback=_services,
-              help="Comma-separated subset of pipelines,payloads,jobs [CLARET_SERVICES].")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="Data directory [CLARET_DATA_DIR; default ./.claret]."
+)
+@click.option(
+    "--services", callback=_services, help="Comma-separated subset of pipelines,payloads,jobs [CLARET_SERVICES]."
+)
 @click.option("--runtime", type=click.Choice(RUNTIMES), help="Operator runtime [CLARET_RUNTIME; default auto].")
 @click.option("--log-format", type=click.Choice(["console", "json"]), help="Log format [CLARET_LOG_FORMAT].")
 @click.option("--log-level", help="Log level [CLARET_LOG_LEVEL; default info].")

@@ -41,8 +41,7 @@ def generate() -> dict[Path, str]:
             raise SystemExit("protoc failed")
         out = {}
         for path in sorted(Path(scratch).rglob("*_pb2*.py*")):
-            text = IMPORT.sub(lambda m: f"from protos.nvidia.clara.platform{m.group(1) or ''} import",
-                              path.read_text())
+            text = IMPORT.sub(lambda m: f"from protos.nvidia.clara.platform{m.group(1) or ''} import", path.read_text())
             out[HERE / path.relative_to(scratch)] = text
         return out
 

@@ -97,8 +97,10 @@ class Settings:
     def validate(self) -> None:
         unknown = set(self.services) - set(ALL_SERVICES)
         if unknown or not self.services:
-            raise ValueError(f"services must be a non-empty subset of {', '.join(ALL_SERVICES)}: "
-                             f"got {', '.join(self.services) or 'nothing'}")
+            raise ValueError(
+                f"services must be a non-empty subset of {', '.join(ALL_SERVICES)}: "
+                f"got {', '.join(self.services) or 'nothing'}"
+            )
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}: got {self.runtime!r}")
         if self.log_format not in ("console", "json"):

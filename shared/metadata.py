@@ -28,15 +28,18 @@ def validate(metadata: Mapping[str, str]) -> dict[str, str]:
         if not key.strip():
             raise ClaretError(ErrorCode.INVALID_METADATA, "metadata key must not be empty")
         if _size(key) > MAX_KEY_BYTES:
-            raise ClaretError(ErrorCode.INVALID_METADATA,
-                              f"metadata key {key[:40]!r}... is longer than {MAX_KEY_BYTES} bytes")
+            raise ClaretError(
+                ErrorCode.INVALID_METADATA, f"metadata key {key[:40]!r}... is longer than {MAX_KEY_BYTES} bytes"
+            )
         if _size(value) > MAX_VALUE_BYTES:
-            raise ClaretError(ErrorCode.INVALID_METADATA,
-                              f"metadata value of key {key!r} is longer than {MAX_VALUE_BYTES} bytes")
+            raise ClaretError(
+                ErrorCode.INVALID_METADATA, f"metadata value of key {key!r} is longer than {MAX_VALUE_BYTES} bytes"
+            )
         folded = key.casefold()
         if folded in seen:
-            raise ClaretError(ErrorCode.INVALID_METADATA,
-                              f"metadata key {key!r} duplicates {seen[folded]!r} (keys ignore case)")
+            raise ClaretError(
+                ErrorCode.INVALID_METADATA, f"metadata key {key!r} duplicates {seen[folded]!r} (keys ignore case)"
+            )
         seen[folded] = key
         total += _size(key) + _size(value)
     if total > MAX_TOTAL_BYTES:
@@ -50,8 +53,7 @@ def add(existing: Mapping[str, str], new: Mapping[str, str]) -> dict[str, str]:
     present = {key.casefold(): key for key in existing}
     clashes = [key for key in new if key.casefold() in present]
     if clashes:
-        raise ClaretError(ErrorCode.INVALID_METADATA,
-                          *(f"metadata key {key!r} already exists" for key in clashes))
+        raise ClaretError(ErrorCode.INVALID_METADATA, *(f"metadata key {key!r} already exists" for key in clashes))
     return validate({**existing, **new})
 
 

@@ -46,11 +46,13 @@ class ClaretServer:
         self.address = f"{host}:{port}"
         self.port = 0
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # not in the package's stubs
-        self._server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ])
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
         self._stopped = asyncio.Event()
 
     @property
@@ -63,7 +65,8 @@ class ClaretServer:
             service.register(self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server)
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
         self.port = self._server.add_insecure_port(self.address)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.address}")
@@ -129,7 +132,6 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-
 AddServicer = Callable[[Any, grpc.aio.Server], None]
 Hook = Callable[[], Awaitable[None]]
 
@@ -137,8 +139,12 @@ Hook = Callable[[], Awaitable[None]]
 class ServicerSet:
     """A :class:`Service` made of generated servicers and optional start/stop hooks."""
 
-    def __init__(self, servicers: Sequence[tuple[str, Any, AddServicer]],
-                 on_start: Sequence[Hook] = (), on_stop: Sequence[Hook] = ()) -> None:
+    def __init__(
+        self,
+        servicers: Sequence[tuple[str, Any, AddServicer]],
+        on_start: Sequence[Hook] = (),
+        on_stop: Sequence[Hook] = (),
+    ) -> None:
         """``servicers``: (full service name, servicer, its generated ``add_XServicer_to_server``)."""
         self.names = tuple(name for name, _, _ in servicers)
         self._servicers = servicers

@@ -38,6 +38,7 @@ class RunningServer:
     address: str
     settings: Settings
     server: ClaretServer | None = None
+    pid: int | None = None
 
     def channel(self) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(self.address)
@@ -49,7 +50,7 @@ def make_settings(tmp_path: Path, **changes: object) -> Settings:
 
 async def start_in_process(settings: Settings) -> tuple[ClaretServer, Resources]:
     resources = await Resources.open(settings)
-    server = ClaretServer(build_services(resources), settings.host, settings.port)
+    server = ClaretServer(await build_services(resources), settings.host, settings.port)
     await server.start()
     return server, resources
 
@@ -85,10 +86,12 @@ def served(tmp_path: Path) -> Iterator[RunningServer]:
     env = {**os.environ, "CLARET_GPUS": ""}
     process = subprocess.Popen(
         [sys.executable, "-m", "claret", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
-        env=env, cwd=tmp_path)
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         wait_for_port(port, process)
-        yield RunningServer(f"127.0.0.1:{port}", make_settings(tmp_path, port=port))
+        yield RunningServer(f"127.0.0.1:{port}", make_settings(tmp_path, port=port), pid=process.pid)
     finally:
         process.terminate()
         process.wait(timeout=15)
@@ -108,8 +111,9 @@ def official_python() -> Path:
 
 def run_official(python: Path, script: str, *args: str, timeout: float = 60) -> object:
     """Run tests/official/<script> with the official client; it prints one JSON document."""
-    result = subprocess.run([str(python), str(ROOT / "tests" / "official" / script), *args],
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [str(python), str(ROOT / "tests" / "official" / script), *args], capture_output=True, text=True, timeout=timeout
+    )
     if result.returncode != 0:
         raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -52,7 +52,7 @@ async def test_reflection_describes_the_clara_wire_types(platform: RunningServer
 
 def test_official_client_talks_to_serve(served: RunningServer, official_python: Path) -> None:
     result = run_official(official_python, "clara_platform.py", served.address)
-    assert result == {"version": [0, 7, 4, "claret"], "gpus": 0}
+    assert result == {"version": [0, 7, 4, "claret"], "snapshots": 1, "gpus": 0}
 
 
 def _failing_sample() -> list[object]:
@@ -93,8 +93,12 @@ async def test_utilization_watch_streams_until_the_client_leaves(platform: Runni
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_shuts_down_gracefully_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "claret", "serve", "--port", str(port)], cwd=tmp_path,
-                               env={"PATH": "/usr/bin:/bin", "CLARET_GPUS": ""}, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "claret", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "CLARET_GPUS": ""},
+        stderr=subprocess.PIPE,
+    )
     wait_for_port(port, process)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=15)
@@ -104,7 +108,12 @@ def test_serve_shuts_down_gracefully_on_signal(tmp_path: Path, sig: signal.Signa
 
 
 def test_serve_refuses_bad_options_with_a_clear_message(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "claret", "serve", "--services", "jobs,nonsense"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "claret", "serve", "--services", "jobs,nonsense"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
     assert "choose from pipelines, payloads, jobs" in result.stderr

@@ -12,12 +12,26 @@ def test_generated_modules_are_fresh() -> None:
     assert generate.main(["--check"]) == 0, "run `python -m protos.generate`"
 
 
-@pytest.mark.parametrize(("module", "service", "methods"), [
-    (jobs_pb2, "Jobs", {"AddMetadata", "Cancel", "Create", "List", "ReadLogs", "RemoveMetadata", "Start", "Status"}),
-    (pipelines_pb2, "Pipelines", {"AddMetadata", "Create", "Details", "List", "Remove", "RemoveMetadata", "Update"}),
-    (payloads_pb2, "Payloads", {"AddMetadata", "Create", "Delete", "Details", "Download", "Remove",
-                                "RemoveMetadata", "Upload"}),
-])
+@pytest.mark.parametrize(
+    ("module", "service", "methods"),
+    [
+        (
+            jobs_pb2,
+            "Jobs",
+            {"AddMetadata", "Cancel", "Create", "List", "ReadLogs", "RemoveMetadata", "Start", "Status"},
+        ),
+        (
+            pipelines_pb2,
+            "Pipelines",
+            {"AddMetadata", "Create", "Details", "List", "Remove", "RemoveMetadata", "Update"},
+        ),
+        (
+            payloads_pb2,
+            "Payloads",
+            {"AddMetadata", "Create", "Delete", "Details", "Download", "Remove", "RemoveMetadata", "Upload"},
+        ),
+    ],
+)
 def test_services_have_clara_full_names(module: object, service: str, methods: set[str]) -> None:
     descriptor = module.DESCRIPTOR.services_by_name[service]  # type: ignore[attr-defined]
     assert descriptor.full_name == f"nvidia.clara.platform.{service}"

@@ -17,28 +17,30 @@ WATCH_INTERVAL_S = 1.0
 class ClaraServicer(clara_pb2_grpc.ClaraServicer):
     """``stop_operators`` stops every running operator and releases its resources (jobs service)."""
 
-    def __init__(self, stop_operators: Callable[[], Awaitable[None]] | None = None,
-                 sample: Callable[[], list[gpus.GpuSample]] = gpus.utilization) -> None:
+    def __init__(
+        self,
+        stop_operators: Callable[[], Awaitable[None]] | None = None,
+        sample: Callable[[], list[gpus.GpuSample]] = gpus.utilization,
+    ) -> None:
         self._stop_operators = stop_operators
         self._sample = sample
 
     @unary(clara_pb2.ClaraVersionResponse)
-    async def Version(self, request: clara_pb2.ClaraVersionRequest,
-                      context: Context) -> clara_pb2.ClaraVersionResponse:
+    async def Version(self, request: clara_pb2.ClaraVersionRequest, context: Context) -> clara_pb2.ClaraVersionResponse:
         major, minor, patch = CLARA_VERSION
         version = common_pb2.Version(major=major, minor=minor, patch=patch, label=VERSION_LABEL)
         return clara_pb2.ClaraVersionResponse(header=ok_header(), version=version)
 
     @unary(clara_pb2.ClaraStopResponse)
-    async def Stop(self, request: clara_pb2.ClaraStopRequest,
-                   context: Context) -> clara_pb2.ClaraStopResponse:
+    async def Stop(self, request: clara_pb2.ClaraStopRequest, context: Context) -> clara_pb2.ClaraStopResponse:
         if self._stop_operators is not None:
             await self._stop_operators()
         return clara_pb2.ClaraStopResponse(header=ok_header())
 
     @streaming(clara_pb2.ClaraUtilizationResponse)
-    async def Utilization(self, request: clara_pb2.ClaraUtilizationRequest,
-                          context: Context) -> AsyncIterator[clara_pb2.ClaraUtilizationResponse]:
+    async def Utilization(
+        self, request: clara_pb2.ClaraUtilizationRequest, context: Context
+    ) -> AsyncIterator[clara_pb2.ClaraUtilizationResponse]:
         while True:
             samples = await asyncio.to_thread(self._sample)
             yield clara_pb2.ClaraUtilizationResponse(header=ok_header(), gpu_metrics=[_metric(s) for s in samples])

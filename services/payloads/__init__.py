@@ -11,7 +11,7 @@ from shared.server import Service, ServicerSet
 PAYLOADS = "nvidia.clara.platform.Payloads"
 
 
-def build(resources: Resources) -> Service:
+async def build(resources: Resources) -> Service:
     async def sweep() -> None:
         resources.payloads.sweep_temporaries()
 

@@ -32,8 +32,14 @@ class PayloadCatalog:
         self.store = store
 
     async def create_reusable(self, metadata: Mapping[str, str] | None = None) -> PayloadRecord:
-        record = PayloadRecord(id=ids.new_id(), type=PayloadType.REUSABLE, job_id=None, read_only=False,
-                               metadata=metadata_rules.validate(metadata or {}), created=ids.now())
+        record = PayloadRecord(
+            id=ids.new_id(),
+            type=PayloadType.REUSABLE,
+            job_id=None,
+            read_only=False,
+            metadata=metadata_rules.validate(metadata or {}),
+            created=ids.now(),
+        )
         self.store.create(record.id)
         await self._db.write(lambda conn: table.insert(conn, record))
         return record
@@ -48,8 +54,9 @@ class PayloadCatalog:
     async def writable(self, payload_id: str) -> PayloadRecord:
         record = await self.get(payload_id)
         if record.read_only:
-            raise ClaretError(ErrorCode.PAYLOAD_READ_ONLY,
-                              f"payload {record.id} is read-only: its job {record.job_id} has started")
+            raise ClaretError(
+                ErrorCode.PAYLOAD_READ_ONLY, f"payload {record.id} is read-only: its job {record.job_id} has started"
+            )
         return record
 
     async def upload(self, record: PayloadRecord, name: str, chunks: AsyncIterable[bytes]) -> FileInfo:
@@ -72,8 +79,10 @@ class PayloadCatalog:
     async def delete(self, payload_id: str) -> None:
         record = await self.get(payload_id)
         if record.job_id is not None and await self._db.read(lambda c: table.job_in_flight(c, record.job_id or "")):
-            raise ClaretError(ErrorCode.PAYLOAD_READ_ONLY,
-                              f"payload {record.id} belongs to job {record.job_id}, which has not stopped")
+            raise ClaretError(
+                ErrorCode.PAYLOAD_READ_ONLY,
+                f"payload {record.id} belongs to job {record.job_id}, which has not stopped",
+            )
         await self._db.write(lambda conn: table.delete(conn, record.id))
         self.store.delete(record.id)
 
@@ -87,9 +96,10 @@ class PayloadCatalog:
     async def _change_metadata(self, payload_id: str, edit: metadata_rows.Edit) -> dict[str, str]:
         record = await self.get(payload_id)
         if record.type is not PayloadType.REUSABLE:
-            raise ClaretError(ErrorCode.INVALID_METADATA,
-                              f"payload {record.id} belongs to job {record.job_id}: only reusable payloads "
-                              "carry metadata")
+            raise ClaretError(
+                ErrorCode.INVALID_METADATA,
+                f"payload {record.id} belongs to job {record.job_id}: only reusable payloads carry metadata",
+            )
         result = await self._db.write(lambda conn: metadata_rows.change(conn, "payloads", record.id, edit))
         if result is None:
             raise ClaretError(ErrorCode.NO_SUCH_PAYLOAD, f"no payload with id {payload_id!r}")

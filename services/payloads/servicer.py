@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -18,6 +19,18 @@ def file_details(info: FileInfo) -> pb.PayloadFileDetails:
     return pb.PayloadFileDetails(name=info.name, size=info.size, mode=info.mode)
 
 
+async def settle_cancellation(context: Context) -> None:
+    """Raise CancelledError if the client cancelled rather than finished the stream.
+
+    grpc.aio ends the request iterator the same way for both; a cancel only lands on the handler's task
+    a moment later (measured: at the next turn of the event loop). Yield a few turns before committing.
+    """
+    for _ in range(3):
+        await asyncio.sleep(0)
+    if context.cancelled():
+        raise asyncio.CancelledError("the client cancelled the upload")
+
+
 def payload_type(kind: PayloadType) -> pb.PayloadType:
     return cast(pb.PayloadType, int(kind))  # our enum mirrors the wire numbers
 
@@ -27,14 +40,16 @@ class PayloadsServicer(payloads_pb2_grpc.PayloadsServicer):
         self._catalog = catalog
 
     @unary(pb.PayloadsCreateResponse)
-    async def Create(self, request: pb.PayloadsCreateRequest,
-                     context: Context) -> pb.PayloadsCreateResponse:
+    async def Create(self, request: pb.PayloadsCreateRequest, context: Context) -> pb.PayloadsCreateResponse:
         record = await self._catalog.create_reusable(dict(request.metadata))
-        return pb.PayloadsCreateResponse(header=ok_header(), payload_id=identifier(record.id), type=payload_type(record.type))
+        return pb.PayloadsCreateResponse(
+            header=ok_header(), payload_id=identifier(record.id), type=payload_type(record.type)
+        )
 
     @unary(pb.PayloadsUploadResponse)
-    async def Upload(self, request_iterator: AsyncIterator[pb.PayloadsUploadRequest],
-                     context: Context) -> pb.PayloadsUploadResponse:
+    async def Upload(
+        self, request_iterator: AsyncIterator[pb.PayloadsUploadRequest], context: Context
+    ) -> pb.PayloadsUploadResponse:
         """Chunks are concatenated in arrival order. A stream may carry several files one after the other:
         a chunk naming another file starts the next one. The reply describes the last file."""
         requests = aiter(request_iterator)
@@ -55,6 +70,7 @@ class PayloadsServicer(payloads_pb2_grpc.PayloadsServicer):
                         following = request
                         return
                     yield request.data
+                await settle_cancellation(context)
 
             info = await self._catalog.upload(record, name, chunks())
             current = following
@@ -62,48 +78,57 @@ class PayloadsServicer(payloads_pb2_grpc.PayloadsServicer):
         return pb.PayloadsUploadResponse(header=ok_header(), details=file_details(info))
 
     @streaming(pb.PayloadsDownloadResponse)
-    async def Download(self, request: pb.PayloadsDownloadRequest,
-                       context: Context) -> AsyncIterator[pb.PayloadsDownloadResponse]:
+    async def Download(
+        self, request: pb.PayloadsDownloadRequest, context: Context
+    ) -> AsyncIterator[pb.PayloadsDownloadResponse]:
         info, chunks = await self._catalog.download(request.payload_id.value, request.name)
         details = file_details(info)
         first = True
         async for data in chunks:
-            yield pb.PayloadsDownloadResponse(header=ok_header(), details=details, data=data) if first \
+            yield (
+                pb.PayloadsDownloadResponse(header=ok_header(), details=details, data=data)
+                if first
                 else pb.PayloadsDownloadResponse(data=data)
+            )
             first = False
         if first:  # an empty file still gets one message carrying its details
             yield pb.PayloadsDownloadResponse(header=ok_header(), details=details)
 
     @streaming(pb.PayloadsDetailsResponse)
-    async def Details(self, request: pb.PayloadsDetailsRequest,
-                      context: Context) -> AsyncIterator[pb.PayloadsDetailsResponse]:
+    async def Details(
+        self, request: pb.PayloadsDetailsRequest, context: Context
+    ) -> AsyncIterator[pb.PayloadsDetailsResponse]:
         record, files = await self._catalog.files(request.payload_id.value)
         for info in files:  # one message per file; none for an empty payload (no header-only message)
             yield pb.PayloadsDetailsResponse(
-                header=ok_header(), payload_id=identifier(record.id), file=file_details(info),
-                type=payload_type(record.type), job_id=identifier(record.job_id), metadata=record.metadata)
+                header=ok_header(),
+                payload_id=identifier(record.id),
+                file=file_details(info),
+                type=payload_type(record.type),
+                job_id=identifier(record.job_id),
+                metadata=record.metadata,
+            )
 
     @unary(pb.PayloadsRemoveResponse)
-    async def Remove(self, request: pb.PayloadsRemoveRequest,
-                     context: Context) -> pb.PayloadsRemoveResponse:
+    async def Remove(self, request: pb.PayloadsRemoveRequest, context: Context) -> pb.PayloadsRemoveResponse:
         await self._catalog.remove_file(request.payload_id.value, request.name)
         return pb.PayloadsRemoveResponse(header=ok_header())
 
     @unary(pb.PayloadsDeleteResponse)
-    async def Delete(self, request: pb.PayloadsDeleteRequest,
-                     context: Context) -> pb.PayloadsDeleteResponse:
+    async def Delete(self, request: pb.PayloadsDeleteRequest, context: Context) -> pb.PayloadsDeleteResponse:
         await self._catalog.delete(request.payload_id.value)
         return pb.PayloadsDeleteResponse(header=ok_header())
 
     @unary(pb.PayloadsAddMetadataResponse)
-    async def AddMetadata(self, request: pb.PayloadsAddMetadataRequest,
-                          context: Context) -> pb.PayloadsAddMetadataResponse:
+    async def AddMetadata(
+        self, request: pb.PayloadsAddMetadataRequest, context: Context
+    ) -> pb.PayloadsAddMetadataResponse:
         metadata = await self._catalog.add_metadata(request.payload_id.value, dict(request.metadata))
         return pb.PayloadsAddMetadataResponse(header=ok_header(), payload_id=request.payload_id, metadata=metadata)
 
     @unary(pb.PayloadsRemoveMetadataResponse)
-    async def RemoveMetadata(self, request: pb.PayloadsRemoveMetadataRequest,
-                             context: Context) -> pb.PayloadsRemoveMetadataResponse:
+    async def RemoveMetadata(
+        self, request: pb.PayloadsRemoveMetadataRequest, context: Context
+    ) -> pb.PayloadsRemoveMetadataResponse:
         metadata = await self._catalog.remove_metadata(request.payload_id.value, request.keys)
-        return pb.PayloadsRemoveMetadataResponse(header=ok_header(), payload_id=request.payload_id,
-                                                 metadata=metadata)
+        return pb.PayloadsRemoveMetadataResponse(header=ok_header(), payload_id=request.payload_id, metadata=metadata)

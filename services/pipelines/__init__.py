@@ -11,6 +11,6 @@ from shared.server import Service, ServicerSet
 PIPELINES = "nvidia.clara.platform.Pipelines"
 
 
-def build(resources: Resources) -> Service:
+async def build(resources: Resources) -> Service:
     servicer = PipelinesServicer(PipelineCatalog(resources.db, resources.settings))
     return ServicerSet([(PIPELINES, servicer, pipelines_pb2_grpc.add_PipelinesServicer_to_server)])

@@ -44,17 +44,26 @@ class PipelineCatalog:
         self._settings = settings
 
     def load(self, files: Sequence[DefinitionFile]) -> Pipeline:
-        return load_pipeline(files, default_timeout=self._settings.default_timeout,
-                             max_timeout=self._settings.max_timeout)
+        return load_pipeline(
+            files, default_timeout=self._settings.default_timeout, max_timeout=self._settings.max_timeout
+        )
 
-    async def create(self, files: Sequence[DefinitionFile], pipeline_id: str | None = None,
-                     metadata: Mapping[str, str] | None = None) -> str:
+    async def create(
+        self, files: Sequence[DefinitionFile], pipeline_id: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> str:
         model = self.load(files)
-        new_id = ids.new_id() if not pipeline_id else ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID,
-                                                                    "pipeline")
+        new_id = (
+            ids.new_id() if not pipeline_id else ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
+        )
         now = ids.now()
-        record = PipelineRecord(id=new_id, name=model.name, files=tuple(files),
-                                metadata=metadata_rules.validate(metadata or {}), created=now, updated=now)
+        record = PipelineRecord(
+            id=new_id,
+            name=model.name,
+            files=tuple(files),
+            metadata=metadata_rules.validate(metadata or {}),
+            created=now,
+            updated=now,
+        )
         if not await self._db.write(lambda conn: table.insert(conn, record)):
             raise ClaretError(ErrorCode.PIPELINE_STORE, f"pipeline id {new_id} is already taken")
         return new_id
@@ -83,7 +92,8 @@ class PipelineCatalog:
         key = ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
         model = self.load(files)
         replaced = await self._db.write(
-            lambda conn: table.replace_definition(conn, key, model.name, tuple(files), ids.now()))
+            lambda conn: table.replace_definition(conn, key, model.name, tuple(files), ids.now())
+        )
         if not replaced:
             raise ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
 

@@ -16,8 +16,10 @@ DagNode = pb.PipelinesDetailsResponse.PipelineDagNode
 def dag_nodes(model: Pipeline, names: tuple[str, ...] | None = None) -> list[DagNode]:
     """Roots with their downstream operators under ``next``, recursively (a node reached twice appears
     under each parent)."""
-    return [DagNode(name=name, next=dag_nodes(model, model.downstream(name)))
-            for name in (model.roots() if names is None else names)]
+    return [
+        DagNode(name=name, next=dag_nodes(model, model.downstream(name)))
+        for name in (model.roots() if names is None else names)
+    ]
 
 
 class PipelinesServicer(pipelines_pb2_grpc.PipelinesServicer):
@@ -25,8 +27,9 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServicer):
         self._catalog = catalog
 
     @unary(pb.PipelinesCreateResponse)
-    async def Create(self, request_iterator: AsyncIterator[pb.PipelinesCreateRequest],
-                     context: Context) -> pb.PipelinesCreateResponse:
+    async def Create(
+        self, request_iterator: AsyncIterator[pb.PipelinesCreateRequest], context: Context
+    ) -> pb.PipelinesCreateResponse:
         parts: list[tuple[str, str]] = []
         pipeline_id, metadata = "", dict[str, str]()
         async for request in request_iterator:
@@ -37,33 +40,38 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServicer):
         return pb.PipelinesCreateResponse(header=ok_header(), pipeline_id=identifier(new_id))
 
     @streaming(pb.PipelinesDetailsResponse)
-    async def Details(self, request: pb.PipelinesDetailsRequest,
-                      context: Context) -> AsyncIterator[pb.PipelinesDetailsResponse]:
+    async def Details(
+        self, request: pb.PipelinesDetailsRequest, context: Context
+    ) -> AsyncIterator[pb.PipelinesDetailsResponse]:
         view = await self._catalog.details(request.pipeline_id.value)
         dag = dag_nodes(view.model)
         for file in view.record.files:  # one message per definition file; the client reads one each
             yield pb.PipelinesDetailsResponse(
-                header=ok_header(), pipeline_id=identifier(view.record.id), name=view.record.name,
+                header=ok_header(),
+                pipeline_id=identifier(view.record.id),
+                name=view.record.name,
                 definition=pb.PipelineDefinitionFile(path=file.path, content=file.content),
-                dag=dag, metadata=view.record.metadata)
+                dag=dag,
+                metadata=view.record.metadata,
+            )
 
     @streaming(pb.PipelinesListResponse)
-    async def List(self, request: pb.PipelinesListRequest,
-                   context: Context) -> AsyncIterator[pb.PipelinesListResponse]:
+    async def List(self, request: pb.PipelinesListRequest, context: Context) -> AsyncIterator[pb.PipelinesListResponse]:
         for record in await self._catalog.list():
             details = pb.PipelinesListResponse.PipelineDetails(
-                pipeline_id=identifier(record.id), name=record.name, metadata=record.metadata)
+                pipeline_id=identifier(record.id), name=record.name, metadata=record.metadata
+            )
             yield pb.PipelinesListResponse(header=ok_header(), details=details)
 
     @unary(pb.PipelinesRemoveResponse)
-    async def Remove(self, request: pb.PipelinesRemoveRequest,
-                     context: Context) -> pb.PipelinesRemoveResponse:
+    async def Remove(self, request: pb.PipelinesRemoveRequest, context: Context) -> pb.PipelinesRemoveResponse:
         await self._catalog.remove(request.pipeline_id.value)
         return pb.PipelinesRemoveResponse(header=ok_header())
 
     @unary(pb.PipelinesUpdateResponse)
-    async def Update(self, request_iterator: AsyncIterator[pb.PipelinesUpdateRequest],
-                     context: Context) -> pb.PipelinesUpdateResponse:
+    async def Update(
+        self, request_iterator: AsyncIterator[pb.PipelinesUpdateRequest], context: Context
+    ) -> pb.PipelinesUpdateResponse:
         parts: list[tuple[str, str]] = []
         pipeline_id = ""
         async for request in request_iterator:
@@ -73,15 +81,17 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServicer):
         return pb.PipelinesUpdateResponse(header=ok_header())
 
     @unary(pb.PipelinesAddMetadataResponse)
-    async def AddMetadata(self, request: pb.PipelinesAddMetadataRequest,
-                          context: Context) -> pb.PipelinesAddMetadataResponse:
+    async def AddMetadata(
+        self, request: pb.PipelinesAddMetadataRequest, context: Context
+    ) -> pb.PipelinesAddMetadataResponse:
         metadata = await self._catalog.add_metadata(request.pipeline_id.value, dict(request.metadata))
-        return pb.PipelinesAddMetadataResponse(header=ok_header(), pipeline_id=request.pipeline_id,
-                                               metadata=metadata)
+        return pb.PipelinesAddMetadataResponse(header=ok_header(), pipeline_id=request.pipeline_id, metadata=metadata)
 
     @unary(pb.PipelinesRemoveMetadataResponse)
-    async def RemoveMetadata(self, request: pb.PipelinesRemoveMetadataRequest,
-                             context: Context) -> pb.PipelinesRemoveMetadataResponse:
+    async def RemoveMetadata(
+        self, request: pb.PipelinesRemoveMetadataRequest, context: Context
+    ) -> pb.PipelinesRemoveMetadataResponse:
         metadata = await self._catalog.remove_metadata(request.pipeline_id.value, request.keys)
-        return pb.PipelinesRemoveMetadataResponse(header=ok_header(), pipeline_id=request.pipeline_id,
-                                                  metadata=metadata)
+        return pb.PipelinesRemoveMetadataResponse(
+            header=ok_header(), pipeline_id=request.pipeline_id, metadata=metadata
+        )

@@ -10,6 +10,7 @@ back when it raises.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -93,16 +94,19 @@ def migrations() -> list[tuple[int, str, str]]:
 
 def migrate(conn: sqlite3.Connection) -> list[int]:
     """Apply every migration not yet recorded, each in its own transaction; safe with replicas racing."""
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)"
+    )
     applied = []
     for version, name, sql in migrations():
+
         def apply(c: sqlite3.Connection, version: int = version, name: str = name, sql: str = sql) -> bool:
             if c.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
                 return False
             for statement in split_statements(sql):
                 c.execute(statement)
-            c.execute("INSERT INTO schema_migrations VALUES (?, ?, unixepoch('subsec'))", (version, name))
+            c.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time()))
             return True
 
         if transaction(conn, apply):

@@ -11,8 +11,7 @@ Table = Literal["pipelines", "jobs", "payloads"]
 Edit = Callable[[dict[str, str]], dict[str, str]]
 
 
-def change(conn: sqlite3.Connection, table: Table, row_id: str,
-           edit: Edit) -> dict[str, str] | None:
+def change(conn: sqlite3.Connection, table: Table, row_id: str, edit: Edit) -> dict[str, str] | None:
     """Apply ``edit`` to one row's metadata inside the caller's transaction; None when no such row."""
     row = conn.execute(f"SELECT metadata FROM {table} WHERE id = ?", (row_id,)).fetchone()
     if row is None:

@@ -28,18 +28,31 @@ class PayloadRecord:
 
 
 def insert(conn: sqlite3.Connection, record: PayloadRecord) -> None:
-    conn.execute("INSERT INTO payloads (id, type, job_id, read_only, metadata, created) VALUES (?, ?, ?, ?, ?, ?)",
-                 (record.id, int(record.type), record.job_id, int(record.read_only),
-                  json.dumps(record.metadata), record.created))
+    conn.execute(
+        "INSERT INTO payloads (id, type, job_id, read_only, metadata, created) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            record.id,
+            int(record.type),
+            record.job_id,
+            int(record.read_only),
+            json.dumps(record.metadata),
+            record.created,
+        ),
+    )
 
 
 def get(conn: sqlite3.Connection, payload_id: str) -> PayloadRecord | None:
     row = conn.execute("SELECT * FROM payloads WHERE id = ?", (payload_id,)).fetchone()
     if row is None:
         return None
-    return PayloadRecord(id=row["id"], type=PayloadType(row["type"]), job_id=row["job_id"],
-                         read_only=bool(row["read_only"]), metadata=json.loads(row["metadata"]),
-                         created=row["created"])
+    return PayloadRecord(
+        id=row["id"],
+        type=PayloadType(row["type"]),
+        job_id=row["job_id"],
+        read_only=bool(row["read_only"]),
+        metadata=json.loads(row["metadata"]),
+        created=row["created"],
+    )
 
 
 def delete(conn: sqlite3.Connection, payload_id: str) -> bool:

@@ -30,16 +30,29 @@ def files_from_json(text: str) -> tuple[DefinitionFile, ...]:
 
 
 def _record(row: sqlite3.Row) -> PipelineRecord:
-    return PipelineRecord(id=row["id"], name=row["name"], files=files_from_json(row["files"]),
-                          metadata=json.loads(row["metadata"]), created=row["created"], updated=row["updated"])
+    return PipelineRecord(
+        id=row["id"],
+        name=row["name"],
+        files=files_from_json(row["files"]),
+        metadata=json.loads(row["metadata"]),
+        created=row["created"],
+        updated=row["updated"],
+    )
 
 
 def insert(conn: sqlite3.Connection, record: PipelineRecord) -> bool:
     """Insert; False when the id is taken."""
     cursor = conn.execute(
         "INSERT OR IGNORE INTO pipelines (id, name, files, metadata, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
-        (record.id, record.name, files_to_json(record.files), json.dumps(record.metadata),
-         record.created, record.updated))
+        (
+            record.id,
+            record.name,
+            files_to_json(record.files),
+            json.dumps(record.metadata),
+            record.created,
+            record.updated,
+        ),
+    )
     return cursor.rowcount == 1
 
 
@@ -56,9 +69,11 @@ def delete(conn: sqlite3.Connection, pipeline_id: str) -> bool:
     return conn.execute("DELETE FROM pipelines WHERE id = ?", (pipeline_id,)).rowcount == 1
 
 
-def replace_definition(conn: sqlite3.Connection, pipeline_id: str, name: str,
-                       files: tuple[DefinitionFile, ...], updated: float) -> bool:
-    cursor = conn.execute("UPDATE pipelines SET name = ?, files = ?, updated = ? WHERE id = ?",
-                          (name, files_to_json(files), updated, pipeline_id))
+def replace_definition(
+    conn: sqlite3.Connection, pipeline_id: str, name: str, files: tuple[DefinitionFile, ...], updated: float
+) -> bool:
+    cursor = conn.execute(
+        "UPDATE pipelines SET name = ?, files = ?, updated = ? WHERE id = ?",
+        (name, files_to_json(files), updated, pipeline_id),
+    )
     return cursor.rowcount == 1
-

@@ -10,7 +10,12 @@ client = ClaraClient(target=host, port=port)
 version = client.version()
 utilization = client.list_utilization()
 client.stop()
-print(json.dumps({
-    "version": [version.major, version.minor, version.patch, version.label],
-    "gpus": len(utilization),
-}))
+print(
+    json.dumps(
+        {
+            "version": [version.major, version.minor, version.patch, version.label],
+            "snapshots": len(utilization),
+            "gpus": sum(len(snapshot.gpu_metrics) for snapshot in utilization),
+        }
+    )
+)

@@ -29,14 +29,18 @@ except Exception as exc:
     missing_error = str(exc)
 with open(target, "rb") as f:
     digest = hashlib.sha256(f.read()).hexdigest()
-print(json.dumps({
-    "type": int(payload.payload_type),
-    "uploaded": [uploaded.name, uploaded.size],
-    "files": sorted((f.name, f.size) for f in details.file_details),
-    "metadata": dict(details.metadata),
-    "downloaded_sha256": digest,
-    "added": dict(added),
-    "removed": dict(removed),
-    "after_remove": [f.name for f in after_remove.file_details],
-    "missing_error": missing_error,
-}))
+print(
+    json.dumps(
+        {
+            "type": int(payload.payload_type),
+            "uploaded": [uploaded.name, uploaded.size],
+            "files": sorted((f.name, f.size) for f in details.file_details),
+            "metadata": dict(details.metadata),
+            "downloaded_sha256": digest,
+            "added": dict(added),
+            "removed": dict(removed),
+            "after_remove": [f.name for f in after_remove.file_details],
+            "missing_error": missing_error,
+        }
+    )
+)

@@ -11,8 +11,7 @@ from nvidia_clara.pipeline_types import PipelineDefinition
 from nvidia_clara.pipelines_client import PipelinesClient
 
 host, port = sys.argv[1].rsplit(":", 1)
-definition = [PipelineDefinition(name=path.name, content=path.read_text())
-              for path in map(pathlib.Path, sys.argv[2:])]
+definition = [PipelineDefinition(name=path.name, content=path.read_text()) for path in map(pathlib.Path, sys.argv[2:])]
 client = PipelinesClient(target=host, port=port)
 pipeline_id = client.create_pipeline(definition=definition, metadata={"owner": "tests"})
 listed = [(p.pipeline_id.value, p.name, dict(p.metadata)) for p in client.list_pipelines()]
@@ -26,13 +25,17 @@ try:
     missing_error = None
 except Exception as exc:  # the client raises on a negative header code
     missing_error = str(exc)
-print(json.dumps({
-    "id": pipeline_id.value,
-    "listed": listed,
-    "details_name": details.name,
-    "details_files": len(details.definition),
-    "details_metadata": dict(details.metadata),
-    "added": dict(added),
-    "removed": dict(removed),
-    "missing_error": missing_error,
-}))
+print(
+    json.dumps(
+        {
+            "id": pipeline_id.value,
+            "listed": listed,
+            "details_name": details.name,
+            "details_files": len(details.definition),
+            "details_metadata": dict(details.metadata),
+            "added": dict(added),
+            "removed": dict(removed),
+            "missing_error": missing_error,
+        }
+    )
+)

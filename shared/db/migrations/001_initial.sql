@@ -37,3 +37,18 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_by_pipeline ON jobs (pipeline_id);
 CREATE INDEX jobs_by_state ON jobs (state);
+
+CREATE TABLE operators (
+    job_id      TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    position    INTEGER NOT NULL,         -- declaration order in the pipeline
+    status      INTEGER NOT NULL,         -- wire JobOperatorStatus
+    upstream    TEXT NOT NULL DEFAULT '[]',
+    created     REAL NOT NULL,
+    started     REAL,
+    stopped     REAL,
+    exit_code   INTEGER,
+    runtime_id  TEXT,                     -- container id or sandbox process, to find it again after a restart
+    gpu_ids     TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (job_id, name)
+);

@@ -1,0 +1,306 @@
+"""Runs started jobs: walks each job's DAG, asks the scheduler what may start, drives the runtime.
+
+The database is the source of truth; what this module holds in memory (one :class:`JobRun` per job in
+flight, the scheduler's queue and ledger) is rebuilt from it by :meth:`Executor.recover` at start.
+Every way a job ends (success, a failing operator, cancel, timeout, platform stop, lost operators
+after a restart) goes through :meth:`Executor._end`: record why, withdraw what waits, stop what runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+from services.jobs import environment
+from services.jobs.runtimes.base import Exit, Handle, OperatorSpec, Runtime, RuntimeFailure
+from services.jobs.scheduler import Demand, Grant, Priority, Scheduler
+from shared import ids
+from shared.config import Settings
+from shared.db import Database
+from shared.db import jobs as table
+from shared.db.jobs import JobRecord, JobStatus, OperatorRecord, OperatorStatus
+from shared.logging import get_logger
+from shared.payload_store import PayloadStore
+from shared.pipeline_definition import Operator, Pipeline, load_pipeline
+
+log = get_logger(__name__)
+
+OperatorKey = tuple[str, str]
+"""How the scheduler knows an operator: (job id, operator name)."""
+
+
+def demand(operator: Operator) -> Demand:
+    return Demand(cpu=operator.requests.cpu, memory_mb=operator.requests.memory, gpus=operator.requests.gpu)
+
+
+def priority(job: JobRecord) -> Priority:
+    return Priority(job.priority) if job.priority in Priority._value2member_map_ else Priority.NORMAL
+
+
+@dataclass
+class JobRun:
+    """A started job while it has operators waiting or running in this process."""
+
+    job: JobRecord
+    model: Pipeline
+    completed: set[str] = field(default_factory=set)
+    submitted: set[str] = field(default_factory=set)
+    """Operators handed to the scheduler: waiting, running or done."""
+    handles: dict[str, Handle] = field(default_factory=dict)
+    ending: bool = False
+    deadline: asyncio.TimerHandle | None = None
+
+    def ready(self) -> list[str]:
+        """Operators not yet submitted whose upstream operators all completed, in declaration order."""
+        return [
+            op.name
+            for op in self.model.operators
+            if op.name not in self.submitted and set(op.upstream) <= self.completed
+        ]
+
+    def finished(self) -> bool:
+        return len(self.completed) == len(self.model.operators)
+
+
+class Executor:
+    def __init__(
+        self, db: Database, store: PayloadStore, runtime: Runtime, scheduler: Scheduler, settings: Settings
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._runtime = runtime
+        self.scheduler = scheduler
+        self._settings = settings
+        self._runs: dict[str, JobRun] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- public surface ------------------------------------------------------------------------------------
+
+    def log_path(self, job_id: str, operator: str) -> Path:
+        return self._settings.logs_path / job_id / f"{operator}.log"
+
+    async def admit(self, job: JobRecord, model: Pipeline) -> None:
+        """A job was started: queue its root operators."""
+        run = JobRun(job=job, model=model)
+        self._runs[job.id] = run
+        self._submit_ready(run)
+        self._pump()
+
+    async def cancel(self, job_id: str, status: JobStatus, reason: str) -> bool:
+        """End a job this executor runs; False when it runs no such job."""
+        run = self._runs.get(job_id)
+        if run is None:
+            return False
+        await self._end(run, status, reason)
+        return True
+
+    async def stop_all(self, reason: str) -> None:
+        """Clara.Stop: end every job in flight here as CANCELED, stopping their operators."""
+        await asyncio.gather(*(self._end(run, JobStatus.CANCELED, reason) for run in list(self._runs.values())))
+
+    async def recover(self) -> None:
+        """At start: carry on the jobs that were in flight, re-attaching to operators still running."""
+        for job in await self._db.read(table.in_flight):
+            operators = await self._db.read(partial(table.operators, job_id=job.id))
+            await self._recover_job(job, operators)
+        self._pump()
+
+    async def close(self) -> None:
+        """Stop following operators (they keep running and are re-attached at the next start)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for run in self._runs.values():
+            if run.deadline is not None:
+                run.deadline.cancel()
+        await self._runtime.close()
+
+    # -- scheduling ----------------------------------------------------------------------------------------
+
+    def _submit_ready(self, run: JobRun) -> None:
+        for name in run.ready():
+            run.submitted.add(name)
+            self.scheduler.submit((run.job.id, name), priority(run.job), demand(run.model.operator(name)))
+
+    def _pump(self) -> None:
+        for grant in self.scheduler.take():
+            job_id, name = cast(OperatorKey, grant.key)
+            run = self._runs.get(job_id)
+            if run is None or run.ending:
+                self.scheduler.release(grant.key)
+                continue
+            self._spawn(self._run_operator(run, name, grant))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("executor task failed", exc_info=task.exception())
+
+    # -- one operator --------------------------------------------------------------------------------------
+
+    def _spec(self, run: JobRun, operator: Operator, gpu_ids: tuple[str, ...]) -> OperatorSpec:
+        payload_dir = self._store.path(run.job.payload_id)
+        return OperatorSpec(
+            job_id=run.job.id,
+            operator=operator.name,
+            image=operator.container.reference,
+            command=operator.container.command,
+            env=environment.variables(run.job, operator, gpu_ids),
+            mounts=environment.mounts(operator, payload_dir),
+            cpu=operator.requests.cpu,
+            memory_mb=operator.requests.memory,
+            gpu_ids=gpu_ids,
+            log_path=self.log_path(run.job.id, operator.name),
+            labels={
+                "claret.job": run.job.id,
+                "claret.operator": operator.name,
+                "claret.instance": self._settings.instance,
+            },
+        )
+
+    async def _run_operator(self, run: JobRun, name: str, grant: Grant) -> None:
+        operator = run.model.operator(name)
+        try:
+            for folder in environment.output_dirs(operator, self._store.path(run.job.payload_id)):
+                folder.mkdir(parents=True, exist_ok=True)
+            handle = await self._runtime.start(self._spec(run, operator, grant.gpu_ids))
+        except (RuntimeFailure, OSError) as exc:
+            self.scheduler.release(grant.key)
+            await self._record_exit(run, name, Exit(-1, str(exc)))
+            await self._end(run, JobStatus.FAULTED, f"operator {name!r} could not start: {exc}")
+            self._pump()
+            return
+        run.handles[name] = handle
+        await self._db.write(
+            lambda conn: table.operator_started(conn, run.job.id, name, handle.runtime_id, grant.gpu_ids, ids.now())
+        )
+        log.info(
+            "operator started", job_id=run.job.id, operator=name, runtime_id=handle.runtime_id, gpus=list(grant.gpu_ids)
+        )
+        self._arm_deadline(run, run.job.timeout or self._settings.default_timeout)
+        if run.ending:  # the job ended while this operator was starting
+            self._spawn(handle.stop(self._settings.stop_grace))
+        await self._follow(run, name, handle)
+
+    async def _follow(self, run: JobRun, name: str, handle: Handle) -> None:
+        """Wait for the operator to end (its own timeout applies), then move the job on."""
+        limit = run.model.operator(name).timeout
+        try:
+            async with asyncio.timeout(limit):
+                exit = await handle.wait()
+        except TimeoutError:
+            await self._end(run, JobStatus.TERMINATED, f"operator {name!r} timed out after {limit} s")
+            exit = await handle.wait()
+        del run.handles[name]
+        self.scheduler.release((run.job.id, name))
+        await self._record_exit(run, name, exit)
+        if not run.ending:
+            if exit.code != 0:
+                detail = f": {exit.message}" if exit.message else ""
+                await self._end(run, JobStatus.FAULTED, f"operator {name!r} exited with code {exit.code}{detail}")
+            else:
+                run.completed.add(name)
+                if run.finished():
+                    await self._end(run, JobStatus.HEALTHY, "")
+                else:
+                    self._submit_ready(run)
+        self._forget_if_done(run)
+        self._pump()
+
+    async def _record_exit(self, run: JobRun, name: str, exit: Exit) -> None:
+        status = OperatorStatus.COMPLETED if exit.code == 0 else OperatorStatus.FAULTED
+        await self._db.write(lambda conn: table.operator_finished(conn, run.job.id, name, status, exit.code, ids.now()))
+        log.info("operator ended", job_id=run.job.id, operator=name, exit_code=exit.code)
+
+    # -- ending a job --------------------------------------------------------------------------------------
+
+    def _arm_deadline(self, run: JobRun, seconds: float) -> None:
+        if run.deadline is None and not run.ending:
+            run.deadline = asyncio.get_running_loop().call_later(
+                max(seconds, 0),
+                lambda: self._spawn(self._end(run, JobStatus.TERMINATED, f"job timed out after {run.job.timeout:g} s")),
+            )
+
+    async def _end(self, run: JobRun, status: JobStatus, message: str) -> None:
+        if run.ending:
+            return
+        run.ending = True
+        if run.deadline is not None:
+            run.deadline.cancel()
+        for name in run.submitted - run.completed - run.handles.keys():
+            self.scheduler.withdraw((run.job.id, name))
+        messages = [message] if message else []
+        await self._db.write(lambda conn: table.finish(conn, run.job.id, status, messages, ids.now()))
+        log.info("job ended", job_id=run.job.id, status=status.name, reason=message)
+        for handle in list(run.handles.values()):
+            self._spawn(handle.stop(self._settings.stop_grace))
+        self._forget_if_done(run)
+
+    def _forget_if_done(self, run: JobRun) -> None:
+        if run.ending and not run.handles:
+            self._runs.pop(run.job.id, None)
+
+    # -- restart recovery ----------------------------------------------------------------------------------
+
+    async def _recover_job(self, job: JobRecord, operators: list[OperatorRecord]) -> None:
+        try:
+            model = load_pipeline(
+                job.files,
+                job.variables,
+                default_timeout=self._settings.default_timeout,
+                max_timeout=self._settings.max_timeout,
+            )
+        except Exception as exc:  # the definition loaded at Start; a change of rules since must not wedge us
+            run = JobRun(job=job, model=Pipeline(api_version="0.0.0", name=job.name))
+            await self._end(run, JobStatus.EVICTED, f"the job's definition no longer loads: {exc}")
+            return
+        run = JobRun(
+            job=job,
+            model=model,
+            completed={op.name for op in operators if op.status is OperatorStatus.COMPLETED},
+            submitted={op.name for op in operators if op.status is not OperatorStatus.PENDING},
+        )
+        self._runs[job.id] = run
+        lost = [
+            op.name for op in operators if op.status is OperatorStatus.RUNNING and not await self._reattach(run, op)
+        ]
+        faulted = [op.name for op in operators if op.status is OperatorStatus.FAULTED]
+        if lost:
+            await self._end(
+                run, JobStatus.EVICTED, f"operator(s) {', '.join(lost)} were lost while the jobs service was down"
+            )
+        elif faulted:
+            await self._end(run, JobStatus.FAULTED, f"operator(s) {', '.join(faulted)} failed")
+        elif run.finished():
+            await self._end(run, JobStatus.HEALTHY, "")
+        else:
+            started = [op.started for op in operators if op.started is not None]
+            if started:
+                self._arm_deadline(run, min(started) + (job.timeout or self._settings.default_timeout) - ids.now())
+            self._submit_ready(run)
+
+    async def _reattach(self, run: JobRun, record: OperatorRecord) -> bool:
+        if not record.runtime_id:
+            return False
+        operator = run.model.operator(record.name)
+        with contextlib.suppress(Exception):
+            handle = await self._runtime.attach(self._spec(run, operator, record.gpu_ids), record.runtime_id)
+            if handle is not None:
+                self.scheduler.restore(
+                    Grant(key=(run.job.id, record.name), demand=demand(operator), gpu_ids=record.gpu_ids)
+                )
+                run.handles[record.name] = handle
+                self._spawn(self._follow(run, record.name, handle))
+                log.info("operator re-attached", job_id=run.job.id, operator=record.name)
+                return True
+        return False

@@ -1,0 +1,216 @@
+"""Job lifecycle: Create, Start, Cancel, Status, List, ReadLogs and metadata, over the database.
+
+Running what was started is the executor's business; this module checks requests, records them and
+hands started jobs over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import unicodedata
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.jobs.executor import Executor, demand
+from services.jobs.scheduler import Priority
+from shared import ids
+from shared import metadata as metadata_rules
+from shared.config import Settings
+from shared.db import Database
+from shared.db import jobs as table
+from shared.db import metadata as metadata_rows
+from shared.db import payloads as payloads_table
+from shared.db import pipelines as pipelines_table
+from shared.db.jobs import JobFilter, JobRecord, JobState, JobStatus, OperatorRecord, OperatorStatus
+from shared.db.payloads import PayloadRecord, PayloadType
+from shared.errors import ClaretError, ErrorCode
+from shared.payload_store import PayloadStore
+from shared.pipeline_definition import Pipeline, load_pipeline
+
+MAX_NAME_CHARS = 255
+LOG_LINES_PER_MESSAGE = 1000
+
+
+def check_job_name(name: str) -> str:
+    """1-255 printable characters (the official client's own tests name a job 'test job', with a space)."""
+    if not name.strip():
+        raise ClaretError(ErrorCode.INVALID_JOB_NAME, "job name must not be empty")
+    if len(name) > MAX_NAME_CHARS:
+        raise ClaretError(
+            ErrorCode.INVALID_JOB_NAME, f"job name is {len(name)} characters long; at most {MAX_NAME_CHARS} are allowed"
+        )
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise ClaretError(ErrorCode.INVALID_JOB_NAME, f"job name {name!r} contains control characters")
+    return name
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job with its operators, for Status."""
+
+    job: JobRecord
+    operators: list[OperatorRecord]
+
+
+class JobManager:
+    def __init__(self, db: Database, store: PayloadStore, executor: Executor, settings: Settings) -> None:
+        self._db = db
+        self._store = store
+        self._executor = executor
+        self._settings = settings
+
+    def _load(self, job: JobRecord, variables: Mapping[str, str] | None = None) -> Pipeline:
+        return load_pipeline(
+            job.files, variables, default_timeout=self._settings.default_timeout, max_timeout=self._settings.max_timeout
+        )
+
+    async def create(
+        self, pipeline_id: str, name: str, priority: int, input_payloads: Sequence[str], metadata: Mapping[str, str]
+    ) -> JobRecord:
+        """A job of the pipeline's current definition, with a new payload holding the inputs' copies."""
+        key = ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
+        pipeline = await self._db.read(lambda conn: pipelines_table.get(conn, key))
+        if pipeline is None:
+            raise ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
+        now = ids.now()
+        job = JobRecord(
+            id=ids.new_id(),
+            pipeline_id=key,
+            payload_id=ids.new_id(),
+            name=check_job_name(name),
+            priority=priority if priority in Priority._value2member_map_ else Priority.NORMAL,
+            state=JobState.PENDING,
+            status=JobStatus.HEALTHY,
+            files=pipeline.files,
+            created=now,
+            metadata=metadata_rules.validate(metadata),
+        )
+        model = load_pipeline(pipeline.files)
+        operators = [
+            OperatorRecord(
+                job_id=job.id, name=op.name, status=OperatorStatus.PENDING, upstream=op.upstream, created=now
+            )
+            for op in model.operators
+        ]
+        sources = [await self._reusable(payload_id) for payload_id in input_payloads]
+        payload = PayloadRecord(
+            id=job.payload_id, type=PayloadType.PIPELINE, job_id=job.id, read_only=False, metadata={}, created=now
+        )
+        self._store.create(payload.id)
+        try:
+            for source in sources:
+                await asyncio.to_thread(self._store.copy_into, source.id, payload.id)
+
+            def record(conn: sqlite3.Connection) -> None:
+                payloads_table.insert(conn, payload)
+                table.insert(conn, job, operators)
+
+            await self._db.write(record)
+        except BaseException:
+            self._store.delete(payload.id)
+            raise
+        return job
+
+    async def _reusable(self, payload_id: str) -> PayloadRecord:
+        key = ids.parse_id(payload_id, ErrorCode.INVALID_PAYLOAD_ID, "input payload")
+        record = await self._db.read(lambda conn: payloads_table.get(conn, key))
+        if record is None:
+            raise ClaretError(ErrorCode.NO_SUCH_PAYLOAD, f"no payload with id {payload_id!r}")
+        if record.type is not PayloadType.REUSABLE:
+            raise ClaretError(
+                ErrorCode.INVALID_PAYLOAD_ID,
+                f"input payload {payload_id!r} belongs to job {record.job_id}; only reusable "
+                "payloads can be a job's input",
+            )
+        return record
+
+    async def get(self, job_id: str) -> JobRecord:
+        key = ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job")
+        job = await self._db.read(lambda conn: table.get(conn, key))
+        if job is None:
+            raise ClaretError(ErrorCode.NO_SUCH_JOB, f"no job with id {job_id!r}")
+        return job
+
+    async def start(self, job_id: str, variables: Mapping[str, str]) -> JobRecord:
+        """Resolve templates with ``variables``, check every operator can ever fit, then queue the job."""
+        job = await self.get(job_id)
+        if job.started is not None or job.stopped is not None:
+            raise ClaretError(ErrorCode.JOB_WRONG_STATE, f"job {job.id} was already started")
+        model = self._load(job, dict(variables))
+        misfits = [
+            f"operator {op.name!r} {reason}"
+            for op in model.operators
+            if (reason := self._executor.scheduler.can_ever_fit(demand(op))) is not None
+        ]
+        if misfits:
+            raise ClaretError(ErrorCode.JOB_CANNOT_FIT, *misfits)
+        started = ids.now()
+
+        def mark(conn: sqlite3.Connection) -> bool:
+            if not table.mark_started(conn, job.id, dict(variables), model.timeout, started):
+                return False
+            payloads_table.set_read_only(conn, job.payload_id)
+            return True
+
+        if not await self._db.write(mark):
+            raise ClaretError(ErrorCode.JOB_WRONG_STATE, f"job {job.id} was already started")
+        job = await self.get(job.id)
+        await self._executor.admit(job, model)
+        return job
+
+    async def cancel(self, job_id: str, reason: str) -> JobRecord:
+        """Cancel a waiting or running job; a stopped job is answered as it is."""
+        job = await self.get(job_id)
+        message = f"canceled: {reason}" if reason else "canceled"
+        if job.stopped is None and not await self._executor.cancel(job.id, JobStatus.CANCELED, message):
+            await self._db.write(lambda conn: table.finish(conn, job.id, JobStatus.CANCELED, [message], ids.now()))
+        return await self.get(job.id)
+
+    async def status(self, job_id: str) -> JobView:
+        job = await self.get(job_id)
+        return JobView(job=job, operators=await self._db.read(lambda conn: table.operators(conn, job.id)))
+
+    async def find(self, where: JobFilter) -> list[JobRecord]:
+        return await self._db.read(lambda conn: table.list_jobs(conn, where))
+
+    async def read_logs(self, job_id: str, operator_name: str) -> AsyncIterator[list[str]]:
+        """The operator's log lines (stdout and stderr as they were written), in batches; what exists now."""
+        view = await self.status(job_id)
+        wanted = operator_name.strip().casefold()
+        match = next((op.name for op in view.operators if op.name.casefold() == wanted), None)
+        if match is None:
+            raise ClaretError(
+                ErrorCode.NO_SUCH_OPERATOR,
+                f"job {view.job.id} has no operator named {operator_name!r}; it has "
+                f"{', '.join(op.name for op in view.operators)}",
+            )
+        return _log_batches(self._executor.log_path(view.job.id, match))
+
+    async def add_metadata(self, job_id: str, new: Mapping[str, str]) -> dict[str, str]:
+        return await self._change_metadata(job_id, lambda old: metadata_rules.add(old, new))
+
+    async def remove_metadata(self, job_id: str, keys: Iterable[str]) -> dict[str, str]:
+        drop = list(keys)
+        return await self._change_metadata(job_id, lambda old: metadata_rules.remove(old, drop))
+
+    async def _change_metadata(self, job_id: str, edit: metadata_rows.Edit) -> dict[str, str]:
+        key = ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job")
+        result = await self._db.write(lambda conn: metadata_rows.change(conn, "jobs", key, edit))
+        if result is None:
+            raise ClaretError(ErrorCode.NO_SUCH_JOB, f"no job with id {job_id!r}")
+        return result
+
+
+async def _log_batches(path: Path) -> AsyncIterator[list[str]]:
+    lines = await asyncio.to_thread(_read_lines, path)
+    for start in range(0, len(lines), LOG_LINES_PER_MESSAGE):
+        yield lines[start : start + LOG_LINES_PER_MESSAGE]
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:  # the operator has not started yet
+        return []

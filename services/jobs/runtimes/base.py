@@ -1,0 +1,78 @@
+"""The runtime interface: start an operator, wait for it, stop it, find it again after a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory shown to the operator at ``target``."""
+
+    source: Path
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """Everything a runtime needs to run one operator of one job."""
+
+    job_id: str
+    operator: str
+    image: str
+    """``image:tag``; the sandbox runtime ignores it."""
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    mounts: tuple[Mount, ...]
+    cpu: int
+    memory_mb: int
+    gpu_ids: tuple[str, ...]
+    log_path: Path
+    """stdout and stderr, interleaved in the order they were written, appended as they stream."""
+    network: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How an operator ended: its exit code, and a message when the runtime has something to say."""
+
+    code: int
+    message: str = ""
+
+
+class Handle(Protocol):
+    """A started operator."""
+
+    @property
+    def runtime_id(self) -> str:
+        """What :meth:`Runtime.attach` needs to find this operator again (container id, process id)."""
+        ...
+
+    async def wait(self) -> Exit: ...
+
+    async def stop(self, grace: float) -> None:
+        """Ask the operator to stop; kill it after ``grace`` seconds. Returns once it is gone."""
+        ...
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def start(self, spec: OperatorSpec) -> Handle:
+        """Start the operator. Raises :class:`RuntimeFailure` when it cannot be started."""
+        ...
+
+    async def attach(self, spec: OperatorSpec, runtime_id: str) -> Handle | None:
+        """The handle of an operator started before a restart, or None when it is gone."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class RuntimeFailure(Exception):
+    """The runtime could not start an operator; the message says why (missing image, bad mount...)."""

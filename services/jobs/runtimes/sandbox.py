@@ -1,0 +1,168 @@
+"""The ``sandbox`` runtime: each operator's command runs as a host process inside a bubblewrap sandbox.
+
+The sandbox shows the operator the paths a container would see (inputs read-only, outputs writable),
+the host's /usr and /etc read-only, a private /tmp, its own PID namespace and no network. The image
+is not used. stdout and stderr go straight to the operator's log file, so logs survive a restart of
+the service, and bwrap's ``--json-status-fd`` records the exit code in a status file beside the log so
+an operator that outlived a restart can be re-attached (through a pidfd: no polling) and its exit read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from services.jobs.runtimes.base import Exit, Handle, OperatorSpec, RuntimeFailure
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+"""Shown read-only (or as the same symlink, on merged-/usr systems) so that commands find their tools."""
+KILLED = 137
+
+
+def status_path(spec: OperatorSpec) -> Path:
+    return spec.log_path.with_suffix(".status")
+
+
+def bwrap_arguments(spec: OperatorSpec, status_fd: int) -> list[str]:
+    """The bwrap command line for ``spec`` (the new root is an empty tmpfs; we add what it needs)."""
+    if not spec.command:
+        raise RuntimeFailure(
+            f"operator {spec.operator!r} has no command: the sandbox runtime does not use "
+            f"images, so container.command must say what to run"
+        )
+    args = ["bwrap", "--unshare-all", "--share-net" if spec.network else "--unshare-net"]
+    for name in HOST_DIRS:
+        host = Path("/") / name
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), f"/{name}"]
+    args += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/"]
+    for mount in spec.mounts:
+        args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
+    args += ["--clearenv"]
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/tmp", **spec.env}
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    return [*args, "--json-status-fd", str(status_fd), "--", *spec.command]
+
+
+def read_exit_code(path: Path) -> int | None:
+    """The exit code bwrap wrote to its status file, or None if it never wrote one (it was killed)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        with contextlib.suppress(ValueError):
+            status = json.loads(line)
+            if "exit-code" in status:
+                return int(status["exit-code"])
+    return None
+
+
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat: tells a process from a later one that reused its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+class SandboxHandle:
+    """A sandboxed operator: the bwrap process leads its own process group, so signals reach the group."""
+
+    def __init__(self, pid: int, status_file: Path, exited: asyncio.Future[int | None]) -> None:
+        self.pid = pid
+        self._status_file = status_file
+        self._exited = exited
+        self._start_time = process_start_time(pid) or "0"
+
+    @property
+    def runtime_id(self) -> str:
+        return f"{self.pid}:{self._start_time}"
+
+    async def wait(self) -> Exit:
+        code = await asyncio.shield(self._exited)
+        recorded = read_exit_code(self._status_file)
+        if recorded is not None:
+            return Exit(recorded)
+        return Exit(KILLED if code is None else code, "the sandbox ended without reporting an exit code")
+
+    async def stop(self, grace: float) -> None:
+        self._signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exited), grace)
+        except TimeoutError:
+            self._signal(signal.SIGKILL)  # killing the PID namespace's init kills everything inside
+            await asyncio.shield(self._exited)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+
+class SandboxRuntime:
+    name = "sandbox"
+
+    def __init__(self, bwrap: str = "bwrap") -> None:
+        path = shutil.which(bwrap)
+        if path is None:
+            raise RuntimeFailure("the sandbox runtime needs bubblewrap (Debian package 'bubblewrap')")
+        self._bwrap = path
+
+    async def start(self, spec: OperatorSpec) -> Handle:
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Opening two local files is instant; the child needs real descriptors, not async streams.
+        with open(spec.log_path, "ab") as log_file, open(status_path(spec), "wb") as status:  # noqa: ASYNC230
+            args = bwrap_arguments(spec, status.fileno())
+            args[0] = self._bwrap
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(status.fileno(),),
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot start bwrap for operator {spec.operator!r}: {exc}") from exc
+        exited: asyncio.Future[int | None] = asyncio.ensure_future(process.wait())
+        log.debug("sandbox started", job_id=spec.job_id, operator=spec.operator, pid=process.pid)
+        return SandboxHandle(process.pid, status_path(spec), exited)
+
+    async def attach(self, spec: OperatorSpec, runtime_id: str) -> Handle | None:
+        """Re-attach to a sandbox started by an earlier run of the service (it is no child of ours)."""
+        pid_text, _, start_time = runtime_id.partition(":")
+        if not pid_text.isdigit() or process_start_time(int(pid_text)) != start_time:
+            return None
+        pid = int(pid_text)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return None
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[int | None] = loop.create_future()
+
+        def on_exit() -> None:  # a pidfd turns readable when its process ends
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(pidfd, on_exit)
+        return SandboxHandle(pid, status_path(spec), exited)
+
+    async def close(self) -> None:
+        return None

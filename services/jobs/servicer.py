@@ -1,0 +1,171 @@
+"""Jobs RPCs: wire translation over :mod:`services.jobs.manager`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import cast
+
+from protos.nvidia.clara.platform import jobs_pb2 as pb
+from protos.nvidia.clara.platform import jobs_pb2_grpc
+from services.jobs.manager import JobManager, JobView
+from shared import ids
+from shared.db.jobs import JobFilter, JobRecord, OperatorRecord
+from shared.errors import ClaretError, ErrorCode
+from shared.wire import Context, identifier, ok_header, streaming, timestamp, unary
+
+
+def state(job: JobRecord) -> pb.JobState:
+    return cast(pb.JobState, int(job.state))
+
+
+def status(job: JobRecord) -> pb.JobStatus:
+    return cast(pb.JobStatus, int(job.status))
+
+
+def priority(job: JobRecord) -> pb.JobPriority:
+    return cast(pb.JobPriority, job.priority)
+
+
+def operator_details(op: OperatorRecord) -> pb.JobsStatusResponse.JobOperatorDetails:
+    return pb.JobsStatusResponse.JobOperatorDetails(
+        name=op.name,
+        status=cast(pb.JobOperatorStatus, int(op.status)),
+        created=timestamp(op.created),
+        started=timestamp(op.started),
+        stopped=timestamp(op.stopped),
+    )
+
+
+def dag(operators: list[OperatorRecord]) -> list[pb.JobsStatusResponse.JobDagNode]:
+    """One node per operator; its direct upstream operators as ``input_dependencies`` (names only)."""
+    node = pb.JobsStatusResponse.JobDagNode
+    return [node(name=op.name, input_dependencies=[node(name=up) for up in op.upstream]) for op in operators]
+
+
+def status_response(view: JobView) -> pb.JobsStatusResponse:
+    job = view.job
+    return pb.JobsStatusResponse(
+        header=ok_header(),
+        job_id=identifier(job.id),
+        pipeline_id=identifier(job.pipeline_id),
+        payload_id=identifier(job.payload_id),
+        state=state(job),
+        status=status(job),
+        name=job.name,
+        priority=priority(job),
+        created=timestamp(job.created),
+        started=timestamp(job.started),
+        stopped=timestamp(job.stopped),
+        operator_details=[operator_details(op) for op in view.operators],
+        metadata=job.metadata,
+        dag=dag(view.operators),
+        messages=list(job.messages),
+        timestamp_created=ids.legacy_time(job.created),
+        timestamp_started=ids.legacy_time(job.started),
+        timestamp_stopped=ids.legacy_time(job.stopped),
+    )
+
+
+def list_details(job: JobRecord) -> pb.JobsListResponse.JobDetails:
+    return pb.JobsListResponse.JobDetails(
+        job_id=identifier(job.id),
+        payload_id=identifier(job.payload_id),
+        pipeline_id=identifier(job.pipeline_id),
+        job_name=job.name,
+        state=state(job),
+        status=status(job),
+        priority=priority(job),
+        created=timestamp(job.created),
+        started=timestamp(job.started),
+        stopped=timestamp(job.stopped),
+        metadata=job.metadata,
+        timestamp_created=ids.legacy_time(job.created),
+        timestamp_started=ids.legacy_time(job.started),
+        timestamp_stopped=ids.legacy_time(job.stopped),
+    )
+
+
+def job_filter(wire: pb.JobsListRequest.JobFilter) -> JobFilter:
+    return JobFilter(
+        states=tuple(int(s) for s in wire.has_state),
+        statuses=tuple(int(s) for s in wire.has_status),
+        pipeline_ids=tuple(ids.parse_id(p.value, ErrorCode.INVALID_PIPELINE_ID, "pipeline") for p in wire.pipeline_id),
+        created_after=ids.from_dotnet(wire.created_after.value),
+        completed_before=ids.from_dotnet(wire.completed_before.value),
+    )
+
+
+def variables(values: list[pb.JobsStartRequest.NamedValue]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for value in values:
+        if value.name in found:
+            raise ClaretError(ErrorCode.INVALID_VARIABLES, f"variable {value.name!r} is given twice")
+        found[value.name] = value.value
+    return found
+
+
+class JobsServicer(jobs_pb2_grpc.JobsServicer):
+    def __init__(self, manager: JobManager) -> None:
+        self._manager = manager
+
+    @unary(pb.JobsCreateResponse)
+    async def Create(self, request: pb.JobsCreateRequest, context: Context) -> pb.JobsCreateResponse:
+        job = await self._manager.create(
+            request.pipeline_id.value,
+            request.name,
+            request.priority,
+            [p.value for p in request.input_payloads],
+            dict(request.metadata),
+        )
+        return pb.JobsCreateResponse(
+            header=ok_header(), job_id=identifier(job.id), payload_id=identifier(job.payload_id)
+        )
+
+    @unary(pb.JobsStartResponse)
+    async def Start(self, request: pb.JobsStartRequest, context: Context) -> pb.JobsStartResponse:
+        job = await self._manager.start(request.job_id.value, variables(list(request.Variables)))
+        return pb.JobsStartResponse(header=ok_header(), state=state(job), status=status(job), priority=priority(job))
+
+    @unary(pb.JobsCancelResponse)
+    async def Cancel(self, request: pb.JobsCancelRequest, context: Context) -> pb.JobsCancelResponse:
+        job = await self._manager.cancel(request.job_id.value, request.reason)
+        return pb.JobsCancelResponse(
+            header=ok_header(), job_id=identifier(job.id), job_state=state(job), job_status=status(job)
+        )
+
+    @unary(pb.JobsStatusResponse)
+    async def Status(self, request: pb.JobsStatusRequest, context: Context) -> pb.JobsStatusResponse:
+        return status_response(await self._manager.status(request.job_id.value))
+
+    @streaming(pb.JobsListResponse)
+    async def List(self, request: pb.JobsListRequest, context: Context) -> AsyncIterator[pb.JobsListResponse]:
+        for job in await self._manager.find(job_filter(request.filter)):
+            yield pb.JobsListResponse(header=ok_header(), job_details=list_details(job))
+
+    @streaming(pb.JobsReadLogsResponse)
+    async def ReadLogs(
+        self, request: pb.JobsReadLogsRequest, context: Context
+    ) -> AsyncIterator[pb.JobsReadLogsResponse]:
+        batches = await self._manager.read_logs(request.job_id.value, request.operator_name)
+        sent = False
+        async for lines in batches:
+            yield pb.JobsReadLogsResponse(
+                header=ok_header(), job_id=request.job_id, operator_name=request.operator_name, logs=lines
+            )
+            sent = True
+        if not sent:  # nothing logged yet: one message, so the caller still sees the header
+            yield pb.JobsReadLogsResponse(
+                header=ok_header(), job_id=request.job_id, operator_name=request.operator_name
+            )
+
+    @unary(pb.JobsAddMetadataResponse)
+    async def AddMetadata(self, request: pb.JobsAddMetadataRequest, context: Context) -> pb.JobsAddMetadataResponse:
+        metadata = await self._manager.add_metadata(request.job_id.value, dict(request.metadata))
+        return pb.JobsAddMetadataResponse(header=ok_header(), job_id=request.job_id, metadata=metadata)
+
+    @unary(pb.JobsRemoveMetadataResponse)
+    async def RemoveMetadata(
+        self, request: pb.JobsRemoveMetadataRequest, context: Context
+    ) -> pb.JobsRemoveMetadataResponse:
+        metadata = await self._manager.remove_metadata(request.job_id.value, request.keys)
+        return pb.JobsRemoveMetadataResponse(header=ok_header(), job_id=request.job_id, metadata=metadata)

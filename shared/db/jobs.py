@@ -1,0 +1,230 @@
+"""The jobs and operators tables. Plain functions over a ``sqlite3.Connection``; run them through ``Database``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from shared.pipeline_definition import DefinitionFile
+
+
+class JobState(IntEnum):
+    PENDING = 1
+    RUNNING = 2
+    STOPPED = 3
+
+
+class JobStatus(IntEnum):
+    HEALTHY = 1
+    FAULTED = 2
+    CANCELED = 3
+    EVICTED = 4
+    TERMINATED = 5
+
+
+class OperatorStatus(IntEnum):
+    PENDING = 1
+    RUNNING = 2
+    COMPLETED = 3
+    FAULTED = 4
+
+
+@dataclass(frozen=True)
+class OperatorRecord:
+    """One operator of one job, as the database has it."""
+
+    job_id: str
+    name: str
+    status: OperatorStatus
+    upstream: tuple[str, ...]
+    created: float
+    started: float | None = None
+    stopped: float | None = None
+    exit_code: int | None = None
+    runtime_id: str | None = None
+    gpu_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job: its definition as it was at Create, where it stands, and when."""
+
+    id: str
+    pipeline_id: str
+    payload_id: str
+    name: str
+    priority: int
+    state: JobState
+    status: JobStatus
+    files: tuple[DefinitionFile, ...]
+    created: float
+    variables: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    messages: tuple[str, ...] = ()
+    timeout: float | None = None
+    started: float | None = None
+    stopped: float | None = None
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Jobs.List filter: OR within a field, AND across fields; empty fields don't filter."""
+
+    states: tuple[int, ...] = ()
+    statuses: tuple[int, ...] = ()
+    pipeline_ids: tuple[str, ...] = ()
+    created_after: float | None = None
+    completed_before: float | None = None
+
+
+def _files_json(files: Sequence[DefinitionFile]) -> str:
+    return json.dumps([[f.path, f.content] for f in files])
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        pipeline_id=row["pipeline_id"],
+        payload_id=row["payload_id"],
+        name=row["name"],
+        priority=row["priority"],
+        state=JobState(row["state"]),
+        status=JobStatus(row["status"]),
+        files=tuple(DefinitionFile(path=p, content=c) for p, c in json.loads(row["files"])),
+        created=row["created"],
+        variables=json.loads(row["variables"]),
+        metadata=json.loads(row["metadata"]),
+        messages=tuple(json.loads(row["messages"])),
+        timeout=row["timeout"],
+        started=row["started"],
+        stopped=row["stopped"],
+    )
+
+
+def _operator(row: sqlite3.Row) -> OperatorRecord:
+    return OperatorRecord(
+        job_id=row["job_id"],
+        name=row["name"],
+        status=OperatorStatus(row["status"]),
+        upstream=tuple(json.loads(row["upstream"])),
+        created=row["created"],
+        started=row["started"],
+        stopped=row["stopped"],
+        exit_code=row["exit_code"],
+        runtime_id=row["runtime_id"],
+        gpu_ids=tuple(json.loads(row["gpu_ids"])),
+    )
+
+
+def insert(conn: sqlite3.Connection, job: JobRecord, operators: Iterable[OperatorRecord]) -> None:
+    conn.execute(
+        "INSERT INTO jobs (id, pipeline_id, payload_id, name, priority, state, status, files, variables, metadata,"
+        " messages, timeout, created, started, stopped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            job.id,
+            job.pipeline_id,
+            job.payload_id,
+            job.name,
+            job.priority,
+            int(job.state),
+            int(job.status),
+            _files_json(job.files),
+            json.dumps(job.variables),
+            json.dumps(job.metadata),
+            json.dumps(job.messages),
+            job.timeout,
+            job.created,
+            job.started,
+            job.stopped,
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO operators (job_id, name, position, status, upstream, created) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (op.job_id, op.name, position, int(op.status), json.dumps(op.upstream), op.created)
+            for position, op in enumerate(operators)
+        ],
+    )
+
+
+def get(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if row is None else _job(row)
+
+
+def operators(conn: sqlite3.Connection, job_id: str) -> list[OperatorRecord]:
+    rows = conn.execute("SELECT * FROM operators WHERE job_id = ? ORDER BY position", (job_id,))
+    return [_operator(row) for row in rows]
+
+
+def list_jobs(conn: sqlite3.Connection, where: JobFilter) -> list[JobRecord]:
+    clauses, params = _filter_sql(where)
+    sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY created, id"
+    return [_job(row) for row in conn.execute(sql, params)]
+
+
+def _filter_sql(where: JobFilter) -> tuple[list[str], list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+    for column, values in (("state", where.states), ("status", where.statuses), ("pipeline_id", where.pipeline_ids)):
+        if values:
+            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+    if where.created_after is not None:
+        clauses.append("created > ?")
+        params.append(where.created_after)
+    if where.completed_before is not None:
+        clauses.append("stopped IS NOT NULL AND stopped < ?")
+        params.append(where.completed_before)
+    return clauses, params
+
+
+def in_flight(conn: sqlite3.Connection) -> list[JobRecord]:
+    """Started jobs that have not stopped: what the executor must carry on after a restart."""
+    rows = conn.execute("SELECT * FROM jobs WHERE started IS NOT NULL AND stopped IS NULL ORDER BY started, id")
+    return [_job(row) for row in rows]
+
+
+def mark_started(conn: sqlite3.Connection, job_id: str, variables: dict[str, str], timeout: float, at: float) -> bool:
+    """PENDING and never started -> started (still PENDING until an operator runs). False if not startable."""
+    cursor = conn.execute(
+        "UPDATE jobs SET started = ?, variables = ?, timeout = ? WHERE id = ? AND started IS NULL AND stopped IS NULL",
+        (at, json.dumps(variables), timeout, job_id),
+    )
+    return cursor.rowcount == 1
+
+
+def operator_started(
+    conn: sqlite3.Connection, job_id: str, name: str, runtime_id: str, gpu_ids: Sequence[str], at: float
+) -> None:
+    conn.execute(
+        "UPDATE operators SET status = ?, started = ?, runtime_id = ?, gpu_ids = ? WHERE job_id = ? AND name = ?",
+        (int(OperatorStatus.RUNNING), at, runtime_id, json.dumps(list(gpu_ids)), job_id, name),
+    )
+    conn.execute(
+        "UPDATE jobs SET state = ? WHERE id = ? AND state = ?", (int(JobState.RUNNING), job_id, int(JobState.PENDING))
+    )
+
+
+def operator_finished(
+    conn: sqlite3.Connection, job_id: str, name: str, status: OperatorStatus, exit_code: int | None, at: float
+) -> None:
+    conn.execute(
+        "UPDATE operators SET status = ?, exit_code = ?, stopped = ? WHERE job_id = ? AND name = ?",
+        (int(status), exit_code, at, job_id, name),
+    )
+
+
+def finish(conn: sqlite3.Connection, job_id: str, status: JobStatus, messages: Sequence[str], at: float) -> bool:
+    """End a job once: STOPPED with ``status``; messages are appended. False if it had already stopped."""
+    row = conn.execute("SELECT messages FROM jobs WHERE id = ? AND stopped IS NULL", (job_id,)).fetchone()
+    if row is None:
+        return False
+    conn.execute(
+        "UPDATE jobs SET state = ?, status = ?, stopped = ?, messages = ? WHERE id = ?",
+        (int(JobState.STOPPED), int(status), at, json.dumps([*json.loads(row[0]), *messages]), job_id),
+    )
+    return True
