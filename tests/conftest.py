@@ -45,7 +45,8 @@ class RunningServer:
 
 
 def make_settings(tmp_path: Path, **changes: object) -> Settings:
-    return Settings(port=0, data_dir=tmp_path / "data", gpus=(), runtime="sandbox").replace(**changes)
+    defaults = Settings(port=0, data_dir=tmp_path / "data", gpus=(), runtime="sandbox", stop_grace=1.0)
+    return defaults.replace(**changes)
 
 
 async def start_in_process(settings: Settings) -> tuple[ClaretServer, Resources]:

@@ -39,7 +39,8 @@ def bwrap_arguments(spec: OperatorSpec, status_fd: int) -> list[str]:
             f"operator {spec.operator!r} has no command: the sandbox runtime does not use "
             f"images, so container.command must say what to run"
         )
-    args = ["bwrap", "--unshare-all", "--share-net" if spec.network else "--unshare-net"]
+    # --die-with-parent: should the outer bwrap process die, nothing of the sandbox outlives it.
+    args = ["bwrap", "--unshare-all", "--share-net" if spec.network else "--unshare-net", "--die-with-parent"]
     for name in HOST_DIRS:
         host = Path("/") / name
         if host.is_symlink():
@@ -79,6 +80,21 @@ def process_start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def group_members(pgid: int) -> list[int]:
+    """Processes of one process group (the sandbox leads its own), from /proc."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
 class SandboxHandle:
     """A sandboxed operator: the bwrap process leads its own process group, so signals reach the group."""
 
@@ -100,16 +116,21 @@ class SandboxHandle:
         return Exit(KILLED if code is None else code, "the sandbox ended without reporting an exit code")
 
     async def stop(self, grace: float) -> None:
-        self._signal(signal.SIGTERM)
+        """SIGTERM to the operator's processes, SIGKILL to the whole sandbox after ``grace`` seconds.
+
+        The outer bwrap process is spared the SIGTERM: it would die at once and take the sandbox's
+        PID namespace with it, so the operator would get no grace period at all.
+        """
+        for pid in group_members(self.pid):
+            if pid != self.pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(self._exited), grace)
         except TimeoutError:
-            self._signal(signal.SIGKILL)  # killing the PID namespace's init kills everything inside
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
             await asyncio.shield(self._exited)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
 
 
 class SandboxRuntime:

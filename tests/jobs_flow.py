@@ -1,0 +1,117 @@
+"""Helpers for tests that drive jobs through the real gRPC services."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from protos.nvidia.clara.platform import common_pb2, jobs_pb2, jobs_pb2_grpc, payloads_pb2, payloads_pb2_grpc
+from protos.nvidia.clara.platform import pipelines_pb2 as ppb
+from protos.nvidia.clara.platform import pipelines_pb2_grpc
+
+DATA = Path(__file__).parent / "data"
+
+
+@dataclass
+class Platform:
+    """Stubs for one server, and shortcuts for the steps of a job."""
+
+    channel: grpc.aio.Channel
+    database: Path
+
+    def __post_init__(self) -> None:
+        self.pipelines = pipelines_pb2_grpc.PipelinesStub(self.channel)
+        self.jobs = jobs_pb2_grpc.JobsStub(self.channel)
+        self.payloads = payloads_pb2_grpc.PayloadsStub(self.channel)
+
+    async def pipeline(self, text: str, path: str = "pipeline.yaml") -> str:
+        async def requests() -> AsyncIterator[ppb.PipelinesCreateRequest]:
+            yield ppb.PipelinesCreateRequest(definition=ppb.PipelineDefinitionFile(path=path, content=text))
+
+        reply = await self.pipelines.Create(requests())
+        assert reply.header.code == 0, reply.header.messages
+        return reply.pipeline_id.value
+
+    async def job(self, pipeline_id: str, name: str = "job", priority: int = 2) -> jobs_pb2.JobsCreateResponse:
+        reply = await self.jobs.Create(
+            jobs_pb2.JobsCreateRequest(
+                pipeline_id=common_pb2.Identifier(value=pipeline_id), name=name, priority=priority
+            )
+        )  # type: ignore[arg-type]
+        assert reply.header.code == 0, reply.header.messages
+        return reply
+
+    async def upload(self, payload_id: str, name: str, data: bytes) -> None:
+        async def requests() -> AsyncIterator[payloads_pb2.PayloadsUploadRequest]:
+            yield payloads_pb2.PayloadsUploadRequest(
+                payload_id=common_pb2.Identifier(value=payload_id),
+                details=payloads_pb2.PayloadFileDetails(name=name),
+                data=data,
+            )
+
+        reply = await self.payloads.Upload(requests())
+        assert reply.header.code == 0, reply.header.messages
+
+    async def download(self, payload_id: str, name: str) -> bytes:
+        request = payloads_pb2.PayloadsDownloadRequest(payload_id=common_pb2.Identifier(value=payload_id), name=name)
+        replies = [r async for r in self.payloads.Download(request)]
+        assert replies[0].header.code == 0, replies[0].header.messages
+        return b"".join(r.data for r in replies)
+
+    async def start(self, job_id: str, **variables: str) -> jobs_pb2.JobsStartResponse:
+        named = [jobs_pb2.JobsStartRequest.NamedValue(name=k, value=v) for k, v in variables.items()]
+        return await self.jobs.Start(
+            jobs_pb2.JobsStartRequest(job_id=common_pb2.Identifier(value=job_id), Variables=named)
+        )
+
+    async def status(self, job_id: str) -> jobs_pb2.JobsStatusResponse:
+        reply = await self.jobs.Status(jobs_pb2.JobsStatusRequest(job_id=common_pb2.Identifier(value=job_id)))
+        assert reply.header.code == 0, reply.header.messages
+        return reply
+
+    async def wait_stopped(self, job_id: str, timeout: float = 30) -> jobs_pb2.JobsStatusResponse:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = await self.status(job_id)
+            if reply.state == jobs_pb2.JOB_STATE_STOPPED:
+                return reply
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"job {job_id} did not stop within {timeout} s: {reply}")
+
+    async def wait_operator(self, job_id: str, name: str, status: int, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = await self.status(job_id)
+            if any(op.name == name and op.status == status for op in reply.operator_details):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"operator {name} of job {job_id} never reached status {status}")
+
+    async def logs(self, job_id: str, operator: str) -> list[str]:
+        request = jobs_pb2.JobsReadLogsRequest(job_id=common_pb2.Identifier(value=job_id), operator_name=operator)
+        return [line async for reply in self.jobs.ReadLogs(request) for line in reply.logs]
+
+    def runtime_ids(self, job_id: str) -> dict[str, str]:
+        with sqlite3.connect(self.database) as conn:
+            rows = conn.execute("SELECT name, runtime_id FROM operators WHERE job_id = ?", (job_id,))
+            return {name: runtime_id for name, runtime_id in rows if runtime_id}
+
+
+def process_alive(runtime_id: str) -> bool:
+    """Whether the sandbox process (its process group) of a runtime id still exists."""
+    pid = int(runtime_id.split(":")[0])
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pid and fields[0] != "Z":  # field 5: process group
+                return True
+    return False
