@@ -11,9 +11,15 @@ from pathlib import Path
 
 import grpc
 
-from protos.nvidia.clara.platform import common_pb2, jobs_pb2, jobs_pb2_grpc, payloads_pb2, payloads_pb2_grpc
+from protos.nvidia.clara.platform import (
+    common_pb2,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    payloads_pb2,
+    payloads_pb2_grpc,
+    pipelines_pb2_grpc,
+)
 from protos.nvidia.clara.platform import pipelines_pb2 as ppb
-from protos.nvidia.clara.platform import pipelines_pb2_grpc
 
 DATA = Path(__file__).parent / "data"
 
@@ -75,17 +81,17 @@ class Platform:
         assert reply.header.code == 0, reply.header.messages
         return reply
 
-    async def wait_stopped(self, job_id: str, timeout: float = 30) -> jobs_pb2.JobsStatusResponse:
-        deadline = time.monotonic() + timeout
+    async def wait_stopped(self, job_id: str, within: float = 30) -> jobs_pb2.JobsStatusResponse:
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             reply = await self.status(job_id)
             if reply.state == jobs_pb2.JOB_STATE_STOPPED:
                 return reply
             await asyncio.sleep(0.05)
-        raise AssertionError(f"job {job_id} did not stop within {timeout} s: {reply}")
+        raise AssertionError(f"job {job_id} did not stop within {within} s: {reply}")
 
-    async def wait_operator(self, job_id: str, name: str, status: int, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_operator(self, job_id: str, name: str, status: int, within: float = 20) -> None:
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             reply = await self.status(job_id)
             if any(op.name == name and op.status == status for op in reply.operator_details):

@@ -120,7 +120,7 @@ async def test_cancel_of_a_job_that_was_never_started(clara: Platform) -> None:
 async def test_timeout_ends_the_job_terminated(clara: Platform) -> None:
     job = await clara.job(await clara.pipeline(one_operator("sleep 60", extra="timeout: 1")))
     await clara.start(job.job_id.value)
-    final = await clara.wait_stopped(job.job_id.value, timeout=15)
+    final = await clara.wait_stopped(job.job_id.value, within=15)
     assert final.status == pb.JOB_STATUS_TERMINATED
     assert any("timed out" in m for m in final.messages)
 

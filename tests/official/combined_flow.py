@@ -11,11 +11,11 @@ import pathlib
 import sys
 import time
 
+import nvidia_clara.job_types as job_types
+import nvidia_clara.pipeline_types as pipeline_types
 from nvidia_clara.jobs_client import JobsClient
 from nvidia_clara.payloads_client import PayloadsClient
 from nvidia_clara.pipelines_client import PipelinesClient
-import nvidia_clara.job_types as job_types
-import nvidia_clara.pipeline_types as pipeline_types
 
 
 def number(value):
