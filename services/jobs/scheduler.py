@@ -1,0 +1,373 @@
+"""Which ready operators start now on one node: a resource-aware priority queue (DECISIONS.md, Jobs and scheduling).
+
+The jobs service submits an operator when it becomes ready (its job started and its upstream operators
+completed), calls :meth:`Scheduler.take` after every change and starts what it returns, releases an operator
+when it ends and withdraws waiting operators of a cancelled job. Everything here is synchronous and in
+memory: it runs on the event loop thread, and a decision costs microseconds.
+
+Order, in the words of DECISIONS.md, and how each rule is kept:
+
+* IMMEDIATE is strict: while any IMMEDIATE operator waits, only IMMEDIATE operators start. Submit refuses
+  demands the node can never hold, so a waiting IMMEDIATE operator always starts once resources free up,
+  and no other class can take those resources in the meantime.
+* HIGHER : NORMAL : LOWER share starts 4 : 2 : 1 by stride scheduling: each class has a virtual pass, the
+  class with the smallest pass among those with a head that fits starts one operator and its pass grows by
+  ``stride = lcm(weights) / weight`` (integers, so shares are exact and never drift). A class that was
+  empty, or whose heads did not fit, is lifted to the current pass at every start, so it cannot bank credit
+  and then take a burst of starts.
+* Ageing: an operator that has waited ``ageing_s`` counts one class higher per ``ageing_s`` waited (LOWER ->
+  NORMAL -> HIGHER, never IMMEDIATE), so no operator waits forever. Within one class operators are oldest
+  first (FIFO).
+* Head-of-line: when a head does not fit, smaller operators behind it may start (backfill), unless that head
+  has waited ``ageing_s``: then it holds a reservation and nothing after it in decision order starts until
+  it fits, so a big GPU operator is not starved by a stream of small ones.
+
+Scale: each priority keeps one FIFO per demand shape ``(cpu, memory, gpus)``; pipelines have few distinct
+shapes, so a decision looks only at the heads of those FIFOs (classes x shapes), never at the whole queue.
+A head is the oldest of its FIFO, so only heads need ageing. Withdraw is O(1): FIFOs are ``OrderedDict``
+keyed by the caller's key (a linked list, so the head stays O(1) however many entries were removed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from types import MappingProxyType
+from typing import NamedTuple
+
+__all__ = [
+    "DEFAULT_AGEING_S",
+    "DEFAULT_WEIGHTS",
+    "Capacity",
+    "Demand",
+    "Grant",
+    "Priority",
+    "Scheduler",
+]
+
+
+class Priority(IntEnum):
+    """Job priority with the wire's ``JobPriority`` numbers (0, UNKNOWN, is not schedulable)."""
+
+    LOWER = 1
+    NORMAL = 2
+    HIGHER = 3
+    IMMEDIATE = 4
+
+
+_SHARED = (Priority.HIGHER, Priority.NORMAL, Priority.LOWER)
+"""The classes that share starts by weight; IMMEDIATE stands outside the shares."""
+
+DEFAULT_WEIGHTS: Mapping[Priority, int] = MappingProxyType({Priority.HIGHER: 4, Priority.NORMAL: 2, Priority.LOWER: 1})
+"""Shares of starts when all three classes have work waiting (DECISIONS.md: about 4 : 2 : 1)."""
+
+DEFAULT_AGEING_S = 60.0
+"""After this many seconds of waiting an operator counts one class higher and may hold a reservation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """An operator's requests: CPU cores, memory in MB and a number of GPUs."""
+
+    cpu: int
+    memory_mb: int
+    gpus: int
+
+    def __post_init__(self) -> None:
+        if self.cpu < 0 or self.memory_mb < 0 or self.gpus < 0:
+            raise ValueError(f"requests cannot be negative: {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What a node has (or has free): CPU cores, memory in MB and GPU ids in ledger order."""
+
+    cpus: int
+    memory_mb: int
+    gpu_ids: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.cpus < 0 or self.memory_mb < 0:
+            raise ValueError(f"capacity cannot be negative: {self}")
+        if len(set(self.gpu_ids)) != len(self.gpu_ids):
+            raise ValueError(f"GPU ids must be distinct: {self.gpu_ids}")
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What one started operator holds: its demand and the explicit GPU ids granted to it."""
+
+    key: Hashable
+    demand: Demand
+    gpu_ids: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.gpu_ids) != self.demand.gpus or len(set(self.gpu_ids)) != len(self.gpu_ids):
+            raise ValueError(f"a grant holds exactly {self.demand.gpus} distinct GPU ids, not {self.gpu_ids}")
+
+
+class _Waiting(NamedTuple):
+    """A submitted operator; a tuple because 100,000 of them may wait and creation is on the hot path."""
+
+    key: Hashable
+    priority: Priority
+    demand: Demand
+    seq: int
+    """Submission order: FIFO among operators of one (effective) class, across shapes."""
+    since: float
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
+class Scheduler:
+    """Decides which waiting operators start now on one node of fixed capacity.
+
+    Keys are the caller's (for example ``(job_id, operator_name)``); a key is waiting, held or unknown.
+    """
+
+    def __init__(
+        self,
+        capacity: Capacity,
+        *,
+        weights: Mapping[Priority, int] = DEFAULT_WEIGHTS,
+        ageing_s: float = DEFAULT_AGEING_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if set(weights) != set(_SHARED) or any(weights[p] < 1 for p in _SHARED):
+            raise ValueError(f"weights need a positive integer for each of HIGHER, NORMAL, LOWER: {dict(weights)}")
+        if not ageing_s > 0:
+            raise ValueError(f"ageing_s must be positive (math.inf disables ageing): {ageing_s}")
+        self._capacity = capacity
+        self._ageing_s = float(ageing_s)
+        self._clock = clock
+        lcm = math.lcm(*(weights[p] for p in _SHARED))
+        self._stride = {p: lcm // weights[p] for p in _SHARED}
+        self._pass = dict.fromkeys(_SHARED, 0)
+        # priority -> shape -> FIFO of waiting operators; empty FIFOs are dropped so heads stay few.
+        self._queues: dict[Priority, dict[Demand, OrderedDict[Hashable, _Waiting]]] = {p: {} for p in Priority}
+        self._waiting: dict[Hashable, _Waiting] = {}
+        self._immediate = 0  # how many IMMEDIATE operators wait: the strict tier is on while > 0
+        self._held: dict[Hashable, Grant] = {}
+        self._seq = itertools.count()
+        self._free_cpus = capacity.cpus
+        self._free_memory_mb = capacity.memory_mb
+        self._gpu_index = {gpu: index for index, gpu in enumerate(capacity.gpu_ids)}
+        self._free_gpus: set[int] = set(range(len(capacity.gpu_ids)))
+
+    # --- views -------------------------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> Capacity:
+        """What the node has in all."""
+        return self._capacity
+
+    @property
+    def waiting(self) -> int:
+        """How many operators wait to start."""
+        return len(self._waiting)
+
+    @property
+    def held(self) -> Mapping[Hashable, Grant]:
+        """Live read-only view of the started operators' grants, by key."""
+        return MappingProxyType(self._held)
+
+    @property
+    def free(self) -> Capacity:
+        """A snapshot of what no grant holds now."""
+        gpu_ids = self._capacity.gpu_ids
+        return Capacity(self._free_cpus, self._free_memory_mb, tuple(gpu_ids[i] for i in sorted(self._free_gpus)))
+
+    def is_waiting(self, key: Hashable) -> bool:
+        """Whether ``key`` was submitted and has neither started nor been withdrawn."""
+        return key in self._waiting
+
+    # --- commands ----------------------------------------------------------------------------------------
+
+    def can_ever_fit(self, demand: Demand) -> str | None:
+        """None if the node could hold ``demand`` when empty, else what it lacks ("needs 3 GPUs; the node has 2")."""
+        capacity = self._capacity
+        lacks = []
+        if demand.cpu > capacity.cpus:
+            lacks.append(f"needs {_plural(demand.cpu, 'CPU core')}; the node has {capacity.cpus}")
+        if demand.memory_mb > capacity.memory_mb:
+            lacks.append(f"needs {demand.memory_mb} MB of memory; the node has {capacity.memory_mb} MB")
+        if demand.gpus > len(capacity.gpu_ids):
+            lacks.append(f"needs {_plural(demand.gpus, 'GPU')}; the node has {len(capacity.gpu_ids)}")
+        return "; ".join(lacks) or None
+
+    def submit(self, key: Hashable, priority: Priority, demand: Demand) -> None:
+        """Queue a ready operator. ValueError if it can never fit or ``key`` is already waiting or held."""
+        priority = Priority(priority)  # ValueError for UNKNOWN (0) and other numbers
+        if key in self._waiting or key in self._held:
+            raise ValueError(f"operator {key!r} is already {'waiting' if key in self._waiting else 'running'}")
+        reason = self.can_ever_fit(demand)
+        if reason is not None:
+            raise ValueError(reason)
+        entry = _Waiting(key, priority, demand, next(self._seq), self._clock())
+        shapes = self._queues[priority]
+        fifo = shapes.get(demand)
+        if fifo is None:
+            fifo = shapes[demand] = OrderedDict()
+        fifo[key] = entry
+        self._waiting[key] = entry
+        if priority is Priority.IMMEDIATE:
+            self._immediate += 1
+
+    def withdraw(self, key: Hashable) -> bool:
+        """Remove a waiting operator (its job was cancelled); False if it is not waiting."""
+        entry = self._waiting.get(key)
+        if entry is None:
+            return False
+        self._unqueue(entry)
+        return True
+
+    def take(self) -> list[Grant]:
+        """Reserve resources for every operator that may start now and return their grants in decision order."""
+        grants: list[Grant] = []
+        if not self._waiting:
+            return grants
+        now = self._clock()  # one instant per decision round, so ageing is consistent within it
+        while (entry := self._pick(now)) is not None:
+            self._unqueue(entry)
+            grant = Grant(entry.key, entry.demand, self._hold_gpus(entry.demand.gpus))
+            self._hold(grant)
+            grants.append(grant)
+        return grants
+
+    def release(self, key: Hashable) -> None:
+        """Give back what an ended operator held. KeyError if ``key`` holds nothing (a double release is a bug)."""
+        grant = self._held.pop(key, None)
+        if grant is None:
+            raise KeyError(f"operator {key!r} holds no resources")
+        self._free_cpus += grant.demand.cpu
+        self._free_memory_mb += grant.demand.memory_mb
+        self._free_gpus.update(self._gpu_index[gpu] for gpu in grant.gpu_ids)
+
+    def restore(self, grant: Grant) -> None:
+        """Hold again what an operator that survived a restart holds, with exactly its GPU ids.
+
+        ValueError if the key is waiting or held, a GPU id is unknown or already held, or the CPU or memory
+        would exceed what is free: the caller then evicts that operator rather than over-commit the node.
+        """
+        key, demand = grant.key, grant.demand
+        if key in self._waiting or key in self._held:
+            raise ValueError(f"operator {key!r} is already {'waiting' if key in self._waiting else 'running'}")
+        unknown = [gpu for gpu in grant.gpu_ids if gpu not in self._gpu_index]
+        if unknown:
+            raise ValueError(f"GPU ids {unknown} are not on this node (it has {list(self._capacity.gpu_ids)})")
+        taken = [gpu for gpu in grant.gpu_ids if self._gpu_index[gpu] not in self._free_gpus]
+        if taken:
+            raise ValueError(f"GPU ids {taken} are already held")
+        if demand.cpu > self._free_cpus or demand.memory_mb > self._free_memory_mb:
+            raise ValueError(
+                f"needs {demand.cpu} CPU and {demand.memory_mb} MB; "
+                f"{self._free_cpus} CPU and {self._free_memory_mb} MB are free"
+            )
+        self._free_gpus.difference_update(self._gpu_index[gpu] for gpu in grant.gpu_ids)
+        self._hold(grant)
+
+    # --- decision ----------------------------------------------------------------------------------------
+
+    def _pick(self, now: float) -> _Waiting | None:
+        """The next operator to start, or None when nothing may start now.
+
+        Conceptually a walk over the heads in decision order (IMMEDIATE first, strictly; then classes by
+        stride pass, the higher class on a tie; oldest first within a class) that stops at the first head
+        which fits (start it) or has waited ``ageing_s`` without fitting (its reservation: start nothing).
+        Heads that neither fit nor have aged are skipped, which is the backfill. Rather than sorting, one
+        pass finds the first deciding head, so a decision costs O(classes x shapes) with a small constant.
+        """
+        free_cpus, free_memory_mb, free_gpus = self._free_cpus, self._free_memory_mb, len(self._free_gpus)
+        aged_since = now - self._ageing_s  # a head submitted at or before this instant has aged
+        if self._immediate:
+            # Strict tier: only IMMEDIATE heads are considered, even when none of them fits.
+            first: _Waiting | None = None
+            for fifo in self._queues[Priority.IMMEDIATE].values():
+                head = next(iter(fifo.values()))
+                if first is not None and head.seq > first.seq:
+                    continue
+                demand = head.demand
+                if (
+                    demand.cpu <= free_cpus and demand.memory_mb <= free_memory_mb and demand.gpus <= free_gpus
+                ) or head.since <= aged_since:
+                    first = head
+            if first is None or not self._fits(first.demand):
+                return None
+            return first
+        passes = self._pass
+        # Position of each class in stride order: smallest pass first, the higher class on a tie.
+        rank = {cls: position for position, cls in enumerate(sorted(_SHARED, key=lambda p: (passes[p], -p)))}
+        best: tuple[int, int] | None = None
+        chosen: _Waiting | None = None
+        chosen_class = Priority.HIGHER
+        for base in _SHARED:
+            for fifo in self._queues[base].values():
+                head = next(iter(fifo.values()))
+                demand = head.demand
+                aged = head.since <= aged_since
+                if not aged and (
+                    demand.cpu > free_cpus or demand.memory_mb > free_memory_mb or demand.gpus > free_gpus
+                ):
+                    continue  # neither fits nor holds a reservation: others may backfill past it
+                cls = self._effective(head, now) if aged else base
+                order = (rank[cls], head.seq)
+                if best is None or order < best:
+                    best, chosen, chosen_class = order, head, cls
+        if chosen is None or not self._fits(chosen.demand):
+            return None  # nothing fits, or the first deciding head is an aged one holding its reservation
+        self._advance(chosen_class)
+        return chosen
+
+    def _effective(self, entry: _Waiting, now: float) -> Priority:
+        """The class an operator competes in: one higher per ``ageing_s`` waited, at most HIGHER."""
+        if entry.priority >= Priority.HIGHER:
+            return Priority.HIGHER
+        steps = int((now - entry.since) / self._ageing_s)  # ageing_s = inf gives 0
+        return Priority(min(Priority.HIGHER, entry.priority + max(steps, 0)))
+
+    def _advance(self, chosen: Priority) -> None:
+        """Charge one start to ``chosen``; lift every class behind its pass so none banks credit."""
+        current = self._pass[chosen]
+        for cls in _SHARED:
+            if self._pass[cls] < current:
+                self._pass[cls] = current
+        self._pass[chosen] = current + self._stride[chosen]
+
+    # --- ledger ------------------------------------------------------------------------------------------
+
+    def _fits(self, demand: Demand) -> bool:
+        return (
+            demand.cpu <= self._free_cpus
+            and demand.memory_mb <= self._free_memory_mb
+            and demand.gpus <= len(self._free_gpus)
+        )
+
+    def _unqueue(self, entry: _Waiting) -> None:
+        del self._waiting[entry.key]
+        shapes = self._queues[entry.priority]
+        fifo = shapes[entry.demand]
+        del fifo[entry.key]
+        if not fifo:
+            del shapes[entry.demand]
+        if entry.priority is Priority.IMMEDIATE:
+            self._immediate -= 1
+
+    def _hold_gpus(self, count: int) -> tuple[str, ...]:
+        """Take the ``count`` lowest free GPU ids (ledger order) off the free list."""
+        if not count:
+            return ()
+        chosen = sorted(self._free_gpus)[:count]
+        self._free_gpus.difference_update(chosen)
+        return tuple(self._capacity.gpu_ids[i] for i in chosen)
+
+    def _hold(self, grant: Grant) -> None:
+        self._free_cpus -= grant.demand.cpu
+        self._free_memory_mb -= grant.demand.memory_mb
+        self._held[grant.key] = grant
