@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -96,6 +97,24 @@ def served(tmp_path: Path) -> Iterator[RunningServer]:
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """A Docker engine with the test image (scripts/docker-engine and scripts/test-images provide both).
+
+    Missing, the Docker tests are skipped on a developer's machine but fail in CI, where they must run.
+    """
+    docker = shutil.which("docker")
+    answers = (
+        docker is not None
+        and subprocess.run([docker, "image", "inspect", "busybox:latest"], capture_output=True).returncode == 0
+    )
+    if not answers:
+        reason = "no Docker engine with the busybox:latest test image (run scripts/docker-engine, scripts/test-images)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

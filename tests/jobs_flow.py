@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class Platform:
 
     channel: grpc.aio.Channel
     database: Path
+    runtime: str = "sandbox"
 
     def __post_init__(self) -> None:
         self.pipelines = pipelines_pb2_grpc.PipelinesStub(self.channel)
@@ -104,9 +106,22 @@ class Platform:
         return [line async for reply in self.jobs.ReadLogs(request) for line in reply.logs]
 
     def runtime_ids(self, job_id: str) -> dict[str, str]:
-        with sqlite3.connect(self.database) as conn:
-            rows = conn.execute("SELECT name, runtime_id FROM operators WHERE job_id = ?", (job_id,))
-            return {name: runtime_id for name, runtime_id in rows if runtime_id}
+        return runtime_ids(self.database, job_id)
+
+
+def runtime_ids(database: Path, job_id: str) -> dict[str, str]:
+    """Operator name -> runtime id (container id, sandbox pid:start) as the database recorded them."""
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute("SELECT name, runtime_id FROM operators WHERE job_id = ?", (job_id,))
+        return {name: runtime_id for name, runtime_id in rows if runtime_id}
+
+
+def containers_of(job_id: str) -> list[str]:
+    """Ids of the Docker containers (running or not) labelled with this job."""
+    result = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=claret.job={job_id}"], capture_output=True, text=True, check=True
+    )
+    return result.stdout.split()
 
 
 def process_alive(runtime_id: str) -> bool:

@@ -6,19 +6,35 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from protos.nvidia.clara.platform import common_pb2
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from shared.errors import ErrorCode
-from tests.conftest import RunningServer, make_settings, start_in_process
-from tests.jobs_flow import DATA, Platform, process_alive
+from tests.conftest import make_settings, start_in_process
+from tests.jobs_flow import DATA, Platform, containers_of, process_alive
 
 
-@pytest.fixture
-async def clara(platform: RunningServer) -> AsyncIterator[Platform]:
-    async with platform.channel() as channel:
-        yield Platform(channel, platform.settings.database_path)
+@pytest.fixture(params=["sandbox", pytest.param("docker", marks=pytest.mark.docker)])
+async def clara(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Platform]:
+    """The same scenarios on both runtimes: a real server with the sandbox or the Docker runtime."""
+    if request.param == "docker":
+        request.getfixturevalue("docker_engine")
+    server, resources = await start_in_process(make_settings(tmp_path, runtime=request.param))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield Platform(channel, resources.settings.database_path, runtime=request.param)
+    finally:
+        await server.stop(grace=1)
+        await resources.close()
+
+
+def operator_alive(clara: Platform, job_id: str, runtime_id: str) -> bool:
+    """A sandbox process group still there, or any container of the job still there (running or not)."""
+    if clara.runtime == "docker":
+        return bool(containers_of(job_id))
+    return process_alive(runtime_id)
 
 
 def one_operator(command: str, name: str = "op", extra: str = "") -> str:
@@ -97,14 +113,14 @@ async def test_cancel_of_a_running_job_kills_its_processes(clara: Platform) -> N
     await clara.start(job.job_id.value)
     await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
     (runtime_id,) = clara.runtime_ids(job.job_id.value).values()
-    assert process_alive(runtime_id)
+    assert operator_alive(clara, job.job_id.value, runtime_id)
     reply = await clara.jobs.Cancel(pb.JobsCancelRequest(job_id=job.job_id, reason="test"))
     assert (reply.job_state, reply.job_status) == (pb.JOB_STATE_STOPPED, pb.JOB_STATUS_CANCELED)
     for _ in range(100):  # the grace period (1 s in tests) then a kill
-        if not process_alive(runtime_id):
+        if not operator_alive(clara, job.job_id.value, runtime_id):
             break
         await asyncio.sleep(0.1)
-    assert not process_alive(runtime_id)
+    assert not operator_alive(clara, job.job_id.value, runtime_id)
     final = await clara.status(job.job_id.value)
     assert final.status == pb.JOB_STATUS_CANCELED and any("test" in m for m in final.messages)
 
@@ -269,8 +285,6 @@ async def test_reusable_input_payloads_are_copied_in_order(clara: Platform) -> N
 @pytest.fixture
 async def gpu_clara(tmp_path: Path) -> AsyncIterator[Platform]:
     server, resources = await start_in_process(make_settings(tmp_path, gpus=("0", "1")))
-    import grpc
-
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             yield Platform(channel, resources.settings.database_path)
@@ -281,8 +295,8 @@ async def gpu_clara(tmp_path: Path) -> AsyncIterator[Platform]:
 
 async def test_one_gpu_operators_on_two_gpus_never_share_a_device(gpu_clara: Platform) -> None:
     command = (
-        "echo $NVIDIA_VISIBLE_DEVICES $CUDA_VISIBLE_DEVICES > /output/gpu; date +%s.%N >> /output/gpu; "
-        "sleep 0.6; date +%s.%N >> /output/gpu"
+        "echo $NVIDIA_VISIBLE_DEVICES $CUDA_VISIBLE_DEVICES > /output/gpu; cut -d' ' -f1 /proc/uptime >> /output/gpu; "
+        "sleep 0.6; cut -d' ' -f1 /proc/uptime >> /output/gpu"
     )
     text = one_operator(command).replace("  input:", "  requests: {gpu: 1, cpu: 0, memory: 1}\n  input:")
     pipeline_id = await gpu_clara.pipeline(text)
@@ -306,7 +320,7 @@ async def test_one_gpu_operators_on_two_gpus_never_share_a_device(gpu_clara: Pla
 
 
 async def test_immediate_jumps_the_queue(gpu_clara: Platform) -> None:
-    command = "date +%s.%N > /output/t; sleep 0.3"
+    command = "cut -d' ' -f1 /proc/uptime > /output/t; sleep 0.3"
     text = one_operator(command).replace("  input:", "  requests: {gpu: 2, cpu: 0, memory: 1}\n  input:")
     pipeline_id = await gpu_clara.pipeline(text)
     blocker = await gpu_clara.job(pipeline_id, name="blocker")

@@ -108,6 +108,9 @@ class Executor:
         for job in await self._db.read(table.in_flight):
             operators = await self._db.read(partial(table.operators, job_id=job.id))
             await self._recover_job(job, operators)
+        keep = await self._db.read(table.running_runtime_ids)
+        for runtime_id in await self._runtime.remove_orphans(keep):
+            log.warning("removed an operator no job owns", runtime_id=runtime_id)
         self._pump()
 
     async def close(self) -> None:

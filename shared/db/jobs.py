@@ -228,3 +228,10 @@ def finish(conn: sqlite3.Connection, job_id: str, status: JobStatus, messages: S
         (int(JobState.STOPPED), int(status), at, json.dumps([*json.loads(row[0]), *messages]), job_id),
     )
     return True
+
+
+def running_runtime_ids(conn: sqlite3.Connection) -> set[str]:
+    """Runtime ids of every operator recorded as running, whichever service replica started it."""
+    rows = conn.execute("SELECT runtime_id FROM operators WHERE status = ? AND runtime_id IS NOT NULL",
+                        (int(OperatorStatus.RUNNING),))
+    return {row[0] for row in rows}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.jobs.runtimes.base import Runtime
+from services.jobs.runtimes.base import Runtime, RuntimeFailure
+from services.jobs.runtimes.docker import DockerRuntime, PathMapping
 from services.jobs.runtimes.sandbox import SandboxRuntime
 from shared.config import Settings
 from shared.logging import get_logger
@@ -12,8 +13,17 @@ log = get_logger(__name__)
 
 async def open_runtime(settings: Settings) -> Runtime:
     """The configured runtime; ``auto`` takes Docker when an engine answers, else the sandbox."""
-    if settings.runtime == "docker":
-        raise NotImplementedError("the docker runtime is not available yet; use --runtime sandbox")
-    runtime = SandboxRuntime()
+    runtime: Runtime
+    if settings.runtime == "sandbox":
+        runtime = SandboxRuntime()
+    else:
+        paths = PathMapping(settings.payload_path, settings.host_payload_dir)
+        try:
+            runtime = await DockerRuntime.connect(settings.docker_url, paths, settings.instance)
+        except RuntimeFailure as exc:
+            if settings.runtime == "docker":
+                raise
+            log.info("no Docker engine; using the sandbox runtime", reason=str(exc))
+            runtime = SandboxRuntime()
     log.info("runtime", name=runtime.name, requested=settings.runtime)
     return runtime

@@ -39,8 +39,8 @@ def bwrap_arguments(spec: OperatorSpec, status_fd: int) -> list[str]:
             f"operator {spec.operator!r} has no command: the sandbox runtime does not use "
             f"images, so container.command must say what to run"
         )
-    # --die-with-parent: should the outer bwrap process die, nothing of the sandbox outlives it.
-    args = ["bwrap", "--unshare-all", "--share-net" if spec.network else "--unshare-net", "--die-with-parent"]
+    # No --die-with-parent: a sandbox must outlive a crash of the service, which re-attaches to it.
+    args = ["bwrap", "--unshare-all", "--share-net" if spec.network else "--unshare-net"]
     for name in HOST_DIRS:
         host = Path("/") / name
         if host.is_symlink():
@@ -72,12 +72,13 @@ def read_exit_code(path: Path) -> int | None:
 
 
 def process_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat: tells a process from a later one that reused its pid."""
+    """Field 22 of /proc/<pid>/stat: tells a process from a later one that reused its pid. None when the
+    process is gone (a zombie counts as gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def group_members(pgid: int) -> list[int]:
@@ -98,11 +99,13 @@ def group_members(pgid: int) -> list[int]:
 class SandboxHandle:
     """A sandboxed operator: the bwrap process leads its own process group, so signals reach the group."""
 
-    def __init__(self, pid: int, status_file: Path, exited: asyncio.Future[int | None]) -> None:
+    def __init__(
+        self, pid: int, status_file: Path, exited: asyncio.Future[int | None], start_time: str | None = None
+    ) -> None:
         self.pid = pid
         self._status_file = status_file
         self._exited = exited
-        self._start_time = process_start_time(pid) or "0"
+        self._start_time = start_time or process_start_time(pid) or "0"
 
     @property
     def runtime_id(self) -> str:
@@ -121,6 +124,8 @@ class SandboxHandle:
         The outer bwrap process is spared the SIGTERM: it would die at once and take the sandbox's
         PID namespace with it, so the operator would get no grace period at all.
         """
+        if self._exited.done():  # gone already; its pid may belong to someone else by now
+            return
         for pid in group_members(self.pid):
             if pid != self.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -164,17 +169,25 @@ class SandboxRuntime:
         return SandboxHandle(process.pid, status_path(spec), exited)
 
     async def attach(self, spec: OperatorSpec, runtime_id: str) -> Handle | None:
-        """Re-attach to a sandbox started by an earlier run of the service (it is no child of ours)."""
+        """Re-attach to a sandbox started by an earlier run of the service (it is no child of ours).
+
+        One that ended while the service was down is still found when bwrap recorded its exit code.
+        """
         pid_text, _, start_time = runtime_id.partition(":")
-        if not pid_text.isdigit() or process_start_time(int(pid_text)) != start_time:
+        if not pid_text.isdigit():
             return None
         pid = int(pid_text)
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:
-            return None
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[int | None] = loop.create_future()
+        try:
+            if process_start_time(pid) != start_time:
+                raise ProcessLookupError(pid)
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            if read_exit_code(status_path(spec)) is None:
+                return None
+            exited.set_result(None)
+            return SandboxHandle(pid, status_path(spec), exited, start_time)
 
         def on_exit() -> None:  # a pidfd turns readable when its process ends
             loop.remove_reader(pidfd)
@@ -183,7 +196,12 @@ class SandboxRuntime:
                 exited.set_result(None)
 
         loop.add_reader(pidfd, on_exit)
-        return SandboxHandle(pid, status_path(spec), exited)
+        return SandboxHandle(pid, status_path(spec), exited, start_time)
+
+    async def remove_orphans(self, keep: set[str]) -> list[str]:
+        """Nothing is removed: every sandbox the database knows is re-attached. One started in the instant
+        between bwrap's start and the database write of its pid is not found (a known gap)."""
+        return []
 
     async def close(self) -> None:
         return None

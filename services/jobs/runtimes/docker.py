@@ -1,0 +1,174 @@
+"""The ``docker`` runtime: one container per operator through the Docker Engine API (aiodocker).
+
+Inputs are bind-mounted read-only and outputs read-write at the declared paths; requests become
+``Memory``/``NanoCpus`` limits; granted GPUs become ``DeviceRequests`` with explicit ``DeviceIDs``.
+Containers run with an init process (so a stop signal reaches a shell that ignores signals as PID 1),
+no network unless asked, no new privileges, and labels that find them again after a restart.
+Completion comes from waiting on the container; logs stream into the operator's log file while it
+runs, and the container is removed once they are saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+from aiodocker.containers import DockerContainer
+from aiodocker.exceptions import DockerError
+
+from services.jobs.runtimes.base import Exit, Handle, OperatorSpec, RuntimeFailure
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+INSTANCE_LABEL = "claret.instance"
+MB = 1024 * 1024
+
+
+class PathMapping:
+    """Bind mounts must name host paths: when this service runs in a container and talks to the host's
+    engine, its view of the payload tree (``local``) sits at another path on the host (``host``)."""
+
+    def __init__(self, local: Path, host: Path | None) -> None:
+        self._local = local.resolve()
+        self._host = host
+
+    def to_host(self, path: Path) -> str:
+        resolved = path.resolve()
+        if self._host is None or not resolved.is_relative_to(self._local):
+            return str(resolved)
+        return str(self._host / resolved.relative_to(self._local))
+
+
+def container_config(spec: OperatorSpec, paths: PathMapping) -> dict[str, Any]:
+    """The body of ``POST /containers/create`` for one operator."""
+    host_config: dict[str, Any] = {
+        "Binds": [f"{paths.to_host(m.source)}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
+        "Init": True,
+        "NetworkMode": "bridge" if spec.network else "none",
+        "SecurityOpt": ["no-new-privileges"],
+    }
+    if spec.memory_mb > 0:
+        host_config["Memory"] = spec.memory_mb * MB
+    if spec.cpu > 0:
+        host_config["NanoCpus"] = spec.cpu * 1_000_000_000
+    if spec.gpu_ids:
+        host_config["DeviceRequests"] = [
+            {"Driver": "nvidia", "DeviceIDs": list(spec.gpu_ids), "Capabilities": [["gpu"]]}
+        ]
+    config: dict[str, Any] = {
+        "Image": spec.image,
+        "Env": [f"{key}={value}" for key, value in spec.env.items()],
+        "Labels": dict(spec.labels),
+        "HostConfig": host_config,
+    }
+    if spec.command:  # Docker CMD semantics: the image's entrypoint, if any, receives these as arguments
+        config["Cmd"] = list(spec.command)
+    return config
+
+
+class DockerHandle:
+    """A running container; its logs are copied into the log file until it exits."""
+
+    def __init__(self, container: DockerContainer, log_path: Path, *, rewrite_log: bool = False) -> None:
+        self._container = container
+        self._logs = asyncio.create_task(self._copy_logs(log_path, "wb" if rewrite_log else "ab"))
+
+    @property
+    def runtime_id(self) -> str:
+        return str(self._container.id)
+
+    async def _copy_logs(self, path: Path, mode: str) -> None:
+        with contextlib.suppress(DockerError), open(path, mode) as out:  # noqa: ASYNC230 - local append
+            async for chunk in self._container.log(stdout=True, stderr=True, follow=True):
+                out.write(chunk.encode("utf-8", "replace"))
+                out.flush()
+
+    async def wait(self) -> Exit:
+        try:
+            result = await self._container.wait()
+        except DockerError as exc:
+            return Exit(-1, f"lost the container: {exc.message}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._logs), 10)  # the stream ends with the container
+        state = await self._inspect_state()
+        with contextlib.suppress(DockerError):
+            await self._container.delete(force=True)
+        code = int(result.get("StatusCode", -1))
+        message = "killed: out of memory (the operator's memory request is its limit)" if state.get("OOMKilled") else ""
+        return Exit(code, message)
+
+    async def _inspect_state(self) -> dict[str, Any]:
+        try:
+            info = await self._container.show()
+        except DockerError:
+            return {}
+        state: dict[str, Any] = info.get("State", {})
+        return state
+
+    async def stop(self, grace: float) -> None:
+        """Docker sends the stop signal, then SIGKILL after ``grace`` seconds."""
+        with contextlib.suppress(DockerError):
+            await self._container.stop(t=max(1, round(grace)))
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(self, docker: aiodocker.Docker, paths: PathMapping, instance: str) -> None:
+        self._docker = docker
+        self._paths = paths
+        self._instance = instance
+
+    @classmethod
+    async def connect(cls, url: str | None, paths: PathMapping, instance: str, timeout: float = 3.0) -> DockerRuntime:
+        """Connect and check that the engine answers; RuntimeFailure when it does not."""
+        docker = aiodocker.Docker(url=url)
+        try:
+            await asyncio.wait_for(docker.version(), timeout)
+        except (DockerError, OSError, TimeoutError, ValueError) as exc:
+            await docker.close()
+            raise RuntimeFailure(f"no Docker engine answers at {url or 'the default socket'}: {exc}") from exc
+        return cls(docker, paths, instance)
+
+    async def start(self, spec: OperatorSpec) -> Handle:
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        config = container_config(spec, self._paths)
+        try:
+            container = await self._docker.containers.create(config, name=f"claret-{spec.job_id}-{spec.operator}")
+        except DockerError as exc:
+            if exc.status == 404:
+                raise RuntimeFailure(f"image {spec.image!r} is not on this Docker engine: {exc.message}") from exc
+            raise RuntimeFailure(f"the Docker engine refused to create the container: {exc.message}") from exc
+        try:
+            await container.start()
+        except DockerError as exc:
+            with contextlib.suppress(DockerError):
+                await container.delete(force=True)
+            raise RuntimeFailure(f"the Docker engine could not start the container: {exc.message}") from exc
+        return DockerHandle(container, spec.log_path)
+
+    async def attach(self, spec: OperatorSpec, runtime_id: str) -> Handle | None:
+        """The container of an operator started before a restart; its log file is rewritten whole."""
+        try:
+            container = await self._docker.containers.get(runtime_id)
+        except DockerError:
+            return None
+        return DockerHandle(container, spec.log_path, rewrite_log=True)
+
+    async def remove_orphans(self, keep: set[str]) -> list[str]:
+        """Remove containers of this instance that no job in flight owns (e.g. a crash right after create)."""
+        filters = f'{{"label": ["{INSTANCE_LABEL}={self._instance}"]}}'
+        removed = []
+        for container in await self._docker.containers.list(all=True, filters=filters):
+            if container.id not in keep:
+                with contextlib.suppress(DockerError):
+                    await container.delete(force=True)
+                    removed.append(str(container.id))
+        return removed
+
+    async def close(self) -> None:
+        await self._docker.close()

@@ -1,0 +1,121 @@
+"""Restart recovery: SIGKILL the server while an operator runs, start it again, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protos.nvidia.clara.platform import jobs_pb2 as pb
+from tests.conftest import free_port, wait_for_port
+from tests.jobs_flow import Platform, containers_of, process_alive, runtime_ids
+
+RUNTIMES = ["sandbox", pytest.param("docker", marks=pytest.mark.docker)]
+
+SLOW_OPERATOR = """api-version: 0.4.0
+name: slow
+operators:
+- name: op
+  container:
+    image: busybox
+    command: ["sh", "-c", "echo before; sleep {sleep}; echo after; echo done > /output/done.txt"]
+  input: [{{path: /input}}]
+  output: [{{path: /output}}]
+"""
+
+
+@contextmanager
+def server(data_dir: Path, runtime: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    env = {**os.environ, "CLARET_GPUS": "", "CLARET_STOP_GRACE": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "claret",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--runtime",
+            runtime,
+        ],
+        env=env,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"127.0.0.1:{port}", process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=15)
+
+
+def leftovers(runtime: str, job_id: str, runtime_id: str) -> bool:
+    return bool(containers_of(job_id)) if runtime == "docker" else process_alive(runtime_id)
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    if request.param == "docker":
+        request.getfixturevalue("docker_engine")
+    return str(request.param)
+
+
+@pytest.mark.parametrize("sleep", [2, 0.2], ids=["still-running", "ended-while-down"])
+async def test_killed_server_reattaches_and_the_job_completes(tmp_path: Path, runtime: str, sleep: float) -> None:
+    data = tmp_path / "data"
+    with server(data, runtime) as (address, process):
+        async with grpc.aio.insecure_channel(address) as channel:
+            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            job = await clara.job(await clara.pipeline(SLOW_OPERATOR.format(sleep=sleep)))
+            await clara.start(job.job_id.value)
+            await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    (runtime_id,) = runtime_ids(data / "claret.db", job.job_id.value).values()
+    if sleep < 1:
+        await asyncio.sleep(1.5)  # let it end while nobody watches
+    with server(data, runtime) as (address, _):
+        async with grpc.aio.insecure_channel(address) as channel:
+            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            final = await clara.wait_stopped(job.job_id.value)
+            assert (final.state, final.status) == (pb.JOB_STATE_STOPPED, pb.JOB_STATUS_HEALTHY), final.messages
+            assert await clara.logs(job.job_id.value, "op") == ["before", "after"]
+            assert await clara.download(job.payload_id.value, "/operators/op/done.txt") == b"done\n"
+    assert not leftovers(runtime, job.job_id.value, runtime_id)
+
+
+async def test_operator_lost_while_down_ends_the_job_evicted(tmp_path: Path, runtime: str) -> None:
+    data = tmp_path / "data"
+    with server(data, runtime) as (address, process):
+        async with grpc.aio.insecure_channel(address) as channel:
+            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            job = await clara.job(await clara.pipeline(SLOW_OPERATOR.format(sleep=30)))
+            await clara.start(job.job_id.value)
+            await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    (runtime_id,) = runtime_ids(data / "claret.db", job.job_id.value).values()
+    # The operator disappears without a trace while the service is down.
+    if runtime == "docker":
+        subprocess.run(["docker", "rm", "-f", runtime_id], check=True, capture_output=True)
+    else:
+        os.killpg(int(runtime_id.split(":")[0]), signal.SIGKILL)
+        (data / "logs" / job.job_id.value / "op.status").write_text("")
+    with server(data, runtime) as (address, _):
+        async with grpc.aio.insecure_channel(address) as channel:
+            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            final = await clara.wait_stopped(job.job_id.value)
+            assert final.status == pb.JOB_STATUS_EVICTED
+            assert any("lost" in m and "op" in m for m in final.messages), final.messages
+            assert await clara.logs(job.job_id.value, "op") == ["before"]
