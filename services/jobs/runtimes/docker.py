@@ -124,11 +124,11 @@ class DockerRuntime:
         self._instance = instance
 
     @classmethod
-    async def connect(cls, url: str | None, paths: PathMapping, instance: str, timeout: float = 3.0) -> DockerRuntime:
+    async def connect(cls, url: str | None, paths: PathMapping, instance: str, within: float = 3.0) -> DockerRuntime:
         """Connect and check that the engine answers; RuntimeFailure when it does not."""
         docker = aiodocker.Docker(url=url)
         try:
-            await asyncio.wait_for(docker.version(), timeout)
+            await asyncio.wait_for(docker.version(), within)
         except (DockerError, OSError, TimeoutError, ValueError) as exc:
             await docker.close()
             raise RuntimeFailure(f"no Docker engine answers at {url or 'the default socket'}: {exc}") from exc
