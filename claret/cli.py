@@ -65,9 +65,9 @@ class ClaretGroup(click.Group):
             return super().invoke(ctx)
         except ClientError as error:
             click.echo(f"error: {error}", err=True)
-        except BrokenPipeError:
-            raise
         except OSError as error:
+            if isinstance(error, BrokenPipeError) or ctx.invoked_subcommand == "serve":
+                raise  # serve reports its own failures, as it always did
             where = f"{error.filename}: " if error.filename else ""
             click.echo(f"error: {where}{error.strerror or error}", err=True)
         ctx.exit(1)
@@ -114,6 +114,7 @@ CLIENT_OPTIONS = (
     click.option(
         "--timeout",
         type=click.FloatRange(min=0.1),
+        metavar="SECONDS",
         expose_value=False,
         callback=_remember,
         help=f"Seconds to wait for each answer (transfers excepted) [default {DEFAULT_TIMEOUT_S:g}].",
@@ -474,7 +475,9 @@ def upload_files(s: Session, payload_id: str, plan: Sequence[transfers.Transfer]
     type=click.Path(exists=True, path_type=Path),
     help="File or directory to upload as the job's input (a directory's files keep their relative names).",
 )
-@click.option("-i", "--priority", type=click.Choice(list(PRIORITIES), case_sensitive=False), default="normal")
+@click.option(
+    "-i", "--priority", type=click.Choice(list(PRIORITIES), case_sensitive=False), default="normal", show_default=True
+)
 @click.option("-s", "--start", "start_job", is_flag=True, help="Start the job once its files are uploaded.")
 @click.option("-w", "--wait", is_flag=True, help="Start the job and wait until it stopped (implies --start).")
 @client_options
@@ -624,8 +627,8 @@ def upload(ctx: click.Context, payload_ref: str, sources: tuple[Path, ...]) -> N
 def download(ctx: click.Context, source: str, dest: str) -> None:
     """Download a job's payload files: one file, a folder, or a glob (JOB:/operators/shouter/*).
 
-    One file goes to DEST (or into DEST when it is a directory or ends with /); several go into the
-    directory DEST, named relative to the pattern's fixed leading folders.
+    A file goes to DEST (or into DEST when it is a directory or ends with /). A folder or a glob goes
+    into the directory DEST, each file named relative to the pattern's fixed leading folders.
     """
     s = session(ctx)
     ref, path = transfers.split_remote(source)
@@ -634,7 +637,8 @@ def download(ctx: click.Context, source: str, dest: str) -> None:
     names, base = transfers.select(path, list(sizes))
     if not names:
         raise ClientError(f"no file of payload {payload_id} matches {path!r}")
-    into_folder = Path(dest).is_dir() or dest.endswith("/")
+    one_file = names == [path]  # not a glob and not a folder: DEST may name the file itself
+    into_folder = not one_file or Path(dest).is_dir() or dest.endswith("/")
     plan = transfers.download_plan(names, base, Path(dest), into_folder)
     files: list[Document] = []
     with s.output.progress(transfer=True) as progress:

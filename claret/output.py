@@ -1,0 +1,92 @@
+"""Where the CLI's results go: stdout for results (text for people, one JSON document for scripts),
+stderr for progress bars and errors, so a script that parses stdout never sees a bar.
+
+Text keeps the original ``clara`` shapes scripts rely on (``JOB_ID:<id>`` lines, ``Key: value`` lines);
+tables are rich tables without borders (``NAME  ID``), which read well and still split on whitespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import click
+from rich.console import Console, RenderableType
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from protos.nvidia.clara.platform import common_pb2
+from shared import ids
+
+PIPE_WIDTH = 1000
+"""Line width when stdout is not a terminal: wide enough that tables of ids never wrap in a pipe."""
+
+
+def when(stamp: common_pb2.Timestamp) -> str | None:
+    """A wire timestamp as ISO 8601 UTC, or None when unset."""
+    unix = ids.from_dotnet(stamp.value)
+    return None if unix is None else datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def shown(value: str | None) -> str:
+    """A value for text output: ``-`` when there is none."""
+    return value if value else "-"
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+    """A borderless table with a bold header row, one row per item."""
+    grid = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*row)
+    return grid
+
+
+class Output:
+    """The result of one command, as text or as JSON (``--output json``), and its progress bars."""
+
+    def __init__(self, json_mode: bool) -> None:
+        self.json_mode = json_mode
+        self.err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+    def result(self, document: object, *text: str | RenderableType) -> None:
+        """Print ``document`` as JSON, or else each text item."""
+        if self.json_mode:
+            click.echo(json.dumps(document, indent=2))
+        else:
+            self.text(*text)
+
+    def text(self, *items: str | RenderableType) -> None:
+        """Print text items (only in text mode): strings as they are, renderables through rich."""
+        if not self.json_mode:
+            for item in items:
+                click.echo(item if isinstance(item, str) else self._render(item))
+
+    def _render(self, item: RenderableType) -> str:
+        """Render through rich (created per call, so it writes to the stdout of the moment) without the
+        trailing spaces rich pads table rows with."""
+        console = Console(highlight=False, markup=False, emoji=False)
+        if not console.is_terminal:
+            console.width = PIPE_WIDTH
+        with console.capture() as captured:
+            console.print(item)
+        return "\n".join(line.rstrip() for line in captured.get().rstrip("\n").split("\n"))
+
+    def progress(self, *, transfer: bool) -> Progress:
+        """A progress display on stderr, shown only when stderr is a terminal; bytes for transfers, else
+        completed steps."""
+        columns: list[ProgressColumn] = [TextColumn("{task.description}"), BarColumn()]
+        columns += [DownloadColumn(), TransferSpeedColumn()] if transfer else [MofNCompleteColumn()]
+        columns.append(TimeElapsedColumn())
+        return Progress(*columns, console=self.err, transient=True, disable=not self.err.is_terminal)
