@@ -21,7 +21,7 @@ import click
 from rich.tree import Tree
 
 from claret import __version__, transfers
-from claret.client import DEFAULT_TIMEOUT_S, ClientError, JobDetails, PlatformClient, platform_address
+from claret.client import DEFAULT_TIMEOUT_S, ClientError, JobDetails, PlatformClient, Security, platform_address
 from claret.definition_files import definition_files
 from claret.output import Output, shown, table, when
 from claret.serve_command import serve
@@ -112,6 +112,45 @@ CLIENT_OPTIONS = (
         help="text for people (default) or one JSON document for scripts.",
     ),
     click.option(
+        "--token",
+        envvar="CLARET_TOKEN",
+        expose_value=False,
+        callback=_remember,
+        help="Bearer token, for a platform with tokens turned on [$CLARET_TOKEN].",
+    ),
+    click.option(
+        "--tls",
+        is_flag=True,
+        default=None,
+        expose_value=False,
+        callback=_remember,
+        help="Use TLS (implied by --ca-cert and --client-cert).",
+    ),
+    click.option(
+        "--ca-cert",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        envvar="CLARET_CA_CERT",
+        expose_value=False,
+        callback=_remember,
+        help="PEM CA bundle to trust [$CLARET_CA_CERT].",
+    ),
+    click.option(
+        "--client-cert",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        envvar="CLARET_CLIENT_CERT",
+        expose_value=False,
+        callback=_remember,
+        help="PEM certificate for mutual TLS [$CLARET_CLIENT_CERT].",
+    ),
+    click.option(
+        "--client-key",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        envvar="CLARET_CLIENT_KEY",
+        expose_value=False,
+        callback=_remember,
+        help="PEM key of --client-cert [$CLARET_CLIENT_KEY].",
+    ),
+    click.option(
         "--timeout",
         type=click.FloatRange(min=0.1),
         metavar="SECONDS",
@@ -141,7 +180,14 @@ def session(ctx: click.Context) -> Session:
     root = ctx.find_root()
     options = root.meta
     address = platform_address(options.get("claret.host"), options.get("claret.config"))
-    client = root.with_resource(PlatformClient(address, options.get("claret.timeout", DEFAULT_TIMEOUT_S)))
+    security = Security(
+        token=options.get("claret.token"),
+        tls=bool(options.get("claret.tls")),
+        ca_cert=options.get("claret.ca_cert"),
+        client_cert=options.get("claret.client_cert"),
+        client_key=options.get("claret.client_key"),
+    )
+    client = root.with_resource(PlatformClient(address, options.get("claret.timeout", DEFAULT_TIMEOUT_S), security))
     return Session(client, Output(json_mode=options.get("claret.output") == "json"))
 
 

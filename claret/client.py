@@ -13,8 +13,9 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import grpc
 import yaml
@@ -126,6 +127,61 @@ def _check(header: common_pb2.ResponseHeader) -> None:
         raise ClientError("; ".join(header.messages) or "the platform failed without a message", header.code)
 
 
+@dataclass(frozen=True)
+class Security:
+    """How to reach a platform that has TLS or bearer tokens turned on (both off by default)."""
+
+    token: str | None = None
+    """Sent as ``authorization: Bearer <token>`` on every call."""
+    tls: bool = False
+    """Use TLS, trusting the system's CAs unless ``ca_cert`` is given."""
+    ca_cert: Path | None = None
+    client_cert: Path | None = None
+    """With ``client_key``: the certificate for mutual TLS."""
+    client_key: Path | None = None
+
+    def channel(self, address: str) -> grpc.Channel:
+        if self.tls or self.ca_cert or self.client_cert:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=self.ca_cert.read_bytes() if self.ca_cert else None,
+                private_key=self.client_key.read_bytes() if self.client_key else None,
+                certificate_chain=self.client_cert.read_bytes() if self.client_cert else None,
+            )
+            channel = grpc.secure_channel(address, credentials)
+        else:
+            channel = grpc.insecure_channel(address)
+        if self.token:
+            channel = grpc.intercept_channel(channel, _BearerToken(self.token))
+        return channel
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Adds the token to every call's metadata; works on plaintext channels too (loopback set-ups)."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        return details._replace(metadata=[*(details.metadata or ()), self._metadata])
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+
 class PlatformClient:
     """One channel to one platform address and the four services' stubs; use it as a context manager.
 
@@ -133,10 +189,10 @@ class PlatformClient:
     an address where nothing answers fails within it instead of hanging.
     """
 
-    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT_S, security: Security | None = None) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        self._channel = (security or Security()).channel(address)
         self._pipelines = pipelines_pb2_grpc.PipelinesStub(self._channel)  # type: ignore[no-untyped-call]
         self._jobs = jobs_pb2_grpc.JobsStub(self._channel)  # type: ignore[no-untyped-call]
         self._payloads = payloads_pb2_grpc.PayloadsStub(self._channel)  # type: ignore[no-untyped-call]

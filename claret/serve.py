@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from shared.config import Settings
 from shared.logging import get_logger
 from shared.resources import Resources
+from shared.security import TokenInterceptor, load_tokens, server_credentials
 from shared.server import ClaretServer, Service, serve_until_signalled
 
 log = get_logger("claret.serve")
@@ -23,11 +24,23 @@ async def build_services(resources: Resources) -> list[Service]:
     return services
 
 
+def make_server(settings: Settings, services: list[Service]) -> ClaretServer:
+    """A server for ``services`` with the configured TLS and bearer-token checks (both off by default)."""
+    tokens = load_tokens(settings)
+    return ClaretServer(
+        services,
+        settings.host,
+        settings.port,
+        credentials=server_credentials(settings),
+        interceptors=[TokenInterceptor(tokens)] if tokens else [],
+    )
+
+
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM, then shut down gracefully and close the database."""
     resources = await Resources.open(settings)
     try:
-        server = ClaretServer(await build_services(resources), settings.host, settings.port)
+        server = make_server(settings, await build_services(resources))
         await serve_until_signalled(server, grace=settings.stop_grace)
     finally:
         await resources.close()

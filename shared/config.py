@@ -67,6 +67,16 @@ class Settings:
     """Host path of ``payload_dir`` when this service runs in a container and talks to the host's engine."""
     docker_url: str | None = None
     """Docker Engine API address (default: DOCKER_HOST or the local socket)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) the server presents; with ``tls_key``, turns TLS on."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."""
+    auth_tokens: tuple[str, ...] | None = None
+    """Bearer tokens accepted in ``authorization`` metadata; unset (and no file) means no authentication."""
+    auth_tokens_file: Path | None = None
+    """A file of accepted bearer tokens, one a line (``#`` comments allowed)."""
 
     @property
     def database_path(self) -> Path:

@@ -41,17 +41,27 @@ class Service(Protocol):
 class ClaretServer:
     """A grpc.aio server with the given services, the health service and server reflection."""
 
-    def __init__(self, services: Sequence[Service], host: str, port: int) -> None:
+    def __init__(
+        self,
+        services: Sequence[Service],
+        host: str,
+        port: int,
+        *,
+        credentials: grpc.ServerCredentials | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    ) -> None:
         self.services = list(services)
         self.address = f"{host}:{port}"
         self.port = 0
+        self._credentials = credentials
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # not in the package's stubs
         self._server = grpc.aio.server(
+            interceptors=list(interceptors),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         self._stopped = asyncio.Event()
 
@@ -67,7 +77,10 @@ class ClaretServer:
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
         )
-        self.port = self._server.add_insecure_port(self.address)
+        if self._credentials is None:
+            self.port = self._server.add_insecure_port(self.address)
+        else:
+            self.port = self._server.add_secure_port(self.address, self._credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.address}")
         for service in self.services:

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from claret.serve import build_services
+from claret.serve import build_services, make_server
 from shared.config import Settings
 from shared.resources import Resources
 from shared.server import ClaretServer
@@ -52,7 +52,7 @@ def make_settings(tmp_path: Path, **changes: object) -> Settings:
 
 async def start_in_process(settings: Settings) -> tuple[ClaretServer, Resources]:
     resources = await Resources.open(settings)
-    server = ClaretServer(await build_services(resources), settings.host, settings.port)
+    server = make_server(settings, await build_services(resources))
     await server.start()
     return server, resources
 
