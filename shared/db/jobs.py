@@ -232,6 +232,7 @@ def finish(conn: sqlite3.Connection, job_id: str, status: JobStatus, messages: S
 
 def running_runtime_ids(conn: sqlite3.Connection) -> set[str]:
     """Runtime ids of every operator recorded as running, whichever service replica started it."""
-    rows = conn.execute("SELECT runtime_id FROM operators WHERE status = ? AND runtime_id IS NOT NULL",
-                        (int(OperatorStatus.RUNNING),))
+    rows = conn.execute(
+        "SELECT runtime_id FROM operators WHERE status = ? AND runtime_id IS NOT NULL", (int(OperatorStatus.RUNNING),)
+    )
     return {row[0] for row in rows}
