@@ -1,0 +1,47 @@
+"""The Clara pipeline definition language (CPDL) loader: YAML files in, a validated :class:`Pipeline` out.
+
+Pure and synchronous: no gRPC, no I/O beyond parsing the strings it is given. See :func:`load_pipeline`.
+
+Choices where the definition-language notes leave room (DECISIONS.md "Pipelines" otherwise rules):
+
+* ``timeout`` (pipeline and operator, seconds, >= 1) above the maximum is clamped, not refused.
+* An output needs a ``name`` when the operator has several outputs or the output is typed; a lone untyped
+  output may stay unnamed even at api >= 0.5.0 (the documentation's 0.6.0 examples do so).
+* ``path`` is required for every input/output except typed shared-memory ones (array, string, primitives).
+* Typed attributes are ignored before api 0.5.0; ``models`` are accepted at any version (NVIDIA tools do).
+* An input without ``name`` may read an upstream's only output even if it is named.
+* No two inputs/outputs of an operator may be mounted at the same container path.
+* Scalars are read as written: ``tag: 18.10`` is ``"18.10"``; only ``true``/``false`` are booleans (YAML
+  1.2), so ``on``/``yes`` stay strings. Whole numbers may be written ``2``, ``2.0`` or ``"2"``.
+* Parameter names match exactly (case-sensitive), like the environment variables they often feed.
+* Imported service files are not templates: their ``args`` are ignored and placeholders kept as text.
+* Bounds against hostile input are in :mod:`shared.pipeline_definition.limits`.
+"""
+
+from shared.pipeline_definition.files import DefinitionFile
+from shared.pipeline_definition.loader import load_pipeline
+from shared.pipeline_definition.model import (
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+    Container,
+    Operator,
+    OperatorInput,
+    OperatorOutput,
+    Pipeline,
+    Requests,
+    Service,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
+    "Container",
+    "DefinitionFile",
+    "Operator",
+    "OperatorInput",
+    "OperatorOutput",
+    "Pipeline",
+    "Requests",
+    "Service",
+    "load_pipeline",
+]

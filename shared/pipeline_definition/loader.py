@@ -1,0 +1,122 @@
+"""``load_pipeline``: definition files (and job arguments) to a validated :class:`Pipeline`.
+
+Order: parse the pipeline document, fill its template, read its keys, expand each operator's imports
+(filling the imported templates with their ``args``), build and check each operator, then check the
+references between operators and the DAG. Problems are collected and raised together as one ClaretError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from shared.errors import ClaretError, ErrorCode
+from shared.pipeline_definition.fields import Section, kind_of
+from shared.pipeline_definition.files import DefinitionFile, FileSet
+from shared.pipeline_definition.imports import Importer
+from shared.pipeline_definition.links import link
+from shared.pipeline_definition.model import DEFAULT_TIMEOUT, MAX_TIMEOUT, Operator, Pipeline
+from shared.pipeline_definition.operators import OperatorContext, build_operator
+from shared.pipeline_definition.problems import Problems, Where
+from shared.pipeline_definition.templates import Declared, Filler, bind, declared_parameters
+from shared.pipeline_definition.versions import ApiVersion, format_version, read_version
+
+
+def load_pipeline(
+    files: Sequence[DefinitionFile],
+    arguments: Mapping[str, str] | None = None,
+    *,
+    default_timeout: int = DEFAULT_TIMEOUT,
+    max_timeout: int = MAX_TIMEOUT,
+) -> Pipeline:
+    """Load and validate a pipeline definition; raise ClaretError for any problem, and nothing else.
+
+    ``files[0]`` is the pipeline document, the others what it imports. ``arguments`` (a job's Start
+    variables) are merged over the document's ``parameters``; one that is not declared there is refused
+    with INVALID_VARIABLES. With ``arguments`` None (Create/Update) every placeholder needs a default.
+    Codes: PIPELINE_LOAD for unreadable YAML and wrong types, PIPELINE_DEFINITION for broken rules.
+    """
+    try:
+        return _load(files, arguments, default_timeout, max_timeout)
+    except ClaretError:
+        raise
+    except RecursionError:
+        raise ClaretError(ErrorCode.PIPELINE_LOAD, f"{_first_path(files)}: the definition nests too deeply") from None
+    except Exception as error:  # a defect of ours must still answer as a load error, never escape
+        detail = f"{type(error).__name__}: {error}"
+        raise ClaretError(
+            ErrorCode.PIPELINE_LOAD, f"{_first_path(files)}: unexpected error while loading the definition ({detail})"
+        ) from error
+
+
+def _first_path(files: object) -> str:
+    try:
+        path = getattr(files[0], "path", None)  # type: ignore[index]
+    except Exception:
+        path = None
+    return path if isinstance(path, str) and path else "(definition)"
+
+
+def _load(
+    files: Sequence[DefinitionFile], arguments: Mapping[str, str] | None, default_timeout: int, max_timeout: int
+) -> Pipeline:
+    problems = Problems()
+    fileset = FileSet(files, problems)
+    root = Where(fileset.root)
+    raw = fileset.parse(fileset.root)
+    if not isinstance(raw, Mapping):
+        problems.fail(ErrorCode.PIPELINE_LOAD, root, f"expected a mapping document, got {kind_of(raw)}")
+    declared = declared_parameters(Section(raw, root, problems))
+    values = _bind_arguments(declared, arguments, root)
+    document = Section(Filler(values, declared, problems).document(raw, root), root, problems)
+    version = read_version(document, required=True)
+    if version is None:
+        problems.stop()
+    name = document.name("name", required=True)
+    description = document.text("description", "") or ""
+    pull_secrets = document.texts("pull-secrets")
+    timeout = document.integer("timeout", default_timeout, minimum=1) or default_timeout
+    operators = _operators(document, version, max_timeout, Importer(fileset, problems))
+    problems.raise_if_any()
+    return Pipeline(
+        api_version=format_version(version),
+        name=name or "",
+        description=description,
+        parameters=values,
+        operators=operators,
+        timeout=min(timeout, max_timeout),
+        pull_secrets=pull_secrets,
+    )
+
+
+def _bind_arguments(declared: Declared, arguments: Mapping[str, str] | None, root: Where) -> dict[str, str]:
+    """Defaults merged with the job's arguments; arguments that are not declared parameters are refused."""
+    if arguments is None:
+        return bind(declared, {}, lambda _: None)
+    refused: list[str] = []
+    for key, value in arguments.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            refused.append(f"{root}: variable {key!r}: names and values must be strings")
+    names = ", ".join(sorted(declared)) or "none"
+
+    def undeclared(key: str) -> None:
+        refused.append(f"{root}: variable {key!r} is not a parameter of this pipeline (parameters: {names})")
+
+    values = bind(declared, arguments, undeclared)
+    if refused:
+        raise ClaretError(ErrorCode.INVALID_VARIABLES, *refused)
+    return values
+
+
+def _operators(document: Section, version: ApiVersion, max_timeout: int, importer: Importer) -> tuple[Operator, ...]:
+    problems = document.problems
+    if document.get("operators") in (None, []):
+        problems.invalid(document.at("operators"), "at least one operator is required")
+        return ()
+    context = OperatorContext(version, max_timeout, importer, problems)
+    chain = (document.where.file,)
+    drafts = []
+    for index, (where, entry) in enumerate(document.items("operators")):
+        declaration = importer.operator(entry, where, chain)
+        if declaration is not None:
+            drafts.append(build_operator(declaration, index, context))
+    return link(drafts, problems, document.at("operators"))
