@@ -45,7 +45,8 @@ def in_order(lines: list[str], expected: list[str], runtime: str) -> bool:
         return lines == expected
     streams = [[line for line in expected if line.startswith(prefix)] for prefix in ("out", "err")]
     return sorted(lines) == sorted(expected) and all(
-        [line for line in lines if line in stream] == stream for stream in streams)
+        [line for line in lines if line in stream] == stream for stream in streams
+    )
 
 
 def one_operator(command: str, name: str = "op", extra: str = "") -> str:
