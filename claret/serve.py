@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 
+from shared import metrics
 from shared.config import Settings
 from shared.logging import get_logger
 from shared.resources import Resources
@@ -39,6 +40,9 @@ def make_server(settings: Settings, services: list[Service]) -> ClaretServer:
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM, then shut down gracefully and close the database."""
     resources = await Resources.open(settings)
+    if settings.metrics_port is not None:
+        port = metrics.serve_metrics(settings.host, settings.metrics_port)
+        log.info("metrics", url=f"http://{settings.host}:{port}/metrics")
     try:
         server = make_server(settings, await build_services(resources))
         await serve_until_signalled(server, grace=settings.stop_grace)

@@ -33,6 +33,7 @@ def _services(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @click.option("--runtime", type=click.Choice(RUNTIMES), help="Operator runtime [CLARET_RUNTIME; default auto].")
 @click.option("--log-format", type=click.Choice(["console", "json"]), help="Log format [CLARET_LOG_FORMAT].")
 @click.option("--log-level", help="Log level [CLARET_LOG_LEVEL; default info].")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port [CLARET_METRICS_PORT; off].")
 def serve(**options: Any) -> None:
     """Run the platform's services on one port (all of them unless --services says otherwise)."""
     from claret.serve import serve as serve_forever

@@ -67,6 +67,10 @@ class Settings:
     """Host path of ``payload_dir`` when this service runs in a container and talks to the host's engine."""
     docker_url: str | None = None
     """Docker Engine API address (default: DOCKER_HOST or the local socket)."""
+    readiness_interval: float = 5.0
+    """Seconds between readiness checks (database, runtime) that drive the health service."""
+    metrics_port: int | None = None
+    """Port of the Prometheus ``/metrics`` endpoint on ``host``; unset means no endpoint, 0 picks a port."""
     tls_cert: Path | None = None
     """PEM certificate (chain) the server presents; with ``tls_key``, turns TLS on."""
     tls_key: Path | None = None

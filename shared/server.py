@@ -37,6 +37,13 @@ class Service(Protocol):
 
     async def stop(self) -> None: ...
 
+    async def unready(self) -> str | None:
+        """Why the service cannot do its work right now (database, runtime), or None when it can."""
+        ...
+
+
+READINESS_TIMEOUT_S = 3.0
+
 
 class ClaretServer:
     """A grpc.aio server with the given services, the health service and server reflection."""
@@ -49,8 +56,11 @@ class ClaretServer:
         *,
         credentials: grpc.ServerCredentials | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+        readiness_interval: float = 5.0,
     ) -> None:
         self.services = list(services)
+        self._readiness_interval = readiness_interval
+        self._watcher: asyncio.Task[None] | None = None
         self.address = f"{host}:{port}"
         self.port = 0
         self._credentials = credentials
@@ -86,16 +96,39 @@ class ClaretServer:
         for service in self.services:
             await service.start()
         await self._server.start()
-        for name in ["", *self.service_names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.check_readiness()
+        self._watcher = asyncio.create_task(self._watch_readiness())
         log.info("serving", address=self.address, port=self.port, services=self.service_names)
         return self.port
+
+    async def check_readiness(self) -> None:
+        """Health per service name: SERVING when its checks pass, NOT_SERVING otherwise; "" when all do."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        all_ready = True
+        for service in self.services:
+            try:
+                reason = await asyncio.wait_for(service.unready(), READINESS_TIMEOUT_S)
+            except Exception as exc:  # a check that hangs or breaks means "not ready", never a crash
+                reason = f"readiness check failed: {type(exc).__name__}: {exc}"
+            for name in service.names:
+                await self.health.set(name, serving if reason is None else health_pb2.HealthCheckResponse.NOT_SERVING)
+            if reason is not None:
+                all_ready = False
+                log.warning("not ready", services=service.names, reason=reason)
+        await self.health.set("", serving if all_ready else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def _watch_readiness(self) -> None:
+        while True:
+            await asyncio.sleep(self._readiness_interval)
+            await self.check_readiness()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let running ones finish for ``grace`` seconds, then stop background work."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace)
         for service in reversed(self.services):
@@ -147,6 +180,7 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 
 AddServicer = Callable[[Any, grpc.aio.Server], None]
 Hook = Callable[[], Awaitable[None]]
+Check = Callable[[], Awaitable[str | None]]
 
 
 class ServicerSet:
@@ -157,12 +191,14 @@ class ServicerSet:
         servicers: Sequence[tuple[str, Any, AddServicer]],
         on_start: Sequence[Hook] = (),
         on_stop: Sequence[Hook] = (),
+        checks: Sequence[Check] = (),
     ) -> None:
         """``servicers``: (full service name, servicer, its generated ``add_XServicer_to_server``)."""
         self.names = tuple(name for name, _, _ in servicers)
         self._servicers = servicers
         self._on_start = on_start
         self._on_stop = on_stop
+        self._checks = checks
 
     def register(self, server: grpc.aio.Server) -> None:
         for _, servicer, add in self._servicers:
@@ -175,3 +211,10 @@ class ServicerSet:
     async def stop(self) -> None:
         for hook in self._on_stop:
             await hook()
+
+    async def unready(self) -> str | None:
+        for check in self._checks:
+            reason = await check()
+            if reason is not None:
+                return reason
+        return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -17,7 +18,7 @@ import grpc
 import structlog
 
 from protos.nvidia.clara.platform import common_pb2
-from shared import ids
+from shared import ids, metrics
 from shared.errors import ClaretError, ErrorCode
 from shared.logging import get_logger
 
@@ -44,12 +45,47 @@ def identifier(value: str | None) -> common_pb2.Identifier:
     return common_pb2.Identifier(value=value or "")
 
 
-def _failure_header(exc: BaseException, method: str) -> common_pb2.ResponseHeader:
+def _failure_header(exc: BaseException) -> common_pb2.ResponseHeader:
     if isinstance(exc, ClaretError):
-        log.info("rpc refused", method=method, code=int(exc.code), messages=list(exc.messages))
         return error_header(exc.code, *exc.messages)
-    log.exception("rpc failed", method=method)
+    log.exception("rpc failed")
     return error_header(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+
+class _Call:
+    """One RPC: its request id (bound to every log line written while it runs), timing and outcome,
+    logged and counted once when it ends."""
+
+    __slots__ = ("code", "context", "messages", "method", "service", "started")
+
+    def __init__(self, qualname: str, context: Context) -> None:
+        servicer, _, self.method = qualname.partition(".")
+        self.service = servicer.removesuffix("Servicer")
+        self.context = context
+        self.code = 0
+        self.messages: list[str] = []
+        self.started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(
+            request_id=f"{next(_request_ids):x}", rpc=f"{self.service}.{self.method}"
+        )
+
+    def failed(self, exc: BaseException) -> common_pb2.ResponseHeader:
+        header = _failure_header(exc)
+        self.code, self.messages = header.code, list(header.messages)
+        return header
+
+    def finish(self) -> None:
+        seconds = time.perf_counter() - self.started
+        metrics.RPCS.labels(self.service, self.method, str(self.code)).inc()
+        metrics.RPC_SECONDS.labels(self.service, self.method).observe(seconds)
+        log.info(
+            "rpc",
+            peer=self.context.peer(),
+            code=self.code,
+            ms=round(seconds * 1000, 2),
+            **({"messages": self.messages} if self.messages else {}),
+        )
+        structlog.contextvars.unbind_contextvars("request_id", "rpc")
 
 
 Handler = Callable[..., Coroutine[Any, Any, Any]]
@@ -60,17 +96,17 @@ def unary(response_type: Callable[..., Any]) -> Callable[[Handler], Handler]:
     """Wrap a unary or client-streaming handler: errors become the response's header."""
 
     def decorate(handler: Handler) -> Handler:
-        method = handler.__qualname__
-
         @functools.wraps(handler)
         async def wrapper(self: Any, request: Any, context: Context) -> Any:
-            structlog.contextvars.bind_contextvars(request_id=next(_request_ids), method=method)
+            call = _Call(handler.__qualname__, context)
             try:
-                return await handler(self, request, context)
+                response = await handler(self, request, context)
+                call.code = response.header.code
+                return response
             except Exception as exc:
-                return response_type(header=_failure_header(exc, method))
+                return response_type(header=call.failed(exc))
             finally:
-                structlog.contextvars.unbind_contextvars("request_id", "method")
+                call.finish()
 
         return wrapper
 
@@ -81,18 +117,16 @@ def streaming(response_type: Callable[..., Any]) -> Callable[[StreamHandler], St
     """Wrap a server-streaming handler: an error ends the stream with one header-only message."""
 
     def decorate(handler: StreamHandler) -> StreamHandler:
-        method = handler.__qualname__
-
         @functools.wraps(handler)
         async def wrapper(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
-            structlog.contextvars.bind_contextvars(request_id=next(_request_ids), method=method)
+            call = _Call(handler.__qualname__, context)
             try:
                 async for message in handler(self, request, context):
                     yield message
             except Exception as exc:
-                yield response_type(header=_failure_header(exc, method))
+                yield response_type(header=call.failed(exc))
             finally:
-                structlog.contextvars.unbind_contextvars("request_id", "method")
+                call.finish()
 
         return wrapper
 

@@ -76,6 +76,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
             raise RuntimeError(f"server exited with {process.returncode}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
+                time.sleep(0.1)  # another process may hold the port: then ours exits, failing to bind
+                if process.poll() is not None:
+                    raise RuntimeError(f"server exited with {process.returncode}")
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,7 +20,7 @@ from typing import Any, cast
 from services.jobs import environment
 from services.jobs.runtimes.base import Exit, Handle, OperatorSpec, Runtime, RuntimeFailure
 from services.jobs.scheduler import Demand, Grant, Priority, Scheduler
-from shared import ids
+from shared import ids, metrics
 from shared.config import Settings
 from shared.db import Database
 from shared.db import jobs as table
@@ -51,6 +52,8 @@ class JobRun:
     completed: set[str] = field(default_factory=set)
     submitted: set[str] = field(default_factory=set)
     """Operators handed to the scheduler: waiting, running or done."""
+    ready_since: dict[str, float] = field(default_factory=dict)
+    """When each submitted operator became ready (for the queue-wait metric)."""
     handles: dict[str, Handle] = field(default_factory=dict)
     ending: bool = False
     deadline: asyncio.TimerHandle | None = None
@@ -128,6 +131,7 @@ class Executor:
     def _submit_ready(self, run: JobRun) -> None:
         for name in run.ready():
             run.submitted.add(name)
+            run.ready_since[name] = time.monotonic()
             self.scheduler.submit((run.job.id, name), priority(run.job), demand(run.model.operator(name)))
 
     def _pump(self) -> None:
@@ -176,7 +180,12 @@ class Executor:
         try:
             for folder in environment.output_dirs(operator, self._store.path(run.job.payload_id)):
                 folder.mkdir(parents=True, exist_ok=True)
+            started = time.monotonic()
             handle = await self._runtime.start(self._spec(run, operator, grant.gpu_ids))
+            metrics.RUNTIME_START_SECONDS.labels(self._runtime.name).observe(time.monotonic() - started)
+            metrics.QUEUE_WAIT_SECONDS.labels(priority(run.job).name.lower()).observe(
+                started - run.ready_since.pop(name, started)
+            )
         except (RuntimeFailure, OSError) as exc:
             self.scheduler.release(grant.key)
             await self._record_exit(run, name, Exit(-1, str(exc)))
@@ -206,7 +215,7 @@ class Executor:
             exit = await handle.wait()
         del run.handles[name]
         self.scheduler.release((run.job.id, name))
-        await self._record_exit(run, name, exit)
+        await self._record_exit(run, name, exit, handle.runtime_id)
         if not run.ending:
             if exit.code != 0:
                 detail = f": {exit.message}" if exit.message else ""
@@ -220,10 +229,11 @@ class Executor:
         self._forget_if_done(run)
         self._pump()
 
-    async def _record_exit(self, run: JobRun, name: str, exit: Exit) -> None:
+    async def _record_exit(self, run: JobRun, name: str, exit: Exit, runtime_id: str = "") -> None:
         status = OperatorStatus.COMPLETED if exit.code == 0 else OperatorStatus.FAULTED
         await self._db.write(lambda conn: table.operator_finished(conn, run.job.id, name, status, exit.code, ids.now()))
-        log.info("operator ended", job_id=run.job.id, operator=name, exit_code=exit.code)
+        metrics.OPERATORS_FINISHED.labels(status.name.lower()).inc()
+        log.info("operator ended", job_id=run.job.id, operator=name, runtime_id=runtime_id, exit_code=exit.code)
 
     # -- ending a job --------------------------------------------------------------------------------------
 

@@ -16,4 +16,8 @@ async def build(resources: Resources) -> Service:
         resources.payloads.sweep_temporaries()
 
     servicer = PayloadsServicer(PayloadCatalog(resources.db, resources.payloads))
-    return ServicerSet([(PAYLOADS, servicer, payloads_pb2_grpc.add_PayloadsServicer_to_server)], on_start=[sweep])
+    return ServicerSet(
+        [(PAYLOADS, servicer, payloads_pb2_grpc.add_PayloadsServicer_to_server)],
+        on_start=[sweep],
+        checks=[resources.db.problem],
+    )

@@ -9,6 +9,7 @@ from typing import cast
 from protos.nvidia.clara.platform import payloads_pb2 as pb
 from protos.nvidia.clara.platform import payloads_pb2_grpc
 from services.payloads.catalog import PayloadCatalog
+from shared import metrics
 from shared.db.payloads import PayloadType
 from shared.errors import ClaretError, ErrorCode
 from shared.payload_store import FileInfo
@@ -73,6 +74,7 @@ class PayloadsServicer(payloads_pb2_grpc.PayloadsServicer):
                 await settle_cancellation(context)
 
             info = await self._catalog.upload(record, name, chunks())
+            metrics.UPLOADED_BYTES.inc(info.size)
             current = following
         assert info is not None
         return pb.PayloadsUploadResponse(header=ok_header(), details=file_details(info))
@@ -85,6 +87,7 @@ class PayloadsServicer(payloads_pb2_grpc.PayloadsServicer):
         details = file_details(info)
         first = True
         async for data in chunks:
+            metrics.DOWNLOADED_BYTES.inc(len(data))
             yield (
                 pb.PayloadsDownloadResponse(header=ok_header(), details=details, data=data)
                 if first

@@ -13,4 +13,6 @@ PIPELINES = "nvidia.clara.platform.Pipelines"
 
 async def build(resources: Resources) -> Service:
     servicer = PipelinesServicer(PipelineCatalog(resources.db, resources.settings))
-    return ServicerSet([(PIPELINES, servicer, pipelines_pb2_grpc.add_PipelinesServicer_to_server)])
+    return ServicerSet(
+        [(PIPELINES, servicer, pipelines_pb2_grpc.add_PipelinesServicer_to_server)], checks=[resources.db.problem]
+    )

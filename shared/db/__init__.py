@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import aiosqlite
 
+from shared import metrics
 from shared.logging import get_logger
 
 T = TypeVar("T")
@@ -53,11 +54,21 @@ class Database:
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` (reads only) on the database thread."""
-        return await self._call(fn)
+        with metrics.DB_SECONDS.labels("read").time():
+            return await self._call(fn)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the database thread."""
-        return await self._call(lambda conn: transaction(conn, fn))
+        with metrics.DB_SECONDS.labels("write").time():
+            return await self._call(lambda conn: transaction(conn, fn))
+
+    async def problem(self) -> str | None:
+        """Why the database cannot be used right now, or None (a readiness check)."""
+        try:
+            await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+        except Exception as exc:
+            return f"the database {self.path} does not answer: {exc}"
+        return None
 
     async def close(self) -> None:
         await self._connection.close()

@@ -71,6 +71,10 @@ class Runtime(Protocol):
         """The handle of an operator started before a restart, or None when it is gone."""
         ...
 
+    async def problem(self) -> str | None:
+        """Why operators cannot be started right now (engine down...), or None (a readiness check)."""
+        ...
+
     async def remove_orphans(self, keep: set[str]) -> list[str]:
         """Remove operators this platform instance started that no job owns any more; their ids."""
         ...

@@ -159,6 +159,13 @@ class DockerRuntime:
             return None
         return DockerHandle(container, spec.log_path, rewrite_log=True)
 
+    async def problem(self) -> str | None:
+        try:
+            await asyncio.wait_for(self._docker.version(), 2)
+        except (DockerError, OSError, TimeoutError, ValueError) as exc:
+            return f"the Docker engine does not answer: {exc or type(exc).__name__}"
+        return None
+
     async def remove_orphans(self, keep: set[str]) -> list[str]:
         """Remove containers of this instance that no job in flight owns (e.g. a crash right after create)."""
         filters = f'{{"label": ["{INSTANCE_LABEL}={self._instance}"]}}'

@@ -198,6 +198,9 @@ class SandboxRuntime:
         loop.add_reader(pidfd, on_exit)
         return SandboxHandle(pid, status_path(spec), exited, start_time)
 
+    async def problem(self) -> str | None:
+        return None if os.access(self._bwrap, os.X_OK) else f"bubblewrap ({self._bwrap}) is gone"
+
     async def remove_orphans(self, keep: set[str]) -> list[str]:
         """Nothing is removed: every sandbox the database knows is re-attached. One started in the instant
         between bwrap's start and the database write of its pid is not found (a known gap)."""

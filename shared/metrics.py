@@ -1,0 +1,119 @@
+"""Prometheus metrics of one server process (prometheus-client), served on their own HTTP port.
+
+Counters and histograms are updated where things happen (the RPC wrapper, the executor, the payload
+servicer, the database); gauges that describe the whole platform (jobs by state, operators waiting and
+running) are read from the shared database when Prometheus scrapes, so every replica reports the same
+truth. Nothing here runs per chunk or per log line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+RPCS = Counter(
+    "claret_rpc_requests", "RPCs answered, by response code (ResponseHeader.code).", ["service", "method", "code"]
+)
+RPC_SECONDS = Histogram(
+    "claret_rpc_duration_seconds",
+    "Time to answer an RPC (streams: to their end).",
+    ["service", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+OPERATORS_FINISHED = Counter("claret_operators_finished", "Operators that ended, by outcome.", ["outcome"])
+QUEUE_WAIT_SECONDS = Histogram(
+    "claret_queue_wait_seconds",
+    "Time from ready to started, by job priority.",
+    ["priority"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800),
+)
+RUNTIME_START_SECONDS = Histogram(
+    "claret_runtime_start_seconds",
+    "Time for the runtime to start an operator.",
+    ["runtime"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PAYLOAD_BYTES = Counter("claret_payload_bytes", "Payload bytes moved, by direction.", ["direction"])
+UPLOADED_BYTES = PAYLOAD_BYTES.labels("uploaded")
+DOWNLOADED_BYTES = PAYLOAD_BYTES.labels("downloaded")
+DB_SECONDS = Histogram(
+    "claret_db_transaction_seconds",
+    "Time of one database unit of work.",
+    ["kind"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 5),
+)
+
+JOB_STATES = {1: "pending", 2: "running", 3: "stopped"}
+JOB_STATUSES = {1: "healthy", 2: "faulted", 3: "canceled", 4: "evicted", 5: "terminated"}
+OPERATOR_STATUSES = {1: "pending", 2: "running", 3: "completed", 4: "faulted"}
+
+
+class DatabaseCollector(Collector):
+    """Jobs by state and status, operators by status: counted in the shared database at scrape time."""
+
+    def __init__(self, database: Path) -> None:
+        self._uri = f"file:{database}?mode=ro"
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        jobs = GaugeMetricFamily("claret_jobs", "Jobs by state and status.", labels=["state", "status"])
+        operators = GaugeMetricFamily(
+            "claret_operators",
+            "Operators of started jobs by status (pending = waiting for upstream or resources).",
+            labels=["status"],
+        )
+        with sqlite3.connect(self._uri, uri=True, timeout=5) as conn:
+            for state, status, count in conn.execute("SELECT state, status, count(*) FROM jobs GROUP BY 1, 2"):
+                jobs.add_metric([JOB_STATES.get(state, str(state)), JOB_STATUSES.get(status, str(status))], count)
+            rows = conn.execute(
+                "SELECT o.status, count(*) FROM operators o JOIN jobs j ON j.id = o.job_id "
+                "WHERE j.started IS NOT NULL AND j.stopped IS NULL GROUP BY 1"
+            )
+            for status, count in rows:
+                operators.add_metric([OPERATOR_STATUSES.get(status, str(status))], count)
+        yield jobs
+        yield operators
+
+
+class CapacityCollector(Collector):
+    """What this node's scheduler has granted, against what it has: GPUs, cpu cores, memory MB."""
+
+    def __init__(self, node: str, snapshot: Callable[[], dict[str, tuple[float, float]]]) -> None:
+        self._node = node
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for resource, (granted, total) in self._snapshot().items():
+            for kind, value in (("granted", granted), ("total", total)):
+                family = GaugeMetricFamily(
+                    f"claret_{resource}_{kind}", f"{resource} {kind} on this node.", labels=["node"]
+                )
+                family.add_metric([self._node], value)
+                yield family
+
+
+def register(collector: Collector) -> bool:
+    """Add a collector to the process's registry; False when another one already reports its metrics
+    (one jobs service per process is the deployed shape; tests may briefly run two)."""
+    try:
+        REGISTRY.register(collector)
+    except ValueError:
+        return False
+    return True
+
+
+def unregister(collector: Collector) -> None:
+    with contextlib.suppress(KeyError):
+        REGISTRY.unregister(collector)
+
+
+def serve_metrics(host: str, port: int) -> int:
+    """Start the /metrics HTTP endpoint in a thread; returns the bound port (``port`` 0 picks one)."""
+    server, _thread = start_http_server(port, addr=host)
+    bound: int = server.server_address[1]
+    return bound

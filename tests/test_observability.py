@@ -1,0 +1,172 @@
+"""Metrics after a real job, and readiness following the runtime's engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared import metrics
+from tests.conftest import make_settings, start_in_process
+from tests.jobs_flow import DATA, Platform
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture(scope="module")
+def metrics_port() -> int:
+    return metrics.serve_metrics("127.0.0.1", 0)
+
+
+async def test_metrics_move_by_the_right_amounts_after_a_job(tmp_path: Path, metrics_port: int) -> None:
+    server, resources = await start_in_process(make_settings(tmp_path, gpus=("0", "1")))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            clara = Platform(channel, resources.settings.database_path)
+            before = scrape(metrics_port)
+            job = await clara.job(await clara.pipeline((DATA / "two_operators.yaml").read_text()))
+            await clara.upload(job.payload_id.value, "a.txt", b"x" * 1000)
+            await clara.start(job.job_id.value)
+            await clara.wait_stopped(job.job_id.value)
+            await clara.download(job.payload_id.value, "/operators/copier/a.txt")
+            after = scrape(metrics_port)
+    finally:
+        await server.stop(grace=1)
+        await resources.close()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("claret_rpc_requests_total", service="Jobs", method="Start", code="0") == 1
+    assert delta("claret_rpc_requests_total", service="Payloads", method="Upload", code="0") == 1
+    assert delta("claret_rpc_duration_seconds_count", service="Jobs", method="Create") == 1
+    assert delta("claret_operators_finished_total", outcome="completed") == 2
+    assert delta("claret_queue_wait_seconds_count", priority="normal") == 2
+    assert delta("claret_runtime_start_seconds_count", runtime="sandbox") == 2
+    assert delta("claret_payload_bytes_total", direction="uploaded") == 1000
+    assert delta("claret_payload_bytes_total", direction="downloaded") == 1000
+    assert delta("claret_db_transaction_seconds_count", kind="write") >= 5
+    assert value(after, "claret_jobs", state="stopped", status="healthy") == 1
+    node = next(dict(labels)["node"] for name, labels in after if name == "claret_gpus_total")
+    assert value(after, "claret_gpus_total", node=node) == 2
+    assert value(after, "claret_gpus_granted", node=node) == 0
+
+
+class EngineProxy:
+    """A unix socket in front of the Docker engine's, which the test can take down and bring back."""
+
+    def __init__(self, path: Path, engine: str = "/var/run/docker.sock") -> None:
+        self.path, self._engine = path, engine
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_unix_server(self._relay, path=str(self.path))
+
+    async def down(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+        self.path.unlink(missing_ok=True)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        engine_reader, engine_writer = await asyncio.open_unix_connection(self._engine)
+        self._writers.update((writer, engine_writer))
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, engine_writer), pipe(engine_reader, writer))
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_engine")
+async def test_health_follows_the_docker_engine(tmp_path: Path) -> None:
+    proxy = EngineProxy(tmp_path / "docker.sock")
+    await proxy.up()
+    settings = make_settings(tmp_path, runtime="docker", docker_url=f"unix://{proxy.path}", readiness_interval=0.2)
+    server, resources = await start_in_process(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def status(service: str) -> int:
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+                return int(reply.status)
+
+            async def becomes(service: str, wanted: int) -> None:
+                for _ in range(100):
+                    if await status(service) == wanted:
+                        return
+                    await asyncio.sleep(0.1)
+                raise AssertionError(f"{service or 'the server'} never became {wanted}")
+
+            serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+            assert await status("nvidia.clara.platform.Jobs") == serving
+            await proxy.down()
+            await becomes("nvidia.clara.platform.Jobs", not_serving)
+            await becomes("", not_serving)
+            assert await status("nvidia.clara.platform.Pipelines") == serving  # it needs no engine
+            await proxy.up()
+            await becomes("nvidia.clara.platform.Jobs", serving)
+            await becomes("", serving)
+    finally:
+        await server.stop(grace=1)
+        await resources.close()
+        with contextlib.suppress(AssertionError):
+            await proxy.down()
+
+
+def test_serve_exposes_metrics_on_the_configured_port(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port, wait_for_port
+
+    port, metrics_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "claret",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--runtime",
+            "sandbox",
+            "--metrics-port",
+            str(metrics_port),
+        ]
+    )
+    try:
+        wait_for_port(port, process)
+        samples = scrape(metrics_port)
+        assert any(name == "claret_gpus_total" for name, _ in samples)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
