@@ -20,10 +20,10 @@ from shared import metadata as metadata_rules
 from shared.config import Settings
 from shared.db import Database
 from shared.db import jobs as table
-from shared.db import metadata as metadata_rows
 from shared.db import payloads as payloads_table
 from shared.db import pipelines as pipelines_table
 from shared.db.jobs import JobFilter, JobRecord, JobState, JobStatus, OperatorRecord, OperatorStatus
+from shared.db.metadata import MetadataRows
 from shared.db.payloads import PayloadRecord, PayloadType
 from shared.errors import ClaretError, ErrorCode
 from shared.payload_store import PayloadStore
@@ -60,6 +60,9 @@ class JobManager:
         self._store = store
         self._executor = executor
         self._settings = settings
+        self._metadata = MetadataRows(
+            db, "jobs", lambda job_id: ClaretError(ErrorCode.NO_SUCH_JOB, f"no job with id {job_id!r}")
+        )
 
     def _load(self, job: JobRecord, variables: Mapping[str, str] | None = None) -> Pipeline:
         return load_pipeline(
@@ -189,18 +192,10 @@ class JobManager:
         return _log_batches(self._executor.log_path(view.job.id, match))
 
     async def add_metadata(self, job_id: str, new: Mapping[str, str]) -> dict[str, str]:
-        return await self._change_metadata(job_id, lambda old: metadata_rules.add(old, new))
+        return await self._metadata.add(ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job"), new)
 
     async def remove_metadata(self, job_id: str, keys: Iterable[str]) -> dict[str, str]:
-        drop = list(keys)
-        return await self._change_metadata(job_id, lambda old: metadata_rules.remove(old, drop))
-
-    async def _change_metadata(self, job_id: str, edit: metadata_rows.Edit) -> dict[str, str]:
-        key = ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job")
-        result = await self._db.write(lambda conn: metadata_rows.change(conn, "jobs", key, edit))
-        if result is None:
-            raise ClaretError(ErrorCode.NO_SUCH_JOB, f"no job with id {job_id!r}")
-        return result
+        return await self._metadata.remove(ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job"), keys)
 
 
 async def _log_batches(path: Path) -> AsyncIterator[list[str]]:

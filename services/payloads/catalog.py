@@ -11,8 +11,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from shared import ids
 from shared import metadata as metadata_rules
 from shared.db import Database
-from shared.db import metadata as metadata_rows
 from shared.db import payloads as table
+from shared.db.metadata import MetadataRows
 from shared.db.payloads import PayloadRecord, PayloadType
 from shared.errors import ClaretError, ErrorCode
 from shared.payload_store import FileInfo, PayloadStore, normalise_name
@@ -30,6 +30,7 @@ class PayloadCatalog:
     def __init__(self, db: Database, store: PayloadStore) -> None:
         self._db = db
         self.store = store
+        self._metadata = MetadataRows(db, "payloads", _missing)
 
     async def create_reusable(self, metadata: Mapping[str, str] | None = None) -> PayloadRecord:
         record = PayloadRecord(
@@ -48,7 +49,7 @@ class PayloadCatalog:
         key = ids.parse_id(payload_id, ErrorCode.INVALID_PAYLOAD_ID, "payload")
         record = await self._db.read(lambda conn: table.get(conn, key))
         if record is None:
-            raise ClaretError(ErrorCode.NO_SUCH_PAYLOAD, f"no payload with id {payload_id!r}")
+            raise _missing(payload_id)
         return record
 
     async def writable(self, payload_id: str) -> PayloadRecord:
@@ -87,20 +88,21 @@ class PayloadCatalog:
         self.store.delete(record.id)
 
     async def add_metadata(self, payload_id: str, new: Mapping[str, str]) -> dict[str, str]:
-        return await self._change_metadata(payload_id, lambda old: metadata_rules.add(old, new))
+        return await self._metadata.add(await self._reusable(payload_id), new)
 
     async def remove_metadata(self, payload_id: str, keys: Iterable[str]) -> dict[str, str]:
-        drop = list(keys)
-        return await self._change_metadata(payload_id, lambda old: metadata_rules.remove(old, drop))
+        return await self._metadata.remove(await self._reusable(payload_id), keys)
 
-    async def _change_metadata(self, payload_id: str, edit: metadata_rows.Edit) -> dict[str, str]:
+    async def _reusable(self, payload_id: str) -> str:
+        """The id of a reusable payload: only those carry metadata."""
         record = await self.get(payload_id)
         if record.type is not PayloadType.REUSABLE:
             raise ClaretError(
                 ErrorCode.INVALID_METADATA,
                 f"payload {record.id} belongs to job {record.job_id}: only reusable payloads carry metadata",
             )
-        result = await self._db.write(lambda conn: metadata_rows.change(conn, "payloads", record.id, edit))
-        if result is None:
-            raise ClaretError(ErrorCode.NO_SUCH_PAYLOAD, f"no payload with id {payload_id!r}")
-        return result
+        return record.id
+
+
+def _missing(payload_id: str) -> ClaretError:
+    return ClaretError(ErrorCode.NO_SUCH_PAYLOAD, f"no payload with id {payload_id!r}")

@@ -9,8 +9,8 @@ from shared import ids
 from shared import metadata as metadata_rules
 from shared.config import Settings
 from shared.db import Database
-from shared.db import metadata as metadata_rows
 from shared.db import pipelines as table
+from shared.db.metadata import MetadataRows
 from shared.db.pipelines import PipelineRecord
 from shared.errors import ClaretError, ErrorCode
 from shared.pipeline_definition import DefinitionFile, Pipeline, load_pipeline
@@ -42,6 +42,7 @@ class PipelineCatalog:
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
         self._settings = settings
+        self._metadata = MetadataRows(db, "pipelines", _missing)
 
     def load(self, files: Sequence[DefinitionFile]) -> Pipeline:
         return load_pipeline(
@@ -52,9 +53,7 @@ class PipelineCatalog:
         self, files: Sequence[DefinitionFile], pipeline_id: str | None = None, metadata: Mapping[str, str] | None = None
     ) -> str:
         model = self.load(files)
-        new_id = (
-            ids.new_id() if not pipeline_id else ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
-        )
+        new_id = ids.new_id() if not pipeline_id else _key(pipeline_id)
         now = ids.now()
         record = PipelineRecord(
             id=new_id,
@@ -69,10 +68,10 @@ class PipelineCatalog:
         return new_id
 
     async def get(self, pipeline_id: str) -> PipelineRecord:
-        key = ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
+        key = _key(pipeline_id)
         record = await self._db.read(lambda conn: table.get(conn, key))
         if record is None:
-            raise ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
+            raise _missing(pipeline_id)
         return record
 
     async def details(self, pipeline_id: str) -> PipelineView:
@@ -83,30 +82,30 @@ class PipelineCatalog:
         return await self._db.read(table.list_all)
 
     async def remove(self, pipeline_id: str) -> None:
-        key = ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
+        key = _key(pipeline_id)
         if not await self._db.write(lambda conn: table.delete(conn, key)):
-            raise ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
+            raise _missing(pipeline_id)
 
     async def update(self, pipeline_id: str, files: Sequence[DefinitionFile]) -> None:
         """Replace the definition for jobs created from now on; earlier jobs keep their own copy."""
-        key = ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
+        key = _key(pipeline_id)
         model = self.load(files)
         replaced = await self._db.write(
             lambda conn: table.replace_definition(conn, key, model.name, tuple(files), ids.now())
         )
         if not replaced:
-            raise ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
+            raise _missing(pipeline_id)
 
     async def add_metadata(self, pipeline_id: str, new: Mapping[str, str]) -> dict[str, str]:
-        return await self._change_metadata(pipeline_id, lambda old: metadata_rules.add(old, new))
+        return await self._metadata.add(_key(pipeline_id), new)
 
     async def remove_metadata(self, pipeline_id: str, keys: Iterable[str]) -> dict[str, str]:
-        drop = list(keys)
-        return await self._change_metadata(pipeline_id, lambda old: metadata_rules.remove(old, drop))
+        return await self._metadata.remove(_key(pipeline_id), keys)
 
-    async def _change_metadata(self, pipeline_id: str, edit: metadata_rows.Edit) -> dict[str, str]:
-        key = ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
-        result = await self._db.write(lambda conn: metadata_rows.change(conn, "pipelines", key, edit))
-        if result is None:
-            raise ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
-        return result
+
+def _key(pipeline_id: str) -> str:
+    return ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
+
+
+def _missing(pipeline_id: str) -> ClaretError:
+    return ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
