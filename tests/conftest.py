@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,22 +85,30 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[RunningServer]:
-    """`claret serve` as a separate process with no configuration beyond its port and data dir."""
+@contextmanager
+def serve_process(data_dir: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`python -m claret serve` on a free port (plus ``args``); yields its address and process."""
     port = free_port()
-    env = {**os.environ, "CLARET_GPUS": ""}
     process = subprocess.Popen(
-        [sys.executable, "-m", "claret", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
-        env=env,
-        cwd=tmp_path,
+        [sys.executable, "-m", "claret", "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
+        env={**os.environ, "CLARET_GPUS": "", **env},
+        cwd=data_dir.parent,
     )
     try:
         wait_for_port(port, process)
-        yield RunningServer(f"127.0.0.1:{port}", make_settings(tmp_path, port=port), pid=process.pid)
+        yield f"127.0.0.1:{port}", process
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=15)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[RunningServer]:
+    """`claret serve` as a separate process with no configuration beyond its port and data dir."""
+    with serve_process(tmp_path / "data") as (address, process):
+        port = int(address.rsplit(":", 1)[1])
+        yield RunningServer(address, make_settings(tmp_path, port=port), pid=process.pid)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import metrics
-from tests.conftest import make_settings, start_in_process
+from tests.conftest import free_port, make_settings, serve_process, start_in_process
 from tests.jobs_flow import DATA, Platform
 
 
@@ -141,32 +141,7 @@ async def test_health_follows_the_docker_engine(tmp_path: Path) -> None:
 
 
 def test_serve_exposes_metrics_on_the_configured_port(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.conftest import free_port, wait_for_port
-
-    port, metrics_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "claret",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--runtime",
-            "sandbox",
-            "--metrics-port",
-            str(metrics_port),
-        ]
-    )
-    try:
-        wait_for_port(port, process)
+    metrics_port = free_port()
+    with serve_process(tmp_path / "data", "--runtime", "sandbox", "--metrics-port", str(metrics_port)):
         samples = scrape(metrics_port)
         assert any(name == "claret_gpus_total" for name, _ in samples)
-    finally:
-        process.terminate()
-        process.wait(timeout=15)

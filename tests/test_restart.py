@@ -6,16 +6,14 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import grpc
 import pytest
 
 from protos.nvidia.clara.platform import jobs_pb2 as pb
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import serve_process
 from tests.jobs_flow import Platform, containers_of, process_alive, runtime_ids
 
 RUNTIMES = ["sandbox", pytest.param("docker", marks=pytest.mark.docker)]
@@ -32,32 +30,8 @@ operators:
 """
 
 
-@contextmanager
-def server(data_dir: Path, runtime: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    env = {**os.environ, "CLARET_GPUS": "", "CLARET_STOP_GRACE": "1"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "claret",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--runtime",
-            runtime,
-        ],
-        env=env,
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"127.0.0.1:{port}", process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=15)
+def server(data_dir: Path, runtime: str) -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+    return serve_process(data_dir, "--runtime", runtime, CLARET_STOP_GRACE="1")
 
 
 def leftovers(runtime: str, job_id: str, runtime_id: str) -> bool:

@@ -15,8 +15,13 @@ from shared.errors import ClaretError, ErrorCode
 
 
 def test_settings_from_environment_and_options() -> None:
-    env = {"CLARET_PORT": "4000", "CLARET_GPUS": "0, 1", "CLARET_STOP_GRACE": "2.5", "CLARET_DATA_DIR": "/srv/c",
-           "CLARET_SERVICES": "jobs"}
+    env = {
+        "CLARET_PORT": "4000",
+        "CLARET_GPUS": "0, 1",
+        "CLARET_STOP_GRACE": "2.5",
+        "CLARET_DATA_DIR": "/srv/c",
+        "CLARET_SERVICES": "jobs",
+    }
     settings = Settings.load({"port": 5000, "host": None}, environ=env)
     assert settings.port == 5000  # an option wins over the environment
     assert settings.host == "127.0.0.1"  # None means "not given"
@@ -25,20 +30,25 @@ def test_settings_from_environment_and_options() -> None:
     assert Settings.load(environ={"CLARET_GPUS": ""}).gpus == ()  # declared: no GPU at all
 
 
-@pytest.mark.parametrize(("env", "complaint"), [
-    ({"CLARET_PORT": "http"}, "CLARET_PORT='http'"),
-    ({"CLARET_RUNTIME": "podman"}, "runtime must be one of"),
-    ({"CLARET_SERVICES": "jobs,models"}, "services must be"),
-    ({"CLARET_MAX_STORAGE_USAGE": "1.5"}, "max_storage_usage"),
-])
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({"CLARET_PORT": "http"}, "CLARET_PORT='http'"),
+        ({"CLARET_RUNTIME": "podman"}, "runtime must be one of"),
+        ({"CLARET_SERVICES": "jobs,models"}, "services must be"),
+        ({"CLARET_MAX_STORAGE_USAGE": "1.5"}, "max_storage_usage"),
+    ],
+)
 def test_bad_settings_are_refused_with_a_message(env: dict[str, str], complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint.replace("(", r"\(")):
         Settings.load(environ=env)
 
 
 def test_ids_accept_dashed_uuids_and_emit_hex() -> None:
-    assert ids.parse_id("4A1E0B5C-7D3F-4C2A-9E8B-1F2A3B4C5D6E", ErrorCode.INVALID_JOB_ID, "job") == \
-        "4a1e0b5c7d3f4c2a9e8b1f2a3b4c5d6e"
+    assert (
+        ids.parse_id("4A1E0B5C-7D3F-4C2A-9E8B-1F2A3B4C5D6E", ErrorCode.INVALID_JOB_ID, "job")
+        == "4a1e0b5c7d3f4c2a9e8b1f2a3b4c5d6e"
+    )
     with pytest.raises(ClaretError) as caught:
         ids.parse_id("../etc", ErrorCode.INVALID_JOB_ID, "job")
     assert caught.value.code == ErrorCode.INVALID_JOB_ID and "'../etc'" in caught.value.messages[0]
@@ -92,6 +102,8 @@ async def test_write_rolls_back_the_whole_unit_of_work(tmp_path: Path) -> None:
 
 def test_split_statements_refuses_a_truncated_migration() -> None:
     assert split_statements("CREATE TABLE a (x);\n-- note\nCREATE TABLE b (y);\n") == [
-        "CREATE TABLE a (x);", "-- note\nCREATE TABLE b (y);"]
+        "CREATE TABLE a (x);",
+        "-- note\nCREATE TABLE b (y);",
+    ]
     with pytest.raises(ValueError, match="incomplete"):
         split_statements("CREATE TABLE a (x")
