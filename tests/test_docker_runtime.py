@@ -72,7 +72,7 @@ async def test_gpu_container_is_created_with_exactly_the_granted_device_ids(tmp_
     ]
     assert host["Memory"] == 256 * 1024 * 1024 and host["NanoCpus"] == 2_000_000_000
     assert host["NetworkMode"] == "none" and host["Init"] is True
-    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["SecurityOpt"] == ["no-new-privileges"] and host["CapDrop"] == ["ALL"]
     assert host["Binds"] == [f"{tmp_path.resolve()}:/input:ro"]
 
 

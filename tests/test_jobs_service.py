@@ -347,3 +347,22 @@ async def test_immediate_jumps_the_queue(gpu_clara: Platform) -> None:
         await gpu_clara.wait_stopped(job.job_id.value)
         started[job.job_id.value] = float(await gpu_clara.download(job.payload_id.value, "/operators/op/t"))
     assert started[urgent.job_id.value] < min(started[j.job_id.value] for j in normal)
+
+
+async def test_operators_run_without_privileges_or_network(clara: Platform) -> None:
+    command = (
+        "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status > /output/status; "
+        "(wget -q -T 2 -O /dev/null http://1.1.1.1 2>/dev/null && echo online || echo offline) > /output/net; "
+        "(touch /input/new 2>/dev/null && echo writable || echo read-only) > /output/input"
+    )
+    job = await clara.job(await clara.pipeline(one_operator(command)))
+    await clara.upload(job.payload_id.value, "x.txt", b"x")
+    await clara.start(job.job_id.value)
+    assert (await clara.wait_stopped(job.job_id.value)).status == pb.JOB_STATUS_HEALTHY
+    status = dict(
+        line.split(":\t")
+        for line in (await clara.download(job.payload_id.value, "/operators/op/status")).decode().splitlines()
+    )
+    assert int(status["CapEff"], 16) == 0 and status["NoNewPrivs"] == "1"
+    assert await clara.download(job.payload_id.value, "/operators/op/net") == b"offline\n"
+    assert await clara.download(job.payload_id.value, "/operators/op/input") == b"read-only\n"

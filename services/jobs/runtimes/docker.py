@@ -50,6 +50,7 @@ def container_config(spec: OperatorSpec, paths: PathMapping) -> dict[str, Any]:
         "Init": True,
         "NetworkMode": "bridge" if spec.network else "none",
         "SecurityOpt": ["no-new-privileges"],
+        "CapDrop": ["ALL"],  # operators read and write files; they need no privilege beyond their own files
     }
     if spec.memory_mb > 0:
         host_config["Memory"] = spec.memory_mb * MB

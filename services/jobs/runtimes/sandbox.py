@@ -40,7 +40,7 @@ def bwrap_arguments(spec: OperatorSpec, status_fd: int) -> list[str]:
             f"images, so container.command must say what to run"
         )
     # No --die-with-parent: a sandbox must outlive a crash of the service, which re-attaches to it.
-    args = ["bwrap", "--unshare-all", "--share-net" if spec.network else "--unshare-net"]
+    args = ["bwrap", "--unshare-all", "--share-net" if spec.network else "--unshare-net", "--cap-drop", "ALL"]
     for name in HOST_DIRS:
         host = Path("/") / name
         if host.is_symlink():
