@@ -101,6 +101,15 @@ class Platform:
             await asyncio.sleep(0.05)
         raise AssertionError(f"operator {name} of job {job_id} never reached status {status}")
 
+    async def wait_runtime_id(self, job_id: str, name: str, within: float = 10) -> str:
+        """The operator's runtime id once the executor recorded it (just after the runtime started it)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if found := self.runtime_ids(job_id).get(name):
+                return found
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"operator {name} of job {job_id} got no runtime id")
+
     async def logs(self, job_id: str, operator: str) -> list[str]:
         request = jobs_pb2.JobsReadLogsRequest(job_id=common_pb2.Identifier(value=job_id), operator_name=operator)
         return [line async for reply in self.jobs.ReadLogs(request) for line in reply.logs]

@@ -124,7 +124,7 @@ async def test_cancel_of_a_running_job_kills_its_processes(clara: Platform) -> N
     job = await clara.job(await clara.pipeline(one_operator("trap '' TERM; echo started; sleep 300")))
     await clara.start(job.job_id.value)
     await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
-    (runtime_id,) = clara.runtime_ids(job.job_id.value).values()
+    runtime_id = await clara.wait_runtime_id(job.job_id.value, "op")
     assert operator_alive(clara, job.job_id.value, runtime_id)
     reply = await clara.jobs.Cancel(pb.JobsCancelRequest(job_id=job.job_id, reason="test"))
     assert (reply.job_state, reply.job_status) == (pb.JOB_STATE_STOPPED, pb.JOB_STATUS_CANCELED)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
+import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -13,8 +15,9 @@ import grpc
 import pytest
 
 from protos.nvidia.clara.platform import jobs_pb2 as pb
+from services.jobs.runtimes.sandbox import find_sandbox
 from tests.conftest import serve_process
-from tests.jobs_flow import Platform, containers_of, process_alive, runtime_ids
+from tests.jobs_flow import Platform, containers_of
 
 RUNTIMES = ["sandbox", pytest.param("docker", marks=pytest.mark.docker)]
 
@@ -34,8 +37,9 @@ def server(data_dir: Path, runtime: str) -> AbstractContextManager[tuple[str, su
     return serve_process(data_dir, "--runtime", runtime, CLARET_STOP_GRACE="1")
 
 
-def leftovers(runtime: str, job_id: str, runtime_id: str) -> bool:
-    return bool(containers_of(job_id)) if runtime == "docker" else process_alive(runtime_id)
+def leftovers(runtime: str, job_id: str) -> bool:
+    """Any container or sandbox process of the job still there."""
+    return bool(containers_of(job_id)) if runtime == "docker" else find_sandbox(job_id, "op") is not None
 
 
 @pytest.fixture(params=RUNTIMES)
@@ -56,7 +60,6 @@ async def test_killed_server_reattaches_and_the_job_completes(tmp_path: Path, ru
             await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
         process.send_signal(signal.SIGKILL)
         process.wait()
-    (runtime_id,) = runtime_ids(data / "claret.db", job.job_id.value).values()
     if sleep < 1:
         await asyncio.sleep(1.5)  # let it end while nobody watches
     with server(data, runtime) as (address, _):
@@ -66,7 +69,7 @@ async def test_killed_server_reattaches_and_the_job_completes(tmp_path: Path, ru
             assert (final.state, final.status) == (pb.JOB_STATE_STOPPED, pb.JOB_STATUS_HEALTHY), final.messages
             assert await clara.logs(job.job_id.value, "op") == ["before", "after"]
             assert await clara.download(job.payload_id.value, "/operators/op/done.txt") == b"done\n"
-    assert not leftovers(runtime, job.job_id.value, runtime_id)
+    assert not leftovers(runtime, job.job_id.value)
 
 
 async def test_operator_lost_while_down_ends_the_job_evicted(tmp_path: Path, runtime: str) -> None:
@@ -77,9 +80,11 @@ async def test_operator_lost_while_down_ends_the_job_evicted(tmp_path: Path, run
             job = await clara.job(await clara.pipeline(SLOW_OPERATOR.format(sleep=30)))
             await clara.start(job.job_id.value)
             await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
+            runtime_id = await clara.wait_runtime_id(job.job_id.value, "op")
+            while await clara.logs(job.job_id.value, "op") != ["before"]:
+                await asyncio.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         process.wait()
-    (runtime_id,) = runtime_ids(data / "claret.db", job.job_id.value).values()
     # The operator disappears without a trace while the service is down.
     if runtime == "docker":
         subprocess.run(["docker", "rm", "-f", runtime_id], check=True, capture_output=True)
@@ -93,3 +98,39 @@ async def test_operator_lost_while_down_ends_the_job_evicted(tmp_path: Path, run
             assert final.status == pb.JOB_STATUS_EVICTED
             assert any("lost" in m and "op" in m for m in final.messages), final.messages
             assert await clara.logs(job.job_id.value, "op") == ["before"]
+
+
+async def test_operator_recorded_as_starting_but_never_started_runs_afresh(tmp_path: Path, runtime: str) -> None:
+    """The service died between recording an operator's start and making it happen."""
+    data = tmp_path / "data"
+    with server(data, runtime) as (address, _):
+        async with grpc.aio.insecure_channel(address) as channel:
+            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            job = await clara.job(await clara.pipeline(SLOW_OPERATOR.format(sleep=0.1)))
+    job_id = job.job_id.value
+    with sqlite3.connect(data / "claret.db") as conn:  # what operator_starting leaves behind
+        now = time.time()
+        conn.execute("UPDATE jobs SET started = ?, state = 2, timeout = 600 WHERE id = ?", (now, job_id))
+        conn.execute("UPDATE operators SET status = 2, started = ? WHERE job_id = ?", (now, job_id))
+    if runtime == "docker":  # created with an old grant, never started
+        subprocess.run(
+            [
+                "docker",
+                "create",
+                "--name",
+                f"claret-{job_id}-op",
+                "--label",
+                f"claret.job={job_id}",
+                "busybox:latest",
+                "true",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    with server(data, runtime) as (address, _):
+        async with grpc.aio.insecure_channel(address) as channel:
+            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            final = await clara.wait_stopped(job_id)
+            assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
+            assert await clara.logs(job_id, "op") == ["before", "after"]
+    assert not leftovers(runtime, job_id)

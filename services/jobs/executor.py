@@ -9,7 +9,6 @@ after a restart) goes through :meth:`Executor._end`: record why, withdraw what w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from services.jobs import environment
-from services.jobs.runtimes.base import Exit, Handle, OperatorSpec, Runtime, RuntimeFailure
+from services.jobs.runtimes.base import Exit, Handle, NeverStarted, OperatorSpec, Runtime, RuntimeFailure
 from services.jobs.scheduler import Demand, Grant, Priority, Scheduler
 from shared import ids, metrics
 from shared.config import Settings
@@ -112,6 +111,7 @@ class Executor:
             operators = await self._db.read(partial(table.operators, job_id=job.id))
             await self._recover_job(job, operators)
         keep = await self._db.read(table.running_runtime_ids)
+        keep |= {handle.runtime_id for run in self._runs.values() for handle in run.handles.values()}
         for runtime_id in await self._runtime.remove_orphans(keep):
             log.warning("removed an operator no job owns", runtime_id=runtime_id)
         self._pump()
@@ -177,6 +177,7 @@ class Executor:
 
     async def _run_operator(self, run: JobRun, name: str, grant: Grant) -> None:
         operator = run.model.operator(name)
+        await self._db.write(lambda conn: table.operator_starting(conn, run.job.id, name, grant.gpu_ids, ids.now()))
         try:
             for folder in environment.output_dirs(operator, self._store.path(run.job.payload_id)):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -193,9 +194,7 @@ class Executor:
             self._pump()
             return
         run.handles[name] = handle
-        await self._db.write(
-            lambda conn: table.operator_started(conn, run.job.id, name, handle.runtime_id, grant.gpu_ids, ids.now())
-        )
+        await self._db.write(lambda conn: table.operator_runtime_id(conn, run.job.id, name, handle.runtime_id))
         log.info(
             "operator started", job_id=run.job.id, operator=name, runtime_id=handle.runtime_id, gpus=list(grant.gpu_ids)
         )
@@ -303,17 +302,28 @@ class Executor:
             self._submit_ready(run)
 
     async def _reattach(self, run: JobRun, record: OperatorRecord) -> bool:
-        if not record.runtime_id:
-            return False
+        """Follow an operator that was running before the restart; without a recorded runtime id (a crash
+        right after the start) the runtime looks for it by its job and operator names."""
         operator = run.model.operator(record.name)
-        with contextlib.suppress(Exception):
-            handle = await self._runtime.attach(self._spec(run, operator, record.gpu_ids), record.runtime_id)
-            if handle is not None:
-                self.scheduler.restore(
-                    Grant(key=(run.job.id, record.name), demand=demand(operator), gpu_ids=record.gpu_ids)
-                )
-                run.handles[record.name] = handle
-                self._spawn(self._follow(run, record.name, handle))
-                log.info("operator re-attached", job_id=run.job.id, operator=record.name)
-                return True
-        return False
+        spec = self._spec(run, operator, record.gpu_ids)
+        try:
+            handle = await self._runtime.attach(spec, record.runtime_id)
+        except NeverStarted as reason:
+            await self._db.write(lambda conn: table.operator_not_started(conn, run.job.id, record.name))
+            run.submitted.discard(record.name)  # queued again below, with a fresh grant
+            log.info(
+                "operator never started; queued again", job_id=run.job.id, operator=record.name, reason=str(reason)
+            )
+            return True
+        except Exception:
+            log.exception("cannot re-attach", job_id=run.job.id, operator=record.name)
+            return False
+        if handle is None:
+            return False
+        self.scheduler.restore(Grant(key=(run.job.id, record.name), demand=demand(operator), gpu_ids=record.gpu_ids))
+        run.handles[record.name] = handle
+        if record.runtime_id != handle.runtime_id:  # found by name: remember where it is from now on
+            await self._db.write(lambda c: table.operator_runtime_id(c, run.job.id, record.name, handle.runtime_id))
+        self._spawn(self._follow(run, record.name, handle))
+        log.info("operator re-attached", job_id=run.job.id, operator=record.name, runtime_id=handle.runtime_id)
+        return True

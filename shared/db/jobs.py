@@ -197,16 +197,29 @@ def mark_started(conn: sqlite3.Connection, job_id: str, variables: dict[str, str
     return cursor.rowcount == 1
 
 
-def operator_started(
-    conn: sqlite3.Connection, job_id: str, name: str, runtime_id: str, gpu_ids: Sequence[str], at: float
-) -> None:
+def operator_starting(conn: sqlite3.Connection, job_id: str, name: str, gpu_ids: Sequence[str], at: float) -> None:
+    """Recorded before the runtime is asked, so a crash in between leaves a RUNNING operator to look for
+    (by container name or sandbox command line) rather than one that would be started a second time."""
     conn.execute(
-        "UPDATE operators SET status = ?, started = ?, runtime_id = ?, gpu_ids = ? WHERE job_id = ? AND name = ?",
-        (int(OperatorStatus.RUNNING), at, runtime_id, json.dumps(list(gpu_ids)), job_id, name),
+        "UPDATE operators SET status = ?, started = ?, runtime_id = NULL, gpu_ids = ? WHERE job_id = ? AND name = ?",
+        (int(OperatorStatus.RUNNING), at, json.dumps(list(gpu_ids)), job_id, name),
     )
     conn.execute(
         "UPDATE jobs SET state = ? WHERE id = ? AND state = ?", (int(JobState.RUNNING), job_id, int(JobState.PENDING))
     )
+
+
+def operator_not_started(conn: sqlite3.Connection, job_id: str, name: str) -> None:
+    """Back to PENDING: the runtime proved the operator never ran, so it will be started afresh."""
+    conn.execute(
+        "UPDATE operators SET status = ?, started = NULL, runtime_id = NULL, gpu_ids = '[]'"
+        " WHERE job_id = ? AND name = ?",
+        (int(OperatorStatus.PENDING), job_id, name),
+    )
+
+
+def operator_runtime_id(conn: sqlite3.Connection, job_id: str, name: str, runtime_id: str) -> None:
+    conn.execute("UPDATE operators SET runtime_id = ? WHERE job_id = ? AND name = ?", (runtime_id, job_id, name))
 
 
 def operator_finished(

@@ -67,8 +67,10 @@ class Runtime(Protocol):
         """Start the operator. Raises :class:`RuntimeFailure` when it cannot be started."""
         ...
 
-    async def attach(self, spec: OperatorSpec, runtime_id: str) -> Handle | None:
-        """The handle of an operator started before a restart, or None when it is gone."""
+    async def attach(self, spec: OperatorSpec, runtime_id: str | None) -> Handle | None:
+        """The handle of an operator started before a restart, or None when it is gone. Without a
+        ``runtime_id`` (the service died right after starting it), find it by job and operator, or raise
+        :class:`NeverStarted` when it provably never ran."""
         ...
 
     async def problem(self) -> str | None:
@@ -80,6 +82,11 @@ class Runtime(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class NeverStarted(Exception):
+    """:meth:`Runtime.attach` found proof that the operator never began running (the service died between
+    recording the start and making it happen): it is safe to start it afresh."""
 
 
 class RuntimeFailure(Exception):

@@ -19,7 +19,7 @@ import aiodocker
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
-from services.jobs.runtimes.base import Exit, Handle, OperatorSpec, RuntimeFailure
+from services.jobs.runtimes.base import Exit, Handle, NeverStarted, OperatorSpec, RuntimeFailure
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -71,6 +71,10 @@ def container_config(spec: OperatorSpec, paths: PathMapping) -> dict[str, Any]:
     return config
 
 
+def container_name(spec: OperatorSpec) -> str:
+    return f"claret-{spec.job_id}-{spec.operator}"
+
+
 class DockerHandle:
     """A running container; its logs are copied into the log file until it exits."""
 
@@ -98,7 +102,9 @@ class DockerHandle:
         state = await self._inspect_state()
         with contextlib.suppress(DockerError):
             await self._container.delete(force=True)
-        code = int(result.get("StatusCode", -1))
+        if (error := (result.get("Error") or {}).get("Message")) or "StatusCode" not in result:
+            return Exit(-1, f"lost the container: {error or result}")
+        code = int(result["StatusCode"])
         message = "killed: out of memory (the operator's memory request is its limit)" if state.get("OOMKilled") else ""
         return Exit(code, message)
 
@@ -139,7 +145,7 @@ class DockerRuntime:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         config = container_config(spec, self._paths)
         try:
-            container = await self._docker.containers.create(config, name=f"claret-{spec.job_id}-{spec.operator}")
+            container = await self._docker.containers.create(config, name=container_name(spec))
         except DockerError as exc:
             if exc.status == 404:
                 raise RuntimeFailure(f"image {spec.image!r} is not on this Docker engine: {exc.message}") from exc
@@ -152,12 +158,21 @@ class DockerRuntime:
             raise RuntimeFailure(f"the Docker engine could not start the container: {exc.message}") from exc
         return DockerHandle(container, spec.log_path)
 
-    async def attach(self, spec: OperatorSpec, runtime_id: str) -> Handle | None:
-        """The container of an operator started before a restart; its log file is rewritten whole."""
+    async def attach(self, spec: OperatorSpec, runtime_id: str | None) -> Handle | None:
+        """The container of an operator started before a restart (by id, else by its unique name); its
+        log file is rewritten whole from the engine's copy. A container that was created but never
+        started is removed (its GPU grant may have changed) and reported as :class:`NeverStarted`."""
         try:
-            container = await self._docker.containers.get(runtime_id)
-        except DockerError:
+            container = await self._docker.containers.get(runtime_id or container_name(spec))
+            state = (await container.show())["State"]["Status"]
+        except DockerError as exc:
+            if runtime_id is None and exc.status == 404:
+                raise NeverStarted(f"no container named {container_name(spec)}") from exc
             return None
+        if state == "created":
+            with contextlib.suppress(DockerError):
+                await container.delete(force=True)
+            raise NeverStarted(f"container {container.id} was created but never started")
         return DockerHandle(container, spec.log_path, rewrite_log=True)
 
     async def problem(self) -> str | None:

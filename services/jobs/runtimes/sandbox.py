@@ -18,7 +18,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from services.jobs.runtimes.base import Exit, Handle, OperatorSpec, RuntimeFailure
+from services.jobs.runtimes.base import Exit, Handle, NeverStarted, OperatorSpec, RuntimeFailure
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -96,6 +96,25 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def find_sandbox(job_id: str, operator: str) -> int | None:
+    """The outer bwrap process (it leads its process group) running ``operator`` of ``job_id``, found by
+    the environment it was told to set, which its command line carries."""
+    wanted = [("NVIDIA_CLARA_JOB_ID", job_id), ("NVIDIA_CLARA_STAGE_NAME", operator)]
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry.name}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not args or Path(args[0]).name != "bwrap" or os.getpgid(int(entry.name)) != int(entry.name):
+            continue
+        pairs = {(args[i + 1], args[i + 2]) for i, arg in enumerate(args[:-2]) if arg == "--setenv"}
+        if all(pair in pairs for pair in wanted):
+            return int(entry.name)
+    return None
+
+
 class SandboxHandle:
     """A sandboxed operator: the bwrap process leads its own process group, so signals reach the group."""
 
@@ -168,11 +187,15 @@ class SandboxRuntime:
         log.debug("sandbox started", job_id=spec.job_id, operator=spec.operator, pid=process.pid)
         return SandboxHandle(process.pid, status_path(spec), exited)
 
-    async def attach(self, spec: OperatorSpec, runtime_id: str) -> Handle | None:
-        """Re-attach to a sandbox started by an earlier run of the service (it is no child of ours).
-
-        One that ended while the service was down is still found when bwrap recorded its exit code.
-        """
+    async def attach(self, spec: OperatorSpec, runtime_id: str | None) -> Handle | None:
+        """Re-attach to a sandbox started by an earlier run of the service (it is no child of ours): by its
+        recorded pid, else by its command line. One that ended while the service was down is still found
+        when bwrap recorded its exit code."""
+        if runtime_id is None:
+            pid = find_sandbox(spec.job_id, spec.operator)
+            if pid is None and not status_path(spec).exists():  # opened just before bwrap is started
+                raise NeverStarted(f"no sandbox was started for operator {spec.operator!r}")
+            runtime_id = f"{pid}:{process_start_time(pid)}" if pid else "0:0"
         pid_text, _, start_time = runtime_id.partition(":")
         if not pid_text.isdigit():
             return None
@@ -180,7 +203,7 @@ class SandboxRuntime:
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[int | None] = loop.create_future()
         try:
-            if process_start_time(pid) != start_time:
+            if pid == 0 or process_start_time(pid) != start_time:
                 raise ProcessLookupError(pid)
             pidfd = os.pidfd_open(pid)
         except OSError:
