@@ -9,6 +9,7 @@ after a restart) goes through :meth:`Executor._end`: record why, withdraw what w
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -17,7 +18,17 @@ from pathlib import Path
 from typing import Any, cast
 
 from services.jobs import environment
-from services.jobs.runtimes.base import Exit, Handle, NeverStarted, OperatorSpec, Runtime, RuntimeFailure
+from services.jobs.runtimes.base import (
+    INSTANCE_LABEL,
+    JOB_LABEL,
+    OPERATOR_LABEL,
+    Exit,
+    Handle,
+    NeverStarted,
+    OperatorSpec,
+    Runtime,
+    RuntimeFailure,
+)
 from services.jobs.scheduler import Demand, Grant, Priority, Scheduler
 from shared import ids, metrics
 from shared.config import Settings
@@ -106,14 +117,14 @@ class Executor:
         await asyncio.gather(*(self._end(run, JobStatus.CANCELED, reason) for run in list(self._runs.values())))
 
     async def recover(self) -> None:
-        """At start: carry on the jobs that were in flight, re-attaching to operators still running."""
+        """At start: remove what no job owns, then carry on the jobs that were in flight, re-attaching to
+        operators still running. Orphans go first, before this executor starts anything of its own."""
+        running = await self._db.read(table.running_operators)
+        for runtime_id in await self._runtime.remove_orphans(running):
+            log.warning("removed an operator no job owns", runtime_id=runtime_id)
         for job in await self._db.read(table.in_flight):
             operators = await self._db.read(partial(table.operators, job_id=job.id))
             await self._recover_job(job, operators)
-        keep = await self._db.read(table.running_runtime_ids)
-        keep |= {handle.runtime_id for run in self._runs.values() for handle in run.handles.values()}
-        for runtime_id in await self._runtime.remove_orphans(keep):
-            log.warning("removed an operator no job owns", runtime_id=runtime_id)
         self._pump()
 
     async def close(self) -> None:
@@ -144,7 +155,8 @@ class Executor:
             self._spawn(self._run_operator(run, name, grant))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
+        # A fresh context: operator work outlives the RPC that triggered it and must not log as that RPC.
+        task = asyncio.create_task(work, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -169,9 +181,9 @@ class Executor:
             gpu_ids=gpu_ids,
             log_path=self.log_path(run.job.id, operator.name),
             labels={
-                "claret.job": run.job.id,
-                "claret.operator": operator.name,
-                "claret.instance": self._settings.instance,
+                JOB_LABEL: run.job.id,
+                OPERATOR_LABEL: operator.name,
+                INSTANCE_LABEL: self._settings.instance,
             },
         )
 

@@ -243,9 +243,7 @@ def finish(conn: sqlite3.Connection, job_id: str, status: JobStatus, messages: S
     return True
 
 
-def running_runtime_ids(conn: sqlite3.Connection) -> set[str]:
-    """Runtime ids of every operator recorded as running, whichever service replica started it."""
-    rows = conn.execute(
-        "SELECT runtime_id FROM operators WHERE status = ? AND runtime_id IS NOT NULL", (int(OperatorStatus.RUNNING),)
-    )
-    return {row[0] for row in rows}
+def running_operators(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+    """(job id, operator name) of every operator recorded as running, whichever replica started it."""
+    rows = conn.execute("SELECT job_id, name FROM operators WHERE status = ?", (int(OperatorStatus.RUNNING),))
+    return {(row[0], row[1]) for row in rows}

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+JOB_LABEL = "claret.job"
+OPERATOR_LABEL = "claret.operator"
+INSTANCE_LABEL = "claret.instance"
+"""Labels on every operator a runtime starts, to find it again after a restart."""
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -77,8 +82,9 @@ class Runtime(Protocol):
         """Why operators cannot be started right now (engine down...), or None (a readiness check)."""
         ...
 
-    async def remove_orphans(self, keep: set[str]) -> list[str]:
-        """Remove operators this platform instance started that no job owns any more; their ids."""
+    async def remove_orphans(self, running: set[tuple[str, str]]) -> list[str]:
+        """Remove operators this platform instance started that are not among ``running`` (job id,
+        operator name) any more; returns their runtime ids."""
         ...
 
     async def close(self) -> None: ...

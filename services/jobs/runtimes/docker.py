@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,20 @@ import aiodocker
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
-from services.jobs.runtimes.base import Exit, Handle, NeverStarted, OperatorSpec, RuntimeFailure
+from services.jobs.runtimes.base import (
+    INSTANCE_LABEL,
+    JOB_LABEL,
+    OPERATOR_LABEL,
+    Exit,
+    Handle,
+    NeverStarted,
+    OperatorSpec,
+    RuntimeFailure,
+)
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 
-INSTANCE_LABEL = "claret.instance"
 MB = 1024 * 1024
 
 
@@ -182,12 +191,13 @@ class DockerRuntime:
             return f"the Docker engine does not answer: {exc or type(exc).__name__}"
         return None
 
-    async def remove_orphans(self, keep: set[str]) -> list[str]:
-        """Remove containers of this instance that no job in flight owns (e.g. a crash right after create)."""
-        filters = f'{{"label": ["{INSTANCE_LABEL}={self._instance}"]}}'
+    async def remove_orphans(self, running: set[tuple[str, str]]) -> list[str]:
+        """Remove containers of this instance whose operator is not running (e.g. left by a crash)."""
+        filters = json.dumps({"label": [f"{INSTANCE_LABEL}={self._instance}"]})
         removed = []
         for container in await self._docker.containers.list(all=True, filters=filters):
-            if container.id not in keep:
+            labels = container["Labels"] or {}
+            if (labels.get(JOB_LABEL), labels.get(OPERATOR_LABEL)) not in running:
                 with contextlib.suppress(DockerError):
                     await container.delete(force=True)
                     removed.append(str(container.id))

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 from services.jobs.runtimes.base import Exit, Handle, NeverStarted, OperatorSpec, RuntimeFailure
@@ -115,6 +114,40 @@ def find_sandbox(job_id: str, operator: str) -> int | None:
     return None
 
 
+def spawn(bwrap: str, args: list[str], log_fd: int, status_fd: int) -> int:
+    """Start bwrap with posix_spawn: no fork of this multi-threaded process (gRPC's threads), so nothing
+    can run in a half-copied child before the exec. It leads a new session (signals reach its group);
+    stdin is /dev/null, stdout and stderr share the log file, and the status descriptor stays open."""
+    os.set_inheritable(status_fd, True)
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, log_fd, 1),
+        (os.POSIX_SPAWN_DUP2, log_fd, 2),
+    ]
+    return os.posix_spawn(bwrap, [bwrap, *args[1:]], os.environ, file_actions=actions, setsid=True)
+
+
+def watch_exit(pid: int, *, reap: bool) -> asyncio.Future[int | None]:
+    """A future for the end of ``pid``, through a pidfd (readable once the process ended: no polling).
+    A child of ours is reaped and its exit status given; another process's status is unknowable (None)."""
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[int | None] = loop.create_future()
+    pidfd = os.pidfd_open(pid)
+
+    def on_exit() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        code = None
+        if reap:
+            with contextlib.suppress(ChildProcessError):
+                code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        if not exited.done():
+            exited.set_result(code)
+
+    loop.add_reader(pidfd, on_exit)
+    return exited
+
+
 class SandboxHandle:
     """A sandboxed operator: the bwrap process leads its own process group, so signals reach the group."""
 
@@ -171,21 +204,12 @@ class SandboxRuntime:
         # Opening two local files is instant; the child needs real descriptors, not async streams.
         with open(spec.log_path, "ab") as log_file, open(status_path(spec), "wb") as status:  # noqa: ASYNC230
             args = bwrap_arguments(spec, status.fileno())
-            args[0] = self._bwrap
             try:
-                process = await asyncio.create_subprocess_exec(
-                    *args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=(status.fileno(),),
-                    start_new_session=True,
-                )
+                pid = spawn(self._bwrap, args, log_file.fileno(), status.fileno())
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start bwrap for operator {spec.operator!r}: {exc}") from exc
-        exited: asyncio.Future[int | None] = asyncio.ensure_future(process.wait())
-        log.debug("sandbox started", job_id=spec.job_id, operator=spec.operator, pid=process.pid)
-        return SandboxHandle(process.pid, status_path(spec), exited)
+        log.debug("sandbox started", job_id=spec.job_id, operator=spec.operator, pid=pid)
+        return SandboxHandle(pid, status_path(spec), watch_exit(pid, reap=True))
 
     async def attach(self, spec: OperatorSpec, runtime_id: str | None) -> Handle | None:
         """Re-attach to a sandbox started by an earlier run of the service (it is no child of ours): by its
@@ -200,31 +224,21 @@ class SandboxRuntime:
         if not pid_text.isdigit():
             return None
         pid = int(pid_text)
-        loop = asyncio.get_running_loop()
-        exited: asyncio.Future[int | None] = loop.create_future()
-        try:
-            if pid == 0 or process_start_time(pid) != start_time:
-                raise ProcessLookupError(pid)
-            pidfd = os.pidfd_open(pid)
-        except OSError:
+        if pid == 0 or process_start_time(pid) != start_time:
             if read_exit_code(status_path(spec)) is None:
                 return None
+            exited = asyncio.get_running_loop().create_future()
             exited.set_result(None)
             return SandboxHandle(pid, status_path(spec), exited, start_time)
-
-        def on_exit() -> None:  # a pidfd turns readable when its process ends
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-            if not exited.done():
-                exited.set_result(None)
-
-        loop.add_reader(pidfd, on_exit)
-        return SandboxHandle(pid, status_path(spec), exited, start_time)
+        try:
+            return SandboxHandle(pid, status_path(spec), watch_exit(pid, reap=False), start_time)
+        except OSError:  # it ended in between
+            return await self.attach(spec, runtime_id)
 
     async def problem(self) -> str | None:
         return None if os.access(self._bwrap, os.X_OK) else f"bubblewrap ({self._bwrap}) is gone"
 
-    async def remove_orphans(self, keep: set[str]) -> list[str]:
+    async def remove_orphans(self, running: set[tuple[str, str]]) -> list[str]:
         """Nothing is removed: every sandbox the database knows is re-attached. One started in the instant
         between bwrap's start and the database write of its pid is not found (a known gap)."""
         return []

@@ -1,0 +1,196 @@
+"""Job benchmarks' shared parts: driving a job through the Clara API, and the bare runtime baselines.
+
+The bare baselines build their command lines (sandbox) and container bodies (Docker) with the runtimes' own
+functions, so the only difference from Claret is the platform around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from harness import request_header
+
+from protos.nvidia.clara.platform import (
+    common_pb2,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    payloads_pb2,
+    payloads_pb2_grpc,
+    pipelines_pb2,
+    pipelines_pb2_grpc,
+)
+from services.jobs.runtimes.base import Mount, OperatorSpec
+from services.jobs.runtimes.sandbox import bwrap_arguments
+
+
+def one_operator_pipeline(command: list[str], *, mounts: bool = True, requests: str = "") -> str:
+    """A one-operator pipeline (operator ``op``, image busybox), optionally with /input and /output."""
+    quoted = ", ".join(f'"{part}"' for part in command)
+    text = f"""api-version: 0.4.0
+name: bench
+operators:
+- name: op
+  container:
+    image: busybox
+    command: [{quoted}]
+"""
+    if requests:
+        text += f"  requests: {requests}\n"
+    if mounts:
+        text += "  input: [{path: /input}]\n  output: [{path: /output}]\n"
+    return text
+
+
+@dataclass
+class Clara:
+    """Stubs of one Claret server and the steps of a job."""
+
+    channel: grpc.aio.Channel
+
+    def __post_init__(self) -> None:
+        self.pipelines = pipelines_pb2_grpc.PipelinesStub(self.channel)
+        self.jobs = jobs_pb2_grpc.JobsStub(self.channel)
+        self.payloads = payloads_pb2_grpc.PayloadsStub(self.channel)
+
+    async def pipeline(self, text: str) -> str:
+        async def requests() -> AsyncIterator[pipelines_pb2.PipelinesCreateRequest]:
+            yield pipelines_pb2.PipelinesCreateRequest(
+                header=request_header(),
+                definition=pipelines_pb2.PipelineDefinitionFile(path="pipeline.yaml", content=text),
+            )
+
+        reply = await self.pipelines.Create(requests())
+        assert reply.header.code == 0, reply.header.messages
+        return str(reply.pipeline_id.value)
+
+    async def create(self, pipeline_id: str, name: str = "bench") -> tuple[str, str]:
+        """(job id, payload id) of a new job."""
+        reply = await self.jobs.Create(
+            jobs_pb2.JobsCreateRequest(
+                header=request_header(), pipeline_id=common_pb2.Identifier(value=pipeline_id), name=name
+            )
+        )
+        assert reply.header.code == 0, reply.header.messages
+        return reply.job_id.value, reply.payload_id.value
+
+    async def upload(self, payload_id: str, name: str, data: bytes) -> None:
+        request = payloads_pb2.PayloadsUploadRequest(
+            header=request_header(),
+            payload_id=common_pb2.Identifier(value=payload_id),
+            details=payloads_pb2.PayloadFileDetails(name=name, size=len(data)),
+            data=data,
+        )
+        reply = await self.payloads.Upload(iter([request]))
+        assert reply.header.code == 0, reply.header.messages
+
+    async def start(self, job_id: str) -> None:
+        reply = await self.jobs.Start(
+            jobs_pb2.JobsStartRequest(header=request_header(), job_id=common_pb2.Identifier(value=job_id))
+        )
+        assert reply.header.code == 0, reply.header.messages
+
+    def status_request(self, job_id: str) -> jobs_pb2.JobsStatusRequest:
+        return jobs_pb2.JobsStatusRequest(header=request_header(), job_id=common_pb2.Identifier(value=job_id))
+
+    async def wait_stopped(
+        self, job_id: str, interval: float, within: float = 30
+    ) -> tuple[jobs_pb2.JobsStatusResponse, int]:
+        """Poll Status every ``interval`` seconds until the job is STOPPED: (last reply, number of polls)."""
+        request = self.status_request(job_id)
+        deadline = time.monotonic() + within
+        polls = 0
+        while time.monotonic() < deadline:
+            reply = await self.jobs.Status(request)
+            polls += 1
+            assert reply.header.code == 0, reply.header.messages
+            if reply.state == jobs_pb2.JOB_STATE_STOPPED:
+                return reply, polls
+            await asyncio.sleep(interval)
+        raise TimeoutError(f"job {job_id} did not stop within {within} s")
+
+
+def check_healthy(reply: jobs_pb2.JobsStatusResponse) -> None:
+    if reply.status != jobs_pb2.JOB_STATUS_HEALTHY:
+        raise AssertionError(f"job ended {jobs_pb2.JobStatus.Name(reply.status)}: {list(reply.messages)}")
+
+
+def bare_spec(work: Path, command: list[str], *, mounts: bool = True, index: int = 0) -> OperatorSpec:
+    """An operator spec like the executor's (same mounts, the same platform variables) in ``work``."""
+    payload = work / f"payload-{index}"
+    found: tuple[Mount, ...] = ()
+    if mounts:
+        (payload / "input").mkdir(parents=True, exist_ok=True)
+        (payload / "operators" / "op").mkdir(parents=True, exist_ok=True)
+        found = (Mount(payload / "input", "/input", True), Mount(payload / "operators" / "op", "/output", False))
+    job_id = os.urandom(16).hex()
+    env = {
+        "NVIDIA_CLARA_JOB_ID": job_id,
+        "NVIDIA_CLARA_JOB_NAME": "bench",
+        "NVIDIA_CLARA_STAGE_NAME": "op",
+        "NVIDIA_CLARA_PAYLOAD_ID": os.urandom(16).hex(),
+        "NVIDIA_CLARA_PIPELINE_ID": os.urandom(16).hex(),
+        "NVIDIA_CLARA_INPUT": "/input" if mounts else "",
+        "NVIDIA_CLARA_OUTPUT": "/output" if mounts else "",
+        "NVIDIA_CLARA_NOSYNCLOCK": "1",
+        "NVIDIA_VISIBLE_DEVICES": "void",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    return OperatorSpec(
+        job_id=job_id,
+        operator="op",
+        image="busybox:latest",
+        command=tuple(command),
+        env=env,
+        mounts=found,
+        cpu=1,
+        memory_mb=256,
+        gpu_ids=(),
+        log_path=work / "logs" / f"op-{index}.log",
+        labels={"claret.job": job_id, "claret.operator": "op", "claret.instance": "claret-bench"},
+    )
+
+
+async def run_bwrap(spec: OperatorSpec) -> int:
+    """Run the operator's bwrap command line bare, the cheapest correct way from an asyncio program: log file
+    and status fd as the sandbox runtime passes them, its own session, spawned with ``subprocess.Popen``
+    (vfork) and awaited through a pidfd. Returns the exit code."""
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    status_path = spec.log_path.with_suffix(".status")
+    with open(spec.log_path, "ab") as log_file, open(status_path, "wb") as status:  # noqa: ASYNC230
+        process = subprocess.Popen(  # noqa: ASYNC220 - vfork: returns in well under a millisecond
+            bwrap_arguments(spec, status.fileno()),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            pass_fds=(status.fileno(),),
+            start_new_session=True,
+        )
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+    pidfd = os.pidfd_open(process.pid)
+    loop.add_reader(pidfd, lambda: None if exited.done() else exited.set_result(None))
+    try:
+        await exited
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return process.wait()
+
+
+@contextlib.asynccontextmanager
+async def docker_client() -> AsyncIterator[object]:
+    import aiodocker
+
+    docker = aiodocker.Docker()
+    try:
+        yield docker
+    finally:
+        await docker.close()
