@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import grpc
 import pytest
@@ -86,13 +87,16 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 
 @contextmanager
-def serve_process(data_dir: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serve_process(
+    data_dir: Path, *args: str, stderr: IO[str] | None = None, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`python -m claret serve` on a free port (plus ``args``); yields its address and process."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "claret", "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
         env={**os.environ, "CLARET_GPUS": "", **env},
         cwd=data_dir.parent,
+        stderr=stderr,
     )
     try:
         wait_for_port(port, process)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import urllib.request
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from protos.nvidia.clara.platform import common_pb2
+from protos.nvidia.clara.platform import jobs_pb2 as pb
 from shared import metrics
 from tests.conftest import free_port, make_settings, serve_process, start_in_process
 from tests.jobs_flow import DATA, Platform
@@ -145,3 +148,33 @@ def test_serve_exposes_metrics_on_the_configured_port(tmp_path: Path) -> None:
     with serve_process(tmp_path / "data", "--runtime", "sandbox", "--metrics-port", str(metrics_port)):
         samples = scrape(metrics_port)
         assert any(name == "claret_gpus_total" for name, _ in samples)
+
+
+async def test_json_logs_tell_each_rpc_and_one_jobs_story(tmp_path: Path) -> None:
+    log_file = tmp_path / "server.log"
+    args = ("--runtime", "sandbox", "--log-format", "json", "--log-level", "debug")
+    with open(log_file, "w") as sink, serve_process(tmp_path / "data", *args, stderr=sink) as (address, _):
+        async with grpc.aio.insecure_channel(address) as channel:
+            clara = Platform(channel, tmp_path / "data" / "claret.db")
+            job = await clara.job(await clara.pipeline((DATA / "two_operators.yaml").read_text()))
+            await clara.start(job.job_id.value)
+            await clara.wait_stopped(job.job_id.value)
+            missing = await clara.jobs.Status(pb.JobsStatusRequest(job_id=common_pb2.Identifier(value="0" * 32)))
+            assert missing.header.code < 0
+    events = [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
+    rpcs = [e for e in events if e.get("event") == "rpc"]
+    start = next(e for e in rpcs if e["rpc"] == "Jobs.Start")
+    assert start["code"] == 0 and start["peer"].startswith("ipv4:127.0.0.1") and start["ms"] >= 0
+    assert len({e["request_id"] for e in rpcs}) == len(rpcs)  # one line per RPC, each its own id
+    refused = next(e for e in rpcs if e["code"] < 0)
+    assert refused["level"] == "info" and refused["rpc"] == "Jobs.Status" and "no job" in refused["messages"][0]
+    story = [e for e in events if e.get("job_id") == job.job_id.value]
+    assert {(e["event"], e.get("operator")) for e in story} >= {
+        ("operator started", "copier"),
+        ("operator ended", "copier"),
+        ("operator started", "shouter"),
+        ("operator ended", "shouter"),
+        ("job ended", None),
+    }
+    assert all(e.get("runtime_id") for e in story if e["event"].startswith("operator "))
+    assert all("request_id" not in e for e in story if e["event"] == "operator ended")  # not the Start RPC's

@@ -37,7 +37,7 @@ from shared.db import jobs as table
 from shared.db.jobs import JobRecord, JobStatus, OperatorRecord, OperatorStatus
 from shared.logging import get_logger
 from shared.payload_store import PayloadStore
-from shared.pipeline_definition import Operator, Pipeline, load_pipeline
+from shared.pipeline_definition import Operator, Pipeline, load_pipeline_cached
 
 log = get_logger(__name__)
 
@@ -278,7 +278,7 @@ class Executor:
 
     async def _recover_job(self, job: JobRecord, operators: list[OperatorRecord]) -> None:
         try:
-            model = load_pipeline(
+            model = load_pipeline_cached(
                 job.files,
                 job.variables,
                 default_timeout=self._settings.default_timeout,

@@ -27,7 +27,7 @@ from shared.db.metadata import MetadataRows
 from shared.db.payloads import PayloadRecord, PayloadType
 from shared.errors import ClaretError, ErrorCode
 from shared.payload_store import PayloadStore
-from shared.pipeline_definition import Pipeline, load_pipeline
+from shared.pipeline_definition import Pipeline, load_pipeline_cached
 
 MAX_NAME_CHARS = 255
 LOG_LINES_PER_MESSAGE = 1000
@@ -65,7 +65,7 @@ class JobManager:
         )
 
     def _load(self, job: JobRecord, variables: Mapping[str, str] | None = None) -> Pipeline:
-        return load_pipeline(
+        return load_pipeline_cached(
             job.files, variables, default_timeout=self._settings.default_timeout, max_timeout=self._settings.max_timeout
         )
 
@@ -90,7 +90,7 @@ class JobManager:
             created=now,
             metadata=metadata_rules.validate(metadata),
         )
-        model = load_pipeline(pipeline.files)
+        model = load_pipeline_cached(pipeline.files)
         operators = [
             OperatorRecord(
                 job_id=job.id, name=op.name, status=OperatorStatus.PENDING, upstream=op.upstream, created=now
@@ -172,8 +172,17 @@ class JobManager:
         return await self.get(job.id)
 
     async def status(self, job_id: str) -> JobView:
-        job = await self.get(job_id)
-        return JobView(job=job, operators=await self._db.read(lambda conn: table.operators(conn, job.id)))
+        """The job and its operators, in one database round trip (Status is polled, often)."""
+        key = ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job")
+
+        def read(conn: sqlite3.Connection) -> JobView | None:
+            job = table.get(conn, key)
+            return None if job is None else JobView(job=job, operators=table.operators(conn, key))
+
+        view = await self._db.read(read)
+        if view is None:
+            raise ClaretError(ErrorCode.NO_SUCH_JOB, f"no job with id {job_id!r}")
+        return view
 
     async def find(self, where: JobFilter) -> list[JobRecord]:
         return await self._db.read(lambda conn: table.list_jobs(conn, where))

@@ -19,7 +19,7 @@ Choices where the definition-language notes leave room (DECISIONS.md "Pipelines"
 """
 
 from shared.pipeline_definition.files import DefinitionFile
-from shared.pipeline_definition.loader import load_pipeline
+from shared.pipeline_definition.loader import load_pipeline, load_pipeline_cached
 from shared.pipeline_definition.model import (
     DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
@@ -44,4 +44,5 @@ __all__ = [
     "Requests",
     "Service",
     "load_pipeline",
+    "load_pipeline_cached",
 ]

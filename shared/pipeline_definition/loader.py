@@ -7,6 +7,7 @@ references between operators and the DAG. Problems are collected and raised toge
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 from shared.errors import ClaretError, ErrorCode
@@ -120,3 +121,29 @@ def _operators(document: Section, version: ApiVersion, max_timeout: int, importe
         if declaration is not None:
             drafts.append(build_operator(declaration, index, context))
     return link(drafts, problems, document.at("operators"))
+
+
+@functools.lru_cache(maxsize=256)
+def _load_cached(
+    files: tuple[DefinitionFile, ...],
+    arguments: frozenset[tuple[str, str]] | None,
+    default_timeout: int,
+    max_timeout: int,
+) -> Pipeline:
+    return load_pipeline(
+        files, None if arguments is None else dict(arguments), default_timeout=default_timeout, max_timeout=max_timeout
+    )
+
+
+def load_pipeline_cached(
+    files: Sequence[DefinitionFile],
+    arguments: Mapping[str, str] | None = None,
+    *,
+    default_timeout: int = DEFAULT_TIMEOUT,
+    max_timeout: int = MAX_TIMEOUT,
+) -> Pipeline:
+    """:func:`load_pipeline`, remembered: jobs of one pipeline load the same files again and again (Create,
+    Start, restart recovery). A loaded Pipeline is never modified, so sharing it is safe; errors are not
+    remembered (each call raises anew)."""
+    frozen = None if arguments is None else frozenset(arguments.items())
+    return _load_cached(tuple(files), frozen, default_timeout, max_timeout)

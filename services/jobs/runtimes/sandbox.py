@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -31,6 +32,19 @@ def status_path(spec: OperatorSpec) -> Path:
     return spec.log_path.with_suffix(".status")
 
 
+@functools.cache
+def host_root() -> tuple[str, ...]:
+    """bwrap arguments that show the host's system folders read-only (read once: they do not change)."""
+    args: list[str] = []
+    for name in HOST_DIRS:
+        host = Path("/") / name
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), f"/{name}"]
+    return tuple(args)
+
+
 def bwrap_arguments(spec: OperatorSpec, status_fd: int) -> list[str]:
     """The bwrap command line for ``spec`` (the new root is an empty tmpfs; we add what it needs)."""
     if not spec.command:
@@ -40,12 +54,7 @@ def bwrap_arguments(spec: OperatorSpec, status_fd: int) -> list[str]:
         )
     # No --die-with-parent: a sandbox must outlive a crash of the service, which re-attaches to it.
     args = ["bwrap", "--unshare-all", "--share-net" if spec.network else "--unshare-net", "--cap-drop", "ALL"]
-    for name in HOST_DIRS:
-        host = Path("/") / name
-        if host.is_symlink():
-            args += ["--symlink", os.readlink(host), f"/{name}"]
-        elif host.is_dir():
-            args += ["--ro-bind", str(host), f"/{name}"]
+    args += host_root()
     args += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/"]
     for mount in spec.mounts:
         args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
