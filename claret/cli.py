@@ -712,6 +712,19 @@ def version(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option("--service", default="", help="A service's full name, e.g. nvidia.clara.platform.Jobs [default: all].")
+@client_options
+@click.pass_context
+def health(ctx: click.Context, service: str) -> None:
+    """Exit 0 when the platform (or one service) is SERVING: for container health checks and scripts."""
+    s = session(ctx)
+    status = s.client.health(service)
+    s.output.result({"service": service, "status": status}, status)
+    if status != "SERVING":
+        ctx.exit(1)
+
+
+@main.command()
 @client_options
 @click.pass_context
 def utilization(ctx: click.Context) -> None:

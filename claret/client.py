@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar
 
 import grpc
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from claret import __version__
 from protos.nvidia.clara.platform import (
@@ -400,6 +401,13 @@ class PlatformClient:
             self._clara.Version, clara_pb2.ClaraVersionRequest(header=_header())
         )
         return reply.version
+
+    def health(self, service: str = "") -> str:
+        """The gRPC health status of ``service`` ("" = the whole server): SERVING, NOT_SERVING, ..."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        with self._transport():
+            reply = health_pb2_grpc.HealthStub(self._channel).Check(request, timeout=self.timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def utilization(self) -> list[GpuUtilization]:
         request = clara_pb2.ClaraUtilizationRequest(header=_header(), watch=False)

@@ -520,3 +520,10 @@ def test_upload_plan_names_directory_files_relative_to_it(tmp_path: Path) -> Non
     assert [(t.name, t.size) for t in plan] == [("1.txt", 1), ("e/2.txt", 2)]
     with pytest.raises(ClientError):
         upload_plan([tmp_path / "missing"])
+
+
+def test_health_exits_zero_only_when_serving(address: str) -> None:
+    result = CliRunner().invoke(main, ["health", "--host", address])
+    assert result.exit_code == 0 and result.output.strip() == "SERVING"
+    unknown = CliRunner().invoke(main, ["health", "--host", address, "--service", "no.such.Service"])
+    assert unknown.exit_code == 1 and "NOT_FOUND" in unknown.output
