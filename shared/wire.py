@@ -24,6 +24,8 @@ from shared.logging import get_logger
 
 log = get_logger("claret.rpc")
 _request_ids = itertools.count(1)
+CANCELLED = 1
+"""Recorded as a stream's code when its client left before the end (positive: not a Clara error)."""
 SLOW_RPC_S = 1.0
 """Unary calls slower than this are logged at info even when they succeed."""
 
@@ -58,12 +60,14 @@ class _Call:
     """One RPC: its request id (bound to every log line written while it runs), timing and outcome,
     logged and counted once when it ends."""
 
-    __slots__ = ("code", "context", "messages", "method", "service", "started")
+    __slots__ = ("code", "messages", "method", "peer", "service", "started")
 
     def __init__(self, qualname: str, context: Context) -> None:
         servicer, _, self.method = qualname.partition(".")
         self.service = servicer.removesuffix("Servicer")
-        self.context = context
+        # Read now: once a client has gone, the call behind the context may be torn down, and asking it
+        # for its peer then crashed grpc's C core (a segfault on interrupted downloads).
+        self.peer = context.peer()
         self.code = 0
         self.messages: list[str] = []
         self.started = time.perf_counter()
@@ -85,7 +89,7 @@ class _Call:
         notable = self.code < 0 or seconds >= SLOW_RPC_S
         (log.info if notable else log.debug)(
             "rpc",
-            peer=self.context.peer(),
+            peer=self.peer,
             code=self.code,
             ms=round(seconds * 1000, 2),
             **({"messages": self.messages} if self.messages else {}),
@@ -128,6 +132,9 @@ def streaming(response_type: Callable[..., Any]) -> Callable[[StreamHandler], St
             try:
                 async for message in handler(self, request, context):
                     yield message
+                    if context.cancelled():  # the client left: stop reading files for nobody
+                        call.code = CANCELLED
+                        return
             except Exception as exc:
                 yield response_type(header=call.failed(exc))
             finally:
