@@ -107,11 +107,17 @@ def scratch(prefix: str) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def claret_server(
-    workdir: Path, *, runtime: str = "sandbox", env: dict[str, str] | None = None, profile_name: str | None = None
+    workdir: Path,
+    *,
+    runtime: str = "sandbox",
+    env: dict[str, str] | None = None,
+    profile_name: str | None = None,
+    name: str = "claret",
 ) -> Iterator[Served]:
-    """``python -m claret serve`` with a temporary data dir on a free port; its log goes to ``workdir/claret.log``."""
+    """``python -m claret serve`` with a temporary data dir on a free port; its log goes to ``workdir/<name>.log``.
+    Several servers may share one ``workdir`` (and so one data dir) under different names."""
     port = free_port()
-    log = workdir / "claret.log"
+    log = workdir / f"{name}.log"
     environ = {k: v for k, v in os.environ.items() if k not in _OWN_ENV and not k.startswith("CLARET_")}
     environ.update({"CLARET_GPUS": "", **(env or {})})
     with open(log, "wb") as log_file:
