@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -109,3 +110,20 @@ async def test_memory_request_becomes_the_limit(docker_clara: Platform) -> None:
     limit = await docker_clara.download(job.payload_id.value, "/operators/op/limit")
     assert int(limit) == 64 * 1024 * 1024
     assert containers_of(job.job_id.value) == []  # removed once its logs were saved
+
+
+async def test_a_leftover_container_of_the_same_operator_is_replaced(docker_clara: Platform) -> None:
+    """A create still in flight when the service died leaves a container with the operator's name."""
+    pipeline_id = await docker_clara.pipeline(pipeline("echo fresh"))
+    job = await docker_clara.job(pipeline_id)
+    name = f"claret-{job.job_id.value}-op"
+    subprocess.run(
+        ["docker", "create", "--name", name, "--label", f"claret.job={job.job_id.value}", "busybox:latest", "true"],
+        check=True,
+        capture_output=True,
+    )
+    await docker_clara.start(job.job_id.value)
+    final = await docker_clara.wait_stopped(job.job_id.value)
+    assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
+    assert await docker_clara.logs(job.job_id.value, "op") == ["fresh"]
+    assert containers_of(job.job_id.value) == []

@@ -152,13 +152,7 @@ class DockerRuntime:
 
     async def start(self, spec: OperatorSpec) -> Handle:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        config = container_config(spec, self._paths)
-        try:
-            container = await self._docker.containers.create(config, name=container_name(spec))
-        except DockerError as exc:
-            if exc.status == 404:
-                raise RuntimeFailure(f"image {spec.image!r} is not on this Docker engine: {exc.message}") from exc
-            raise RuntimeFailure(f"the Docker engine refused to create the container: {exc.message}") from exc
+        container = await self._create(spec)
         try:
             await container.start()
         except DockerError as exc:
@@ -166,6 +160,24 @@ class DockerRuntime:
                 await container.delete(force=True)
             raise RuntimeFailure(f"the Docker engine could not start the container: {exc.message}") from exc
         return DockerHandle(container, spec.log_path)
+
+    async def _create(self, spec: OperatorSpec) -> DockerContainer:
+        """Create the operator's container. Its name is unique to this job and operator, so one that is
+        already there is a leftover of an earlier attempt (a create still in flight when the service died):
+        it is removed and the create tried once more."""
+        config = container_config(spec, self._paths)
+        for attempt in range(2):
+            try:
+                return await self._docker.containers.create(config, name=container_name(spec))
+            except DockerError as exc:
+                if exc.status == 404:
+                    raise RuntimeFailure(f"image {spec.image!r} is not on this Docker engine: {exc.message}") from exc
+                if exc.status != 409 or attempt:
+                    raise RuntimeFailure(f"the Docker engine refused to create the container: {exc.message}") from exc
+                log.warning("removing a leftover container", name=container_name(spec))
+                with contextlib.suppress(DockerError):
+                    await (await self._docker.containers.get(container_name(spec))).delete(force=True)
+        raise AssertionError("unreachable")
 
     async def attach(self, spec: OperatorSpec, runtime_id: str | None) -> Handle | None:
         """The container of an operator started before a restart (by id, else by its unique name); its
