@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sqlite3
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -201,8 +202,8 @@ class Executor:
             )
         except (RuntimeFailure, OSError) as exc:
             self.scheduler.release(grant.key)
-            await self._record_exit(run, name, Exit(-1, str(exc)))
-            await self._end(run, JobStatus.FAULTED, f"operator {name!r} could not start: {exc}")
+            reason = f"operator {name!r} could not start: {exc}"
+            await self._record_exit(run, name, Exit(-1, str(exc)), ends_job=(JobStatus.FAULTED, reason))
             self._pump()
             return
         run.handles[name] = handle
@@ -226,25 +227,35 @@ class Executor:
             exit = await handle.wait()
         del run.handles[name]
         self.scheduler.release((run.job.id, name))
-        await self._record_exit(run, name, exit, handle.runtime_id)
-        if not run.ending:
-            if exit.code != 0:
-                detail = f": {exit.message}" if exit.message else ""
-                await self._end(run, JobStatus.FAULTED, f"operator {name!r} exited with code {exit.code}{detail}")
-            else:
-                run.completed.add(name)
-                if run.finished():
-                    await self._end(run, JobStatus.HEALTHY, "")
-                else:
-                    self._submit_ready(run)
+        outcome = None if run.ending else self._outcome(run, name, exit)
+        await self._record_exit(run, name, exit, handle.runtime_id, ends_job=outcome)
+        if outcome is None and not run.ending:
+            self._submit_ready(run)
         self._forget_if_done(run)
         self._pump()
 
-    async def _record_exit(self, run: JobRun, name: str, exit: Exit, runtime_id: str = "") -> None:
+    def _outcome(self, run: JobRun, name: str, exit: Exit) -> tuple[JobStatus, str] | None:
+        """How the job ends because this operator ended, or None when it goes on."""
+        if exit.code != 0:
+            detail = f": {exit.message}" if exit.message else ""
+            return JobStatus.FAULTED, f"operator {name!r} exited with code {exit.code}{detail}"
+        run.completed.add(name)
+        return (JobStatus.HEALTHY, "") if run.finished() else None
+
+    async def _record_exit(
+        self, run: JobRun, name: str, exit: Exit, runtime_id: str = "", ends_job: tuple[JobStatus, str] | None = None
+    ) -> None:
+        """Record the operator's end, and the job's when this ends it: one transaction either way."""
         status = OperatorStatus.COMPLETED if exit.code == 0 else OperatorStatus.FAULTED
-        await self._db.write(lambda conn: table.operator_finished(conn, run.job.id, name, status, exit.code, ids.now()))
         metrics.OPERATORS_FINISHED.labels(status.name.lower()).inc()
         log.info("operator ended", job_id=run.job.id, operator=name, runtime_id=runtime_id, exit_code=exit.code)
+        finished = partial(
+            table.operator_finished, job_id=run.job.id, name=name, status=status, exit_code=exit.code, at=ids.now()
+        )
+        if ends_job is None:
+            await self._db.write(finished)
+        else:
+            await self._end(run, *ends_job, also=finished)
 
     # -- ending a job --------------------------------------------------------------------------------------
 
@@ -255,8 +266,14 @@ class Executor:
                 lambda: self._spawn(self._end(run, JobStatus.TERMINATED, f"job timed out after {run.job.timeout:g} s")),
             )
 
-    async def _end(self, run: JobRun, status: JobStatus, message: str) -> None:
+    async def _end(
+        self, run: JobRun, status: JobStatus, message: str, also: Callable[[sqlite3.Connection], object] | None = None
+    ) -> None:
+        """End the job once: withdraw what waits, record why (with ``also`` in the same transaction), stop
+        what runs."""
         if run.ending:
+            if also is not None:
+                await self._db.write(also)
             return
         run.ending = True
         if run.deadline is not None:
@@ -264,7 +281,13 @@ class Executor:
         for name in run.submitted - run.completed - run.handles.keys():
             self.scheduler.withdraw((run.job.id, name))
         messages = [message] if message else []
-        await self._db.write(lambda conn: table.finish(conn, run.job.id, status, messages, ids.now()))
+
+        def record(conn: sqlite3.Connection) -> None:
+            if also is not None:
+                also(conn)
+            table.finish(conn, run.job.id, status, messages, ids.now())
+
+        await self._db.write(record)
         log.info("job ended", job_id=run.job.id, status=status.name, reason=message)
         for handle in list(run.handles.values()):
             self._spawn(handle.stop(self._settings.stop_grace))

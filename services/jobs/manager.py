@@ -7,6 +7,7 @@ hands started jobs over.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -159,7 +160,7 @@ class JobManager:
 
         if not await self._db.write(mark):
             raise ClaretError(ErrorCode.JOB_WRONG_STATE, f"job {job.id} was already started")
-        job = await self.get(job.id)
+        job = dataclasses.replace(job, started=started, variables=dict(variables), timeout=model.timeout)
         await self._executor.admit(job, model)
         return job
 

@@ -25,10 +25,10 @@ async def settle_cancellation(context: Context) -> None:
 
     grpc.aio ends the request iterator the same way for both; a cancel only lands on the handler's task a
     moment later: measured (tests/test_interrupted_transfers.py) at the next turn of the event loop three
-    times in four, else within the first millisecond. Wait up to a few turns and ~3 ms before committing:
+    times in four, else within the first millisecond. Wait up to a few turns and ~2 ms before committing:
     a heuristic, as grpc.aio exposes no signal that tells the two apart at that point.
     """
-    for pause in (0, 0, 0, 0.001, 0.001, 0.001):
+    for pause in (0, 0, 0, 0.001, 0.001):
         await asyncio.sleep(pause)
         if context.cancelled():
             raise asyncio.CancelledError("the client cancelled the upload")
