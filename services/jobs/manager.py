@@ -173,14 +173,14 @@ class JobManager:
         return await self.get(job.id)
 
     async def status(self, job_id: str) -> JobView:
-        """The job and its operators, in one database round trip (Status is polled, often)."""
+        """The job and its operators, read in place: Status is polled, often."""
         key = ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job")
 
         def read(conn: sqlite3.Connection) -> JobView | None:
-            job = table.get(conn, key)
+            job = table.get(conn, key, files=False)
             return None if job is None else JobView(job=job, operators=table.operators(conn, key))
 
-        view = await self._db.read(read)
+        view = self._db.read_now(read)
         if view is None:
             raise ClaretError(ErrorCode.NO_SUCH_JOB, f"no job with id {job_id!r}")
         return view

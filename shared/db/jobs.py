@@ -93,7 +93,9 @@ def _job(row: sqlite3.Row) -> JobRecord:
         priority=row["priority"],
         state=JobState(row["state"]),
         status=JobStatus(row["status"]),
-        files=tuple(DefinitionFile(path=p, content=c) for p, c in json.loads(row["files"])),
+        files=tuple(DefinitionFile(path=p, content=c) for p, c in json.loads(row["files"]))
+        if "files" in row.keys()  # noqa: SIM118 - "in row" would search the values of a sqlite3.Row
+        else (),
         created=row["created"],
         variables=json.loads(row["variables"]),
         metadata=json.loads(row["metadata"]),
@@ -150,8 +152,16 @@ def insert(conn: sqlite3.Connection, job: JobRecord, operators: Iterable[Operato
     )
 
 
-def get(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
-    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+SUMMARY_COLUMNS = (
+    "id, pipeline_id, payload_id, name, priority, state, status, variables, metadata, messages, timeout, created,"
+    " started, stopped"
+)
+"""Every column but the definition files, which Status and List never show and which can be large."""
+
+
+def get(conn: sqlite3.Connection, job_id: str, *, files: bool = True) -> JobRecord | None:
+    """One job; with ``files=False`` its definition is left out (``JobRecord.files`` is empty)."""
+    row = conn.execute(f"SELECT {'*' if files else SUMMARY_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return None if row is None else _job(row)
 
 
@@ -162,7 +172,8 @@ def operators(conn: sqlite3.Connection, job_id: str) -> list[OperatorRecord]:
 
 def list_jobs(conn: sqlite3.Connection, where: JobFilter) -> list[JobRecord]:
     clauses, params = _filter_sql(where)
-    sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY created, id"
+    where_sql = " WHERE " + " AND ".join(clauses) if clauses else ""
+    sql = f"SELECT {SUMMARY_COLUMNS} FROM jobs{where_sql} ORDER BY created, id"
     return [_job(row) for row in conn.execute(sql, params)]
 
 
