@@ -37,6 +37,10 @@ log = get_logger(__name__)
 MB = 1024 * 1024
 
 
+CREATE_ATTEMPTS = 20
+"""How often a create that meets a leftover of the same name is tried (0.1 s apart)."""
+
+
 class PathMapping:
     """Bind mounts must name host paths: when this service runs in a container and talks to the host's
     engine, its view of the payload tree (``local``) sits at another path on the host (``host``)."""
@@ -163,20 +167,21 @@ class DockerRuntime:
 
     async def _create(self, spec: OperatorSpec) -> DockerContainer:
         """Create the operator's container. Its name is unique to this job and operator, so one that is
-        already there is a leftover of an earlier attempt (a create still in flight when the service died):
-        it is removed and the create tried once more."""
+        already there is a leftover of an earlier attempt (a create still in flight when the service died,
+        which may hold the name before the container can be seen): remove it and try again, for a while."""
         config = container_config(spec, self._paths)
-        for attempt in range(2):
+        for attempt in range(CREATE_ATTEMPTS):
             try:
                 return await self._docker.containers.create(config, name=container_name(spec))
             except DockerError as exc:
                 if exc.status == 404:
                     raise RuntimeFailure(f"image {spec.image!r} is not on this Docker engine: {exc.message}") from exc
-                if exc.status != 409 or attempt:
+                if exc.status != 409 or attempt == CREATE_ATTEMPTS - 1:
                     raise RuntimeFailure(f"the Docker engine refused to create the container: {exc.message}") from exc
-                log.warning("removing a leftover container", name=container_name(spec))
-                with contextlib.suppress(DockerError):
-                    await (await self._docker.containers.get(container_name(spec))).delete(force=True)
+            log.warning("removing a leftover container", name=container_name(spec), attempt=attempt)
+            with contextlib.suppress(DockerError):
+                await (await self._docker.containers.get(container_name(spec))).delete(force=True)
+            await asyncio.sleep(0.1)
         raise AssertionError("unreachable")
 
     async def attach(self, spec: OperatorSpec, runtime_id: str | None) -> Handle | None:
