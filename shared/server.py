@@ -87,14 +87,14 @@ class ClaretServer:
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
         )
+        for service in self.services:  # recovery first: the port opens once the services can answer
+            await service.start()
         if self._credentials is None:
             self.port = self._server.add_insecure_port(self.address)
         else:
             self.port = self._server.add_secure_port(self.address, self._credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.address}")
-        for service in self.services:
-            await service.start()
         await self._server.start()
         await self.check_readiness()
         self._watcher = asyncio.create_task(self._watch_readiness())
@@ -129,6 +129,8 @@ class ClaretServer:
         self._stopped.set()
         if self._watcher is not None:
             self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher  # no readiness check may run against services that are stopping
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace)
         for service in reversed(self.services):

@@ -134,3 +134,66 @@ async def test_operator_recorded_as_starting_but_never_started_runs_afresh(tmp_p
             assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
             assert await clara.logs(job_id, "op") == ["before", "after"]
     assert not leftovers(runtime, job_id)
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_engine")
+async def test_a_container_of_a_stopped_job_is_removed_at_start(tmp_path: Path) -> None:
+    """Left by a shutdown during the job's stop: the database says STOPPED, the operator still RUNNING."""
+    data = tmp_path / "data"
+    with server(data, "docker") as (address, _):
+        async with grpc.aio.insecure_channel(address) as channel:
+            clara = Platform(channel, data / "claret.db", runtime="docker")
+            job = await clara.job(await clara.pipeline(SLOW_OPERATOR.format(sleep=30)))
+    job_id = job.job_id.value
+    with sqlite3.connect(data / "claret.db") as conn:
+        now = time.time()
+        conn.execute("UPDATE jobs SET started = ?, stopped = ?, state = 3, status = 3 WHERE id = ?", (now, now, job_id))
+        conn.execute("UPDATE operators SET status = 2, started = ? WHERE job_id = ?", (now, job_id))
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            f"claret-{job_id}-op",
+            "--label",
+            f"claret.job={job_id}",
+            "--label",
+            "claret.operator=op",
+            "--label",
+            "claret.instance=claret",
+            "busybox:latest",
+            "sleep",
+            "30",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    with server(data, "docker"):
+        for _ in range(100):  # the port opens while the jobs service still recovers
+            if not containers_of(job_id):
+                break
+            await asyncio.sleep(0.1)
+        assert containers_of(job_id) == []
+
+
+async def test_an_operator_the_node_can_no_longer_hold_is_stopped_and_its_job_evicted(tmp_path: Path) -> None:
+    """Restarted with fewer GPUs than a running operator holds: the service starts, the job is evicted."""
+    data = tmp_path / "data"
+    text = SLOW_OPERATOR.format(sleep=30).replace("  input:", "  requests: {gpu: 1}\n  input:")
+    with serve_process(data, "--runtime", "sandbox", CLARET_GPUS="0", CLARET_STOP_GRACE="1") as (address, process):
+        async with grpc.aio.insecure_channel(address) as channel:
+            clara = Platform(channel, data / "claret.db")
+            job = await clara.job(await clara.pipeline(text))
+            await clara.start(job.job_id.value)
+            await clara.wait_runtime_id(job.job_id.value, "op")
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert find_sandbox(job.job_id.value, "op") is not None
+    with serve_process(data, "--runtime", "sandbox", CLARET_GPUS="", CLARET_STOP_GRACE="1") as (address, _):
+        async with grpc.aio.insecure_channel(address) as channel:
+            final = await Platform(channel, data / "claret.db").wait_stopped(job.job_id.value)
+            assert final.status == pb.JOB_STATUS_EVICTED
+            assert [op.status for op in final.operator_details] == [pb.JOB_OPERATOR_STATUS_FAULTED]
+    assert find_sandbox(job.job_id.value, "op") is None

@@ -9,6 +9,7 @@ after a restart) goes through :meth:`Executor._end`: record why, withdraw what w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import sqlite3
 import time
@@ -28,7 +29,6 @@ from services.jobs.runtimes.base import (
     NeverStarted,
     OperatorSpec,
     Runtime,
-    RuntimeFailure,
 )
 from services.jobs.scheduler import Demand, Grant, Priority, Scheduler
 from shared import ids, metrics
@@ -52,6 +52,19 @@ def demand(operator: Operator) -> Demand:
 
 def priority(job: JobRecord) -> Priority:
     return Priority(job.priority) if job.priority in Priority._value2member_map_ else Priority.NORMAL
+
+
+async def _wait(handle: Handle) -> Exit:
+    """The operator's exit; a runtime that fails to tell (engine gone mid-wait) ends it as lost, so the job
+    moves on and its resources are released instead of being held by a task that died."""
+    try:
+        return await handle.wait()
+    except (asyncio.CancelledError, TimeoutError):
+        raise
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await handle.stop(0)
+        return Exit(-1, f"lost the operator: {type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -125,7 +138,12 @@ class Executor:
             log.warning("removed an operator no job owns", runtime_id=runtime_id)
         for job in await self._db.read(table.in_flight):
             operators = await self._db.read(partial(table.operators, job_id=job.id))
-            await self._recover_job(job, operators)
+            try:
+                await self._recover_job(job, operators)
+            except Exception as exc:  # one job that cannot be carried on must not keep the service down
+                log.exception("cannot recover a job", job_id=job.id)
+                run = self._runs.get(job.id) or JobRun(job=job, model=Pipeline(api_version="0", name=job.name))
+                await self._end(run, JobStatus.EVICTED, f"the job could not be carried on after a restart: {exc}")
         self._pump()
 
     async def close(self) -> None:
@@ -189,6 +207,9 @@ class Executor:
         )
 
     async def _run_operator(self, run: JobRun, name: str, grant: Grant) -> None:
+        if run.ending:  # the job ended between the grant and this task: start nothing for it
+            self.scheduler.release(grant.key)
+            return
         operator = run.model.operator(name)
         await self._db.write(lambda conn: table.operator_starting(conn, run.job.id, name, grant.gpu_ids, ids.now()))
         try:
@@ -200,7 +221,7 @@ class Executor:
             metrics.QUEUE_WAIT_SECONDS.labels(priority(run.job).name.lower()).observe(
                 started - run.ready_since.pop(name, started)
             )
-        except (RuntimeFailure, OSError) as exc:
+        except Exception as exc:  # RuntimeFailure, OSError, or a client library's own: the operator never ran
             self.scheduler.release(grant.key)
             reason = f"operator {name!r} could not start: {exc}"
             await self._record_exit(run, name, Exit(-1, str(exc)), ends_job=(JobStatus.FAULTED, reason))
@@ -221,10 +242,10 @@ class Executor:
         limit = run.model.operator(name).timeout
         try:
             async with asyncio.timeout(limit):
-                exit = await handle.wait()
+                exit = await _wait(handle)
         except TimeoutError:
             await self._end(run, JobStatus.TERMINATED, f"operator {name!r} timed out after {limit} s")
-            exit = await handle.wait()
+            exit = await _wait(handle)
         del run.handles[name]
         self.scheduler.release((run.job.id, name))
         outcome = None if run.ending else self._outcome(run, name, exit)
@@ -323,8 +344,16 @@ class Executor:
         ]
         faulted = [op.name for op in operators if op.status is OperatorStatus.FAULTED]
         if lost:
+
+            def lost_ended(conn: sqlite3.Connection) -> None:
+                for name in lost:
+                    table.operator_finished(conn, job.id, name, OperatorStatus.FAULTED, None, ids.now())
+
             await self._end(
-                run, JobStatus.EVICTED, f"operator(s) {', '.join(lost)} were lost while the jobs service was down"
+                run,
+                JobStatus.EVICTED,
+                f"operator(s) {', '.join(lost)} were lost while the jobs service was down",
+                also=lost_ended,
             )
         elif faulted:
             await self._end(run, JobStatus.FAULTED, f"operator(s) {', '.join(faulted)} failed")
@@ -355,7 +384,14 @@ class Executor:
             return False
         if handle is None:
             return False
-        self.scheduler.restore(Grant(key=(run.job.id, record.name), demand=demand(operator), gpu_ids=record.gpu_ids))
+        try:
+            self.scheduler.restore(
+                Grant(key=(run.job.id, record.name), demand=demand(operator), gpu_ids=record.gpu_ids)
+            )
+        except ValueError as exc:  # the node changed (fewer GPUs, less memory): it cannot be held any more
+            log.warning("cannot hold a re-attached operator", job_id=run.job.id, operator=record.name, reason=str(exc))
+            await handle.stop(0)
+            return False
         run.handles[record.name] = handle
         if record.runtime_id != handle.runtime_id:  # found by name: remember where it is from now on
             await self._db.write(lambda c: table.operator_runtime_id(c, run.job.id, record.name, handle.runtime_id))

@@ -6,6 +6,7 @@ reusable payload land at its root. Metadata belongs to reusable payloads only.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 
 from shared import ids
@@ -79,12 +80,16 @@ class PayloadCatalog:
 
     async def delete(self, payload_id: str) -> None:
         record = await self.get(payload_id)
-        if record.job_id is not None and await self._db.read(lambda c: table.job_in_flight(c, record.job_id or "")):
-            raise ClaretError(
-                ErrorCode.PAYLOAD_READ_ONLY,
-                f"payload {record.id} belongs to job {record.job_id}, which has not stopped",
-            )
-        await self._db.write(lambda conn: table.delete(conn, record.id))
+
+        def check_and_delete(conn: sqlite3.Connection) -> None:  # one transaction: a Start cannot slip between
+            if record.job_id is not None and table.job_in_flight(conn, record.job_id):
+                raise ClaretError(
+                    ErrorCode.PAYLOAD_READ_ONLY,
+                    f"payload {record.id} belongs to job {record.job_id}, which has not stopped",
+                )
+            table.delete(conn, record.id)
+
+        await self._db.write(check_and_delete)
         self.store.delete(record.id)
 
     async def add_metadata(self, payload_id: str, new: Mapping[str, str]) -> dict[str, str]:

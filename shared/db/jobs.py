@@ -255,6 +255,11 @@ def finish(conn: sqlite3.Connection, job_id: str, status: JobStatus, messages: S
 
 
 def running_operators(conn: sqlite3.Connection) -> set[tuple[str, str]]:
-    """(job id, operator name) of every operator recorded as running, whichever replica started it."""
-    rows = conn.execute("SELECT job_id, name FROM operators WHERE status = ?", (int(OperatorStatus.RUNNING),))
+    """(job id, operator name) of every operator recorded as running in a job still in flight, whichever
+    replica started it (one of a stopped job is an orphan, left by a shutdown during its stop)."""
+    rows = conn.execute(
+        "SELECT o.job_id, o.name FROM operators o JOIN jobs j ON j.id = o.job_id"
+        " WHERE o.status = ? AND j.stopped IS NULL",
+        (int(OperatorStatus.RUNNING),),
+    )
     return {(row[0], row[1]) for row in rows}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiodocker
+import aiohttp
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
@@ -108,8 +109,10 @@ class DockerHandle:
     async def wait(self) -> Exit:
         try:
             result = await self._container.wait()
-        except DockerError as exc:
-            return Exit(-1, f"lost the container: {exc.message}")
+        except (DockerError, aiohttp.ClientError, TimeoutError) as exc:
+            with contextlib.suppress(DockerError, aiohttp.ClientError):
+                await self._container.delete(force=True)  # it must not keep resources that are given back
+            return Exit(-1, f"lost the container: {getattr(exc, 'message', exc)}")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._logs), 10)  # the stream ends with the container
         state = await self._inspect_state()

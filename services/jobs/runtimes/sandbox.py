@@ -217,8 +217,14 @@ class SandboxRuntime:
                 pid = spawn(self._bwrap, args, log_file.fileno(), status.fileno())
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start bwrap for operator {spec.operator!r}: {exc}") from exc
+        try:
+            exited = watch_exit(pid, reap=True)
+        except OSError as exc:  # no pidfd (descriptors exhausted): do not leave it running unwatched
+            os.killpg(pid, signal.SIGKILL)
+            await asyncio.to_thread(os.waitpid, pid, 0)
+            raise RuntimeFailure(f"cannot watch the sandbox of operator {spec.operator!r}: {exc}") from exc
         log.debug("sandbox started", job_id=spec.job_id, operator=spec.operator, pid=pid)
-        return SandboxHandle(pid, status_path(spec), watch_exit(pid, reap=True))
+        return SandboxHandle(pid, status_path(spec), exited)
 
     async def attach(self, spec: OperatorSpec, runtime_id: str | None) -> Handle | None:
         """Re-attach to a sandbox started by an earlier run of the service (it is no child of ours): by its
