@@ -27,7 +27,7 @@ import shutil
 import stat
 import time
 import unicodedata
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -197,14 +197,21 @@ class PayloadStore:
 
     # -- files ------------------------------------------------------------------------------------
 
-    async def write_file(self, payload_id: str, name: str, chunks: AsyncIterable[bytes]) -> FileInfo:
+    async def write_file(
+        self,
+        payload_id: str,
+        name: str,
+        chunks: AsyncIterable[bytes],
+        before_commit: Callable[[], Awaitable[None]] | None = None,
+    ) -> FileInfo:
         """Store the concatenated ``chunks`` as ``name`` (relative to the payload root) and return it.
 
         The file becomes visible only when the stream ended; a stream that raises or is cancelled leaves
         nothing behind. Concurrent writers of one name each use their own temporary: the last to finish
         wins. No fsync: other processes see the renamed file through the page cache at once, and after a
         power loss the client's upload (of a job not yet started) is simply repeated; syncing multi-GB
-        files would stall the upload path for a guarantee nobody needs.
+        files would stall the upload path for a guarantee nobody needs. ``before_commit`` runs between the
+        last chunk and the rename: raising there discards the upload (the caller's last-moment checks).
         """
         base = self.path(payload_id)
         relative = normalise_name(name)
@@ -215,6 +222,8 @@ class PayloadStore:
         temp = self._open_temp(base, relative, name, payload_id)
         try:
             info = await _fill(temp, chunks, relative)
+            if before_commit is not None:
+                await before_commit()
             _replace(temp, target, name, payload_id)
         except BaseException as error:
             _discard(temp)

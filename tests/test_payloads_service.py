@@ -213,3 +213,31 @@ async def test_server_memory_stays_flat_for_large_files(served: RunningServer) -
             assert received == size_mib * MIB
             peaks.append(peak_rss_mib(served.pid))
     assert peaks[1] - peaks[0] < 64, f"peak RSS grew from {peaks[0]:.0f} to {peaks[1]:.0f} MiB"
+
+
+async def test_upload_finishing_after_its_job_started_is_refused(platform: RunningServer) -> None:
+    from tests.jobs_flow import DATA, Platform
+
+    async with platform.channel() as channel:
+        clara = Platform(channel, platform.settings.database_path)
+        job = await clara.job(await clara.pipeline((DATA / "two_operators.yaml").read_text()))
+        halfway = asyncio.Event()
+        proceed = asyncio.Event()
+
+        async def requests() -> AsyncIterator[pb.PayloadsUploadRequest]:
+            yield pb.PayloadsUploadRequest(
+                payload_id=job.payload_id, details=pb.PayloadFileDetails(name="late.txt"), data=b"first half "
+            )
+            halfway.set()
+            await proceed.wait()
+            yield pb.PayloadsUploadRequest(
+                payload_id=job.payload_id, details=pb.PayloadFileDetails(name="late.txt"), data=b"second half"
+            )
+
+        upload = asyncio.ensure_future(clara.payloads.Upload(requests()))
+        await halfway.wait()
+        assert (await clara.start(job.job_id.value)).header.code == 0
+        proceed.set()
+        reply = await upload
+        assert reply.header.code == ErrorCode.PAYLOAD_READ_ONLY
+        assert ("/input/late.txt", 22) not in await names(clara.payloads, job.payload_id.value)

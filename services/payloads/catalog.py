@@ -63,7 +63,10 @@ class PayloadCatalog:
 
     async def upload(self, record: PayloadRecord, name: str, chunks: AsyncIterable[bytes]) -> FileInfo:
         """Write one file atomically; the reply names it as the client sent it, with the total size."""
-        info = await self.store.write_file(record.id, upload_name(record, name), chunks)
+        async def still_writable() -> None:  # a job may have started while the file streamed in
+            await self.writable(record.id)
+
+        info = await self.store.write_file(record.id, upload_name(record, name), chunks, still_writable)
         return FileInfo(name=name, size=info.size, mode=info.mode)
 
     async def download(self, payload_id: str, name: str) -> tuple[FileInfo, AsyncIterator[bytes]]:
