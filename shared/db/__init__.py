@@ -41,8 +41,12 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         connection = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
         db = cls(connection, path)
-        await db._call(_prepare)
-        applied = await db._call(migrate)
+        try:
+            await db._call(_prepare)
+            applied = await db._call(migrate)
+        except BaseException:
+            await connection.close()  # else its thread outlives us and calls into a closed loop
+            raise
         if applied:
             log.info("database migrated", path=str(path), applied=applied)
         db._reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
@@ -102,9 +106,22 @@ def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T])
 def _prepare(conn: sqlite3.Connection) -> None:
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _use_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _use_wal(conn: sqlite3.Connection, attempts: int = 100) -> None:
+    """Switch a new database file to WAL. The switch takes a lock the busy handler does not wait for, so
+    replicas starting together on a fresh file can meet "database is locked": try again for a while."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def migrations() -> list[tuple[int, str, str]]:
