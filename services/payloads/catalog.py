@@ -63,6 +63,7 @@ class PayloadCatalog:
 
     async def upload(self, record: PayloadRecord, name: str, chunks: AsyncIterable[bytes]) -> FileInfo:
         """Write one file atomically; the reply names it as the client sent it, with the total size."""
+
         async def still_writable() -> None:  # a job may have started while the file streamed in
             await self.writable(record.id)
 

@@ -65,7 +65,14 @@ def bwrap_arguments(spec: OperatorSpec, status_fd: int) -> list[str]:
     for mount in spec.mounts:
         args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
     args += ["--clearenv"]
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/tmp", **spec.env}
+    # The job and operator names are always there: find_sandbox() looks for them on the command line.
+    identity = {"NVIDIA_CLARA_JOB_ID": spec.job_id, "NVIDIA_CLARA_STAGE_NAME": spec.operator}
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/tmp",
+        **spec.env,
+        **identity,
+    }
     for key, value in env.items():
         args += ["--setenv", key, value]
     return [*args, "--json-status-fd", str(status_fd), "--", *spec.command]
