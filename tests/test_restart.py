@@ -114,7 +114,7 @@ async def test_operator_recorded_as_starting_but_never_started_runs_afresh(tmp_p
         conn.execute("UPDATE operators SET status = 2, started = ? WHERE job_id = ?", (now, job_id))
     if runtime == "sandbox":  # the status file was opened, bwrap not yet spawned
         (data / "logs" / job_id).mkdir(parents=True)
-        (data / "logs" / job_id / "op.status.starting").write_text("")
+        (data / "logs" / job_id / "op.status").write_text("")
     if runtime == "docker":  # created with an old grant, never started
         subprocess.run(
             [

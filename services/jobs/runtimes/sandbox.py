@@ -29,13 +29,16 @@ KILLED = 137
 
 
 def status_path(spec: OperatorSpec) -> Path:
-    """bwrap's exit status file. It gets this name only once bwrap was spawned, so its presence proves the
-    operator was started (see :meth:`SandboxRuntime.start`)."""
+    """bwrap's status file: bwrap itself writes its child's pid there as it starts, then the exit code, so
+    a file with nothing in it means the operator never got going (the service died around the spawn)."""
     return spec.log_path.with_suffix(".status")
 
 
-def pending_status_path(spec: OperatorSpec) -> Path:
-    return spec.log_path.with_suffix(".status.starting")
+def ever_started(spec: OperatorSpec) -> bool:
+    try:
+        return status_path(spec).stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 @functools.cache
@@ -224,14 +227,12 @@ class SandboxRuntime:
     async def start(self, spec: OperatorSpec) -> Handle:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         # Opening two local files is instant; the child needs real descriptors, not async streams.
-        pending = pending_status_path(spec)
-        with open(spec.log_path, "ab") as log_file, open(pending, "wb") as status:  # noqa: ASYNC230
+        with open(spec.log_path, "ab") as log_file, open(status_path(spec), "wb") as status:  # noqa: ASYNC230
             args = bwrap_arguments(spec, status.fileno())
             try:
                 pid = spawn(self._bwrap, args, log_file.fileno(), status.fileno())
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start bwrap for operator {spec.operator!r}: {exc}") from exc
-        pending.replace(status_path(spec))  # now a restart can tell "started" from "never started"
         try:
             exited = watch_exit(pid, reap=True)
         except OSError as exc:  # no pidfd (descriptors exhausted): do not leave it running unwatched
@@ -247,10 +248,7 @@ class SandboxRuntime:
         when bwrap recorded its exit code."""
         if runtime_id is None:
             pid = find_sandbox(spec.job_id, spec.operator)
-            if pid is not None and pending_status_path(spec).exists():  # spawned; the rename did not happen
-                pending_status_path(spec).replace(status_path(spec))
-            if pid is None and not status_path(spec).exists():
-                pending_status_path(spec).unlink(missing_ok=True)
+            if pid is None and not ever_started(spec):  # not running, and bwrap never wrote a word
                 raise NeverStarted(f"no sandbox was started for operator {spec.operator!r}")
             runtime_id = f"{pid}:{process_start_time(pid)}" if pid else "0:0"
         pid_text, _, start_time = runtime_id.partition(":")
