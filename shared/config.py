@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 ALL_SERVICES = ("pipelines", "payloads", "jobs")
 RUNTIMES = ("auto", "docker", "sandbox")
+QUEUES = ("local", "database")
 
 
 def _total_memory_mb() -> int:
@@ -81,6 +83,24 @@ class Settings:
     """Bearer tokens accepted in ``authorization`` metadata; unset (and no file) means no authentication."""
     auth_tokens_file: Path | None = None
     """A file of accepted bearer tokens, one a line (``#`` comments allowed)."""
+    queue: str = "local"
+    """Jobs queue and resource ledger: ``local`` (one jobs process) or ``database`` (shared by jobs replicas)."""
+    replica: str | None = None
+    """This jobs replica's name, stable across its restarts (default ``<hostname>:<port>``)."""
+    node: str | None = None
+    """Whose cpus, memory and GPUs this replica grants; replicas on one host must share it (default: hostname)."""
+    takeover_after: float = 15.0
+    """Seconds of silence after which another jobs replica takes a replica's jobs over (``database`` queue)."""
+    queue_poll: float = 0.25
+    """Seconds between a replica's looks at the shared queue, Cancels passed on, and heartbeats."""
+
+    @property
+    def replica_id(self) -> str:
+        return self.replica or f"{socket.gethostname()}:{self.port or f'pid{os.getpid()}'}"
+
+    @property
+    def node_name(self) -> str:
+        return self.node or socket.gethostname()
 
     @property
     def database_path(self) -> Path:
@@ -121,6 +141,12 @@ class Settings:
             raise ValueError(f"log_format must be console or json: got {self.log_format!r}")
         if not 0 < self.max_storage_usage <= 1:
             raise ValueError(f"max_storage_usage must be in (0, 1]: got {self.max_storage_usage}")
+        if self.queue not in QUEUES:
+            raise ValueError(f"queue must be one of {', '.join(QUEUES)}: got {self.queue!r}")
+        if not 0 < self.queue_poll < self.takeover_after:
+            raise ValueError(
+                f"queue_poll ({self.queue_poll}) must be positive and below takeover_after ({self.takeover_after})"
+            )
         if not 0 < self.default_timeout <= self.max_timeout:
             raise ValueError("default_timeout must be positive and at most max_timeout")
 

@@ -1,7 +1,9 @@
-"""Runs started jobs: walks each job's DAG, asks the scheduler what may start, drives the runtime.
+"""Runs started jobs: walks each job's DAG, asks the queue what may start, drives the runtime.
 
 The database is the source of truth; what this module holds in memory (one :class:`JobRun` per job in
-flight, the scheduler's queue and ledger) is rebuilt from it by :meth:`Executor.recover` at start.
+flight, and the queue and ledger when they are local) is rebuilt from it by :meth:`Executor.recover` at
+start. With jobs replicas, each runs the jobs it owns and adopts those of a replica that died
+(:meth:`Executor.adopt`, driven by ``services/jobs/replicas.py``).
 Every way a job ends (success, a failing operator, cancel, timeout, platform stop, lost operators
 after a restart) goes through :meth:`Executor._end`: record why, withdraw what waits, stop what runs.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from services.jobs import environment
+from services.jobs.queue import OperatorKey, OperatorQueue, Ready
 from services.jobs.runtimes.base import (
     INSTANCE_LABEL,
     JOB_LABEL,
@@ -30,7 +33,7 @@ from services.jobs.runtimes.base import (
     OperatorSpec,
     Runtime,
 )
-from services.jobs.scheduler import Demand, Grant, Priority, Scheduler
+from services.jobs.scheduler import Demand, Grant, Priority
 from shared import ids, metrics
 from shared.config import Settings
 from shared.db import Database
@@ -41,9 +44,6 @@ from shared.payload_store import PayloadStore
 from shared.pipeline_definition import Operator, Pipeline, load_pipeline_cached
 
 log = get_logger(__name__)
-
-OperatorKey = tuple[str, str]
-"""How the scheduler knows an operator: (job id, operator name)."""
 
 
 def demand(operator: Operator) -> Demand:
@@ -75,7 +75,7 @@ class JobRun:
     model: Pipeline
     completed: set[str] = field(default_factory=set)
     submitted: set[str] = field(default_factory=set)
-    """Operators handed to the scheduler: waiting, running or done."""
+    """Operators handed to the queue: waiting, running or done."""
     ready_since: dict[str, float] = field(default_factory=dict)
     """When each submitted operator became ready (for the queue-wait metric)."""
     handles: dict[str, Handle] = field(default_factory=dict)
@@ -96,12 +96,13 @@ class JobRun:
 
 class Executor:
     def __init__(
-        self, db: Database, store: PayloadStore, runtime: Runtime, scheduler: Scheduler, settings: Settings
+        self, db: Database, store: PayloadStore, runtime: Runtime, queue: OperatorQueue, settings: Settings
     ) -> None:
         self._db = db
         self._store = store
         self._runtime = runtime
-        self.scheduler = scheduler
+        self.queue = queue
+        self._replica = settings.replica_id
         self._settings = settings
         self._runs: dict[str, JobRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -115,8 +116,8 @@ class Executor:
         """A job was started: queue its root operators."""
         run = JobRun(job=job, model=model)
         self._runs[job.id] = run
-        self._submit_ready(run)
-        self._pump()
+        await self._submit_ready(run)
+        await self.pump()
 
     async def cancel(self, job_id: str, status: JobStatus, reason: str) -> bool:
         """End a job this executor runs; False when it runs no such job."""
@@ -132,11 +133,21 @@ class Executor:
 
     async def recover(self) -> None:
         """At start: remove what no job owns, then carry on the jobs that were in flight, re-attaching to
-        operators still running. Orphans go first, before this executor starts anything of its own."""
+        operators still running: all of them in a single jobs process; with replicas (``CLARET_QUEUE=
+        database``), its own and those of no replica (a dead replica's wait for the takeover). Orphans go
+        first, before this executor starts anything of its own."""
         running = await self._db.read(table.running_operators)
         for runtime_id in await self._runtime.remove_orphans(running):
             log.warning("removed an operator no job owns", runtime_id=runtime_id)
-        for job in await self._db.read(table.in_flight):
+        every = self._settings.queue == "local"
+        await self.adopt(await self._db.write(partial(table.adopt_in_flight, owner=self._replica, every=every)))
+
+    async def adopt(self, job_ids: list[str]) -> None:
+        """Carry on these in-flight jobs from what the database says, like after a restart."""
+        for job_id in job_ids:
+            job = await self._db.read(partial(table.get, job_id=job_id))
+            if job is None or job.stopped is not None or job.id in self._runs:
+                continue
             operators = await self._db.read(partial(table.operators, job_id=job.id))
             try:
                 await self._recover_job(job, operators)
@@ -144,32 +155,44 @@ class Executor:
                 log.exception("cannot recover a job", job_id=job.id)
                 run = self._runs.get(job.id) or JobRun(job=job, model=Pipeline(api_version="0", name=job.name))
                 await self._end(run, JobStatus.EVICTED, f"the job could not be carried on after a restart: {exc}")
-        self._pump()
+        await self.pump()
 
     async def close(self) -> None:
         """Stop following operators (they keep running and are re-attached at the next start)."""
+        await self.abandon()
+        await self._runtime.close()
+
+    async def abandon(self) -> None:
+        """Stop following every job without touching its operators: they are another's to carry on now."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for run in self._runs.values():
             if run.deadline is not None:
                 run.deadline.cancel()
-        await self._runtime.close()
+        self._runs.clear()
+
+    def runs(self, job_id: str) -> bool:
+        """Whether this executor runs the job now."""
+        return job_id in self._runs
 
     # -- scheduling ----------------------------------------------------------------------------------------
 
-    def _submit_ready(self, run: JobRun) -> None:
+    async def _submit_ready(self, run: JobRun) -> None:
+        ready = []
         for name in run.ready():
             run.submitted.add(name)
             run.ready_since[name] = time.monotonic()
-            self.scheduler.submit((run.job.id, name), priority(run.job), demand(run.model.operator(name)))
+            ready.append(Ready((run.job.id, name), priority(run.job), demand(run.model.operator(name))))
+        await self.queue.submit(ready)
 
-    def _pump(self) -> None:
-        for grant in self.scheduler.take():
+    async def pump(self) -> None:
+        """Start what the queue grants now."""
+        for grant in await self.queue.take():
             job_id, name = cast(OperatorKey, grant.key)
             run = self._runs.get(job_id)
             if run is None or run.ending:
-                self.scheduler.release(grant.key)
+                await self.queue.release((job_id, name))
                 continue
             self._spawn(self._run_operator(run, name, grant))
 
@@ -208,10 +231,21 @@ class Executor:
 
     async def _run_operator(self, run: JobRun, name: str, grant: Grant) -> None:
         if run.ending:  # the job ended between the grant and this task: start nothing for it
-            self.scheduler.release(grant.key)
+            await self.queue.release((run.job.id, name))
             return
         operator = run.model.operator(name)
-        await self._db.write(lambda conn: table.operator_starting(conn, run.job.id, name, grant.gpu_ids, ids.now()))
+        starting = partial(
+            table.operator_starting,
+            job_id=run.job.id,
+            name=name,
+            gpu_ids=grant.gpu_ids,
+            at=ids.now(),
+            owner=self._replica,
+        )
+        if not await self._db.write(starting):  # it ended, or another replica took it over: not ours to run
+            await self.queue.release((run.job.id, name))
+            await self._drop(run)
+            return
         try:
             for folder in environment.output_dirs(operator, self._store.path(run.job.payload_id)):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -222,10 +256,10 @@ class Executor:
                 started - run.ready_since.pop(name, started)
             )
         except Exception as exc:  # RuntimeFailure, OSError, or a client library's own: the operator never ran
-            self.scheduler.release(grant.key)
+            await self.queue.release((run.job.id, name))
             reason = f"operator {name!r} could not start: {exc}"
             await self._record_exit(run, name, Exit(-1, str(exc)), ends_job=(JobStatus.FAULTED, reason))
-            self._pump()
+            await self.pump()
             return
         run.handles[name] = handle
         await self._db.write(lambda conn: table.operator_runtime_id(conn, run.job.id, name, handle.runtime_id))
@@ -247,13 +281,13 @@ class Executor:
             await self._end(run, JobStatus.TERMINATED, f"operator {name!r} timed out after {limit} s")
             exit = await _wait(handle)
         del run.handles[name]
-        self.scheduler.release((run.job.id, name))
+        await self.queue.release((run.job.id, name))
         outcome = None if run.ending else self._outcome(run, name, exit)
         await self._record_exit(run, name, exit, handle.runtime_id, ends_job=outcome)
         if outcome is None and not run.ending:
-            self._submit_ready(run)
+            await self._submit_ready(run)
         self._forget_if_done(run)
-        self._pump()
+        await self.pump()
 
     def _outcome(self, run: JobRun, name: str, exit: Exit) -> tuple[JobStatus, str] | None:
         """How the job ends because this operator ended, or None when it goes on."""
@@ -296,11 +330,7 @@ class Executor:
             if also is not None:
                 await self._db.write(also)
             return
-        run.ending = True
-        if run.deadline is not None:
-            run.deadline.cancel()
-        for name in run.submitted - run.completed - run.handles.keys():
-            self.scheduler.withdraw((run.job.id, name))
+        await self._stop_waiting(run)
         messages = [message] if message else []
 
         def record(conn: sqlite3.Connection) -> None:
@@ -312,6 +342,24 @@ class Executor:
         log.info("job ended", job_id=run.job.id, status=status.name, reason=message)
         for handle in list(run.handles.values()):
             self._spawn(handle.stop(self._settings.stop_grace))
+        self._forget_if_done(run)
+
+    async def _stop_waiting(self, run: JobRun) -> None:
+        run.ending = True
+        if run.deadline is not None:
+            run.deadline.cancel()
+        await self.queue.withdraw([(run.job.id, name) for name in run.submitted - run.completed - run.handles.keys()])
+
+    async def _drop(self, run: JobRun) -> None:
+        """Stop carrying on a job that ended, or changed hands, behind this executor's back: the operators of
+        an ended job are stopped, those of a job another replica took over are left to it."""
+        job = await self._db.read(partial(table.get, job_id=run.job.id, files=False))
+        if not run.ending:
+            await self._stop_waiting(run)
+            log.info("job ended or taken over elsewhere", job_id=run.job.id)
+        if job is None or job.stopped is not None:
+            for handle in list(run.handles.values()):
+                self._spawn(handle.stop(self._settings.stop_grace))
         self._forget_if_done(run)
 
     def _forget_if_done(self, run: JobRun) -> None:
@@ -363,7 +411,7 @@ class Executor:
             started = [op.started for op in operators if op.started is not None]
             if started:
                 self._arm_deadline(run, min(started) + (job.timeout or self._settings.default_timeout) - ids.now())
-            self._submit_ready(run)
+            await self._submit_ready(run)
 
     async def _reattach(self, run: JobRun, record: OperatorRecord) -> bool:
         """Follow an operator that was running before the restart; without a recorded runtime id (a crash
@@ -385,7 +433,7 @@ class Executor:
         if handle is None:
             return False
         try:
-            self.scheduler.restore(
+            await self.queue.restore(
                 Grant(key=(run.job.id, record.name), demand=demand(operator), gpu_ids=record.gpu_ids)
             )
         except ValueError as exc:  # the node changed (fewer GPUs, less memory): it cannot be held any more

@@ -23,6 +23,7 @@ from shared.db import Database
 from shared.db import jobs as table
 from shared.db import payloads as payloads_table
 from shared.db import pipelines as pipelines_table
+from shared.db import queue as queue_table
 from shared.db.jobs import JobFilter, JobRecord, JobState, JobStatus, OperatorRecord, OperatorStatus
 from shared.db.metadata import MetadataRows
 from shared.db.payloads import PayloadRecord, PayloadType
@@ -146,14 +147,14 @@ class JobManager:
         misfits = [
             f"operator {op.name!r} {reason}"
             for op in model.operators
-            if (reason := self._executor.scheduler.can_ever_fit(demand(op))) is not None
+            if (reason := self._executor.queue.can_ever_fit(demand(op))) is not None
         ]
         if misfits:
             raise ClaretError(ErrorCode.JOB_CANNOT_FIT, *misfits)
         started = ids.now()
 
         def mark(conn: sqlite3.Connection) -> bool:
-            if not table.mark_started(conn, job.id, dict(variables), model.timeout, started):
+            if not table.mark_started(conn, job.id, dict(variables), model.timeout, started, self._settings.replica_id):
                 return False
             payloads_table.set_read_only(conn, job.payload_id)
             return True
@@ -165,11 +166,16 @@ class JobManager:
         return job
 
     async def cancel(self, job_id: str, reason: str) -> JobRecord:
-        """Cancel a waiting or running job; a stopped job is answered as it is."""
+        """Cancel a waiting or running job; a stopped job is answered as it is. A job another jobs replica
+        runs gets the request passed on: that replica ends it at its next look at the queue."""
         job = await self.get(job_id)
         message = f"canceled: {reason}" if reason else "canceled"
         if job.stopped is None and not await self._executor.cancel(job.id, JobStatus.CANCELED, message):
-            await self._db.write(lambda conn: table.finish(conn, job.id, JobStatus.CANCELED, [message], ids.now()))
+            elsewhere = self._settings.queue == "database" and job.owner != self._settings.replica_id
+            if job.started is not None and elsewhere:
+                await self._db.write(lambda conn: queue_table.request_cancel(conn, job.id, message))
+            else:
+                await self._db.write(lambda conn: table.finish(conn, job.id, JobStatus.CANCELED, [message], ids.now()))
         return await self.get(job.id)
 
     async def status(self, job_id: str) -> JobView:

@@ -184,6 +184,16 @@ class Scheduler:
         gpu_ids = self._capacity.gpu_ids
         return Capacity(self._free_cpus, self._free_memory_mb, tuple(gpu_ids[i] for i in sorted(self._free_gpus)))
 
+    @property
+    def passes(self) -> Mapping[Priority, int]:
+        """The classes' stride passes: the fair-share state a scheduler rebuilt elsewhere carries on from."""
+        return MappingProxyType(self._pass)
+
+    def restore_passes(self, passes: Mapping[Priority, int]) -> None:
+        """Carry on from :attr:`passes` saved by an earlier scheduler (classes not given keep theirs)."""
+        for cls, value in passes.items():
+            self._pass[Priority(cls)] = int(value)
+
     def is_waiting(self, key: Hashable) -> bool:
         """Whether ``key`` was submitted and has neither started nor been withdrawn."""
         return key in self._waiting
@@ -202,15 +212,16 @@ class Scheduler:
             lacks.append(f"needs {_plural(demand.gpus, 'GPU')}; the node has {len(capacity.gpu_ids)}")
         return "; ".join(lacks) or None
 
-    def submit(self, key: Hashable, priority: Priority, demand: Demand) -> None:
-        """Queue a ready operator. ValueError if it can never fit or ``key`` is already waiting or held."""
+    def submit(self, key: Hashable, priority: Priority, demand: Demand, since: float | None = None) -> None:
+        """Queue a ready operator (ready ``since`` that clock reading, default now). ValueError if it can
+        never fit or ``key`` is already waiting or held."""
         priority = Priority(priority)  # ValueError for UNKNOWN (0) and other numbers
         if key in self._waiting or key in self._held:
             raise ValueError(f"operator {key!r} is already {'waiting' if key in self._waiting else 'running'}")
         reason = self.can_ever_fit(demand)
         if reason is not None:
             raise ValueError(reason)
-        entry = _Waiting(key, priority, demand, next(self._seq), self._clock())
+        entry = _Waiting(key, priority, demand, next(self._seq), self._clock() if since is None else since)
         shapes = self._queues[priority]
         fifo = shapes.get(demand)
         if fifo is None:

@@ -67,6 +67,8 @@ class JobRecord:
     timeout: float | None = None
     started: float | None = None
     stopped: float | None = None
+    owner: str | None = None
+    """The jobs replica that runs the started job."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def _job(row: sqlite3.Row) -> JobRecord:
         timeout=row["timeout"],
         started=row["started"],
         stopped=row["stopped"],
+        owner=row["owner"],
     )
 
 
@@ -154,7 +157,7 @@ def insert(conn: sqlite3.Connection, job: JobRecord, operators: Iterable[Operato
 
 SUMMARY_COLUMNS = (
     "id, pipeline_id, payload_id, name, priority, state, status, variables, metadata, messages, timeout, created,"
-    " started, stopped"
+    " started, stopped, owner"
 )
 """Every column but the definition files, which Status and List never show and which can be large."""
 
@@ -194,30 +197,52 @@ def _filter_sql(where: JobFilter) -> tuple[list[str], list[object]]:
 
 
 def in_flight(conn: sqlite3.Connection) -> list[JobRecord]:
-    """Started jobs that have not stopped: what the executor must carry on after a restart."""
+    """Started jobs that have not stopped."""
     rows = conn.execute("SELECT * FROM jobs WHERE started IS NOT NULL AND stopped IS NULL ORDER BY started, id")
     return [_job(row) for row in rows]
 
 
-def mark_started(conn: sqlite3.Connection, job_id: str, variables: dict[str, str], timeout: float, at: float) -> bool:
-    """PENDING and never started -> started (still PENDING until an operator runs). False if not startable."""
+def adopt_in_flight(conn: sqlite3.Connection, owner: str, *, every: bool) -> list[str]:
+    """Make ``owner`` the replica of the in-flight jobs it must carry on after a restart: every one (a single
+    jobs process), or those it owned already and those of no replica. Returns their ids, oldest first."""
+    mine = "" if every else " AND (owner = ? OR owner IS NULL)"
+    rows = conn.execute(
+        f"UPDATE jobs SET owner = ? WHERE started IS NOT NULL AND stopped IS NULL{mine} RETURNING id, started",
+        (owner,) if every else (owner, owner),
+    ).fetchall()
+    return [row[0] for row in sorted(rows, key=lambda row: (row[1], row[0]))]
+
+
+def mark_started(
+    conn: sqlite3.Connection, job_id: str, variables: dict[str, str], timeout: float, at: float, owner: str
+) -> bool:
+    """PENDING and never started -> started by replica ``owner`` (still PENDING until an operator runs).
+    False if not startable."""
     cursor = conn.execute(
-        "UPDATE jobs SET started = ?, variables = ?, timeout = ? WHERE id = ? AND started IS NULL AND stopped IS NULL",
-        (at, json.dumps(variables), timeout, job_id),
+        "UPDATE jobs SET started = ?, variables = ?, timeout = ?, owner = ?"
+        " WHERE id = ? AND started IS NULL AND stopped IS NULL",
+        (at, json.dumps(variables), timeout, owner, job_id),
     )
     return cursor.rowcount == 1
 
 
-def operator_starting(conn: sqlite3.Connection, job_id: str, name: str, gpu_ids: Sequence[str], at: float) -> None:
+def operator_starting(
+    conn: sqlite3.Connection, job_id: str, name: str, gpu_ids: Sequence[str], at: float, owner: str
+) -> bool:
     """Recorded before the runtime is asked, so a crash in between leaves a RUNNING operator to look for
-    (by container name or sandbox command line) rather than one that would be started a second time."""
-    conn.execute(
-        "UPDATE operators SET status = ?, started = ?, runtime_id = NULL, gpu_ids = ? WHERE job_id = ? AND name = ?",
-        (int(OperatorStatus.RUNNING), at, json.dumps(list(gpu_ids)), job_id, name),
+    (by container name or sandbox command line) rather than one that would be started a second time.
+    False, and nothing recorded, when the job stopped or another replica than ``owner`` runs it now."""
+    cursor = conn.execute(
+        "UPDATE operators SET status = ?, started = ?, runtime_id = NULL, gpu_ids = ? WHERE job_id = ? AND name = ?"
+        " AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND stopped IS NULL AND (owner IS NULL OR owner = ?))",
+        (int(OperatorStatus.RUNNING), at, json.dumps(list(gpu_ids)), job_id, name, job_id, owner),
     )
+    if cursor.rowcount == 0:
+        return False
     conn.execute(
         "UPDATE jobs SET state = ? WHERE id = ? AND state = ?", (int(JobState.RUNNING), job_id, int(JobState.PENDING))
     )
+    return True
 
 
 def operator_not_started(conn: sqlite3.Connection, job_id: str, name: str) -> None:

@@ -1,0 +1,229 @@
+"""Where ready operators wait and what started ones hold: in this process, or shared by jobs replicas.
+
+Both implementations apply the same policy, :class:`~services.jobs.scheduler.Scheduler`:
+
+* :class:`LocalQueue` is that scheduler in memory: one jobs process (``CLARET_QUEUE=local``, the default),
+  decisions in microseconds, nothing written.
+* :class:`SharedQueue` keeps the queue and the resource ledger in the database (``CLARET_QUEUE=database``),
+  so that any number of jobs replicas share them. A decision round is one ``BEGIN IMMEDIATE`` transaction:
+  it rebuilds a scheduler from the rows (held grants, waiting operators, stride passes), takes what fits
+  and records each grant for the replica that runs its job; every replica then picks up the grants made to
+  it. Rounds of different replicas are serialized by the database, so a GPU is never granted twice (the
+  ``gpu_holds`` primary key would refuse it anyway) and an operator has one holder at a time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol, cast
+
+from services.jobs.scheduler import DEFAULT_AGEING_S, Capacity, Demand, Grant, Priority, Scheduler
+from shared.db import Database
+from shared.db import queue as rows
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+OperatorKey = tuple[str, str]
+"""How the queue knows an operator: (job id, operator name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """An operator whose job started and whose upstream operators completed."""
+
+    key: OperatorKey
+    priority: Priority
+    demand: Demand
+
+
+class OperatorQueue(Protocol):
+    """What the executor needs of a queue; see the module docstring for the two implementations."""
+
+    @property
+    def capacity(self) -> Capacity:
+        """What this node has in all."""
+        ...
+
+    @property
+    def free(self) -> Capacity:
+        """What no grant holds on this node, as of the last decision."""
+        ...
+
+    def can_ever_fit(self, demand: Demand) -> str | None:
+        """None if an empty node could hold ``demand``, else what it lacks."""
+        ...
+
+    async def submit(self, ready: Sequence[Ready]) -> None: ...
+
+    async def withdraw(self, keys: Collection[OperatorKey]) -> None:
+        """Remove waiting operators (their job ended); keys not waiting are ignored."""
+        ...
+
+    async def take(self) -> list[Grant]:
+        """Grants of operators this process is to start now."""
+        ...
+
+    async def release(self, key: OperatorKey) -> None:
+        """Give back what an ended (or never started) operator holds."""
+        ...
+
+    async def restore(self, grant: Grant) -> None:
+        """Hold again what a re-attached operator holds. ValueError when the node cannot hold it."""
+        ...
+
+
+class LocalQueue:
+    """The scheduler of this process, as an :class:`OperatorQueue`."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    @property
+    def capacity(self) -> Capacity:
+        return self.scheduler.capacity
+
+    @property
+    def free(self) -> Capacity:
+        return self.scheduler.free
+
+    def can_ever_fit(self, demand: Demand) -> str | None:
+        return self.scheduler.can_ever_fit(demand)
+
+    async def submit(self, ready: Sequence[Ready]) -> None:
+        for operator in ready:
+            self.scheduler.submit(operator.key, operator.priority, operator.demand)
+
+    async def withdraw(self, keys: Collection[OperatorKey]) -> None:
+        for key in keys:
+            self.scheduler.withdraw(key)
+
+    async def take(self) -> list[Grant]:
+        return self.scheduler.take()
+
+    async def release(self, key: OperatorKey) -> None:
+        self.scheduler.release(key)
+
+    async def restore(self, grant: Grant) -> None:
+        self.scheduler.restore(grant)
+
+
+class SharedQueue:
+    """The queue and ledger in the database, shared by the jobs replicas of one or more nodes.
+
+    ``node`` names whose resources ``capacity`` describes (replicas on one host share one node);
+    ``replica`` is this process: grants for the jobs it runs are recorded for it.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        capacity: Capacity,
+        *,
+        node: str,
+        replica: str,
+        ageing_s: float = DEFAULT_AGEING_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._capacity = capacity
+        self._node = node
+        self._replica = replica
+        self._ageing_s = ageing_s
+        self._clock = clock  # wall clock: readiness times are compared across processes
+        self._free = capacity
+
+    @property
+    def capacity(self) -> Capacity:
+        return self._capacity
+
+    @property
+    def free(self) -> Capacity:
+        return self._free
+
+    def can_ever_fit(self, demand: Demand) -> str | None:
+        return Scheduler(self._capacity).can_ever_fit(demand)
+
+    async def submit(self, ready: Sequence[Ready]) -> None:
+        if not ready:
+            return
+        now = self._clock()
+        entries = [
+            rows.Queued(*r.key, int(r.priority), r.demand.cpu, r.demand.memory_mb, r.demand.gpus, now) for r in ready
+        ]
+        await self._db.write(lambda conn: rows.enqueue(conn, entries))
+
+    async def withdraw(self, keys: Collection[OperatorKey]) -> None:
+        if keys:
+            await self._db.write(lambda conn: rows.dequeue(conn, keys))
+
+    async def take(self) -> list[Grant]:
+        holds = await self._db.write(self._round)
+        return [Grant((h.job_id, h.operator), Demand(h.cpu, h.memory_mb, len(h.gpu_ids)), h.gpu_ids) for h in holds]
+
+    async def release(self, key: OperatorKey) -> None:
+        at = self._clock()
+        await self._db.write(lambda conn: rows.release(conn, key, at))
+
+    async def restore(self, grant: Grant) -> None:
+        await self._db.write(partial(self._restore, grant=grant))
+
+    # -- in a transaction ---------------------------------------------------------------------------------
+
+    def _scheduler(self, conn: sqlite3.Connection, now: float) -> Scheduler:
+        """A scheduler holding what the ledger says is held on this node, with the saved stride passes."""
+        scheduler = Scheduler(self._capacity, ageing_s=self._ageing_s, clock=lambda: now)
+        scheduler.restore_passes({Priority(p): value for p, value in rows.passes(conn, self._node).items()})
+        for hold in rows.held(conn, self._node):
+            try:
+                scheduler.restore(Grant((hold.job_id, hold.operator), _demand(hold), hold.gpu_ids))
+            except ValueError as exc:  # replicas of this node were given different capacities
+                log.warning("a grant does not fit this replica's capacity", job_id=hold.job_id, reason=str(exc))
+        return scheduler
+
+    def _round(self, conn: sqlite3.Connection) -> list[rows.Hold]:
+        """One decision for the whole queue on this node; returns the grants this replica is to start."""
+        now = self._clock()
+        scheduler = self._scheduler(conn, now)
+        for entry in rows.waiting(conn):
+            demand = Demand(entry.cpu, entry.memory_mb, entry.gpus)
+            if scheduler.can_ever_fit(demand) is None:  # one that fits only another node is that node's to grant
+                scheduler.submit((entry.job_id, entry.operator), Priority(entry.priority), demand, since=entry.since)
+        grants = scheduler.take()
+        for grant in grants:
+            demand = grant.demand
+            key = cast(OperatorKey, grant.key)
+            rows.grant(conn, self._node, key, demand.cpu, demand.memory_mb, grant.gpu_ids, now, self._replica)
+        if grants:
+            rows.save_passes(conn, self._node, {int(p): value for p, value in scheduler.passes.items()})
+        self._free = scheduler.free
+        return rows.pick(conn, self._replica)
+
+    def _restore(self, conn: sqlite3.Connection, grant: Grant) -> None:
+        key = cast(OperatorKey, grant.key)
+        current = rows.holder(conn, key)
+        if current is not None:
+            if current.gpu_ids != grant.gpu_ids:
+                raise ValueError(f"the ledger grants {key} GPUs {list(current.gpu_ids)}, not {list(grant.gpu_ids)}")
+            return
+        self._scheduler(conn, self._clock()).restore(grant)  # ValueError when the node cannot hold it now
+        demand = grant.demand
+        rows.grant(
+            conn,
+            self._node,
+            key,
+            demand.cpu,
+            demand.memory_mb,
+            grant.gpu_ids,
+            self._clock(),
+            self._replica,
+            picked=True,
+        )
+
+
+def _demand(hold: rows.Hold) -> Demand:
+    return Demand(hold.cpu, hold.memory_mb, len(hold.gpu_ids))

@@ -1,0 +1,99 @@
+"""Jobs replicas sharing one database (``CLARET_QUEUE=database``): heartbeats, passed-on Cancels, takeovers.
+
+Each replica runs the jobs it started (``jobs.owner``); the queue and ledger they share are in
+``services/jobs/queue.py``. Every ``queue_poll`` seconds a replica
+
+* writes its heartbeat and adopts the jobs of replicas silent for ``takeover_after`` seconds (their
+  operators are re-attached, as after a restart: Docker containers by name, sandboxes by process);
+* ends the jobs it runs whose Cancel (or Clara.Stop) reached another replica;
+* starts what the queue granted to it, including grants another replica's decision made.
+
+A replica that finds its own row gone was taken over while it stalled: it lets go of every job (the new
+owner carries them on; its ``operator_starting`` guard keeps it from starting more) and registers afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import sqlite3
+import time
+from functools import partial
+
+from services.jobs.executor import Executor
+from shared import ids
+from shared.config import Settings
+from shared.db import Database
+from shared.db import jobs as jobs_table
+from shared.db import queue as rows
+from shared.db.jobs import JobStatus
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class ReplicaLoop:
+    """This jobs process as one of several replicas."""
+
+    def __init__(self, db: Database, executor: Executor, settings: Settings) -> None:
+        self._db = db
+        self._executor = executor
+        self._replica = settings.replica_id
+        self._poll = settings.queue_poll
+        self._takeover_after = settings.takeover_after
+        self._task: asyncio.Task[None] | None = None
+
+    async def register(self) -> None:
+        """Announce this replica (before it recovers its own jobs, so no other takes them meanwhile)."""
+        await self._db.write(partial(rows.register, replica=self._replica, at=time.time()))
+        log.info("jobs replica registered", replica=self._replica)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), context=contextvars.Context())
+
+    async def stop(self) -> None:
+        """Stop looking; the caller closes the executor, then calls :meth:`leave`."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def leave(self) -> None:
+        """Let the other replicas take this one's jobs over at once."""
+        await self._db.write(partial(rows.mark_gone, replica=self._replica))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be briefly unavailable: try again at the next tick
+                log.exception("jobs replica tick failed", replica=self._replica)
+            await asyncio.sleep(self._poll)
+
+    async def tick(self) -> None:
+        """One look: heartbeat and takeovers, passed-on Cancels, grants."""
+        alive, adopted = await self._db.write(self._heartbeat)
+        if not alive:
+            log.error("this replica was taken over while it stalled; letting go of its jobs", replica=self._replica)
+            await self._executor.abandon()
+            await self.register()
+            return
+        if adopted:
+            log.warning("took over the jobs of a silent replica", replica=self._replica, jobs=adopted)
+            await self._executor.adopt(adopted)
+        for job_id, message in await self._db.read(partial(rows.cancel_requests, owner=self._replica)):
+            if not await self._executor.cancel(job_id, JobStatus.CANCELED, message):  # not running here (yet)
+                finish = partial(
+                    jobs_table.finish, job_id=job_id, status=JobStatus.CANCELED, messages=[message], at=ids.now()
+                )
+                await self._db.write(finish)
+        await self._executor.pump()
+
+    def _heartbeat(self, conn: sqlite3.Connection) -> tuple[bool, list[str]]:
+        now = time.time()
+        if not rows.heartbeat(conn, self._replica, now):
+            return False, []
+        return True, rows.take_over(conn, self._replica, now - self._takeover_after)
