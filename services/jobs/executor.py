@@ -188,7 +188,7 @@ class Executor:
 
     async def pump(self) -> None:
         """Start what the queue grants now."""
-        for grant in await self.queue.take():
+        for grant in await self.queue.take(self._runs.keys()):
             job_id, name = cast(OperatorKey, grant.key)
             run = self._runs.get(job_id)
             if run is None or run.ending:
@@ -422,6 +422,7 @@ class Executor:
             handle = await self._runtime.attach(spec, record.runtime_id)
         except NeverStarted as reason:
             await self._db.write(lambda conn: table.operator_not_started(conn, run.job.id, record.name))
+            await self.queue.release((run.job.id, record.name))  # a shared ledger may still hold its grant
             run.submitted.discard(record.name)  # queued again below, with a fresh grant
             log.info(
                 "operator never started; queued again", job_id=run.job.id, operator=record.name, reason=str(reason)

@@ -64,12 +64,13 @@ class OperatorQueue(Protocol):
         """Remove waiting operators (their job ended); keys not waiting are ignored."""
         ...
 
-    async def take(self) -> list[Grant]:
-        """Grants of operators this process is to start now."""
+    async def take(self, running: Collection[str]) -> list[Grant]:
+        """Grants of operators this process is to start now. ``running``: the jobs it carries on now; a
+        grant for another job it owns (one being adopted) waits for a later call."""
         ...
 
     async def release(self, key: OperatorKey) -> None:
-        """Give back what an ended (or never started) operator holds."""
+        """Give back what an ended (or never started) operator holds, if anything."""
         ...
 
     async def restore(self, grant: Grant) -> None:
@@ -102,11 +103,12 @@ class LocalQueue:
         for key in keys:
             self.scheduler.withdraw(key)
 
-    async def take(self) -> list[Grant]:
+    async def take(self, running: Collection[str]) -> list[Grant]:
         return self.scheduler.take()
 
     async def release(self, key: OperatorKey) -> None:
-        self.scheduler.release(key)
+        if key in self.scheduler.held:
+            self.scheduler.release(key)
 
     async def restore(self, grant: Grant) -> None:
         self.scheduler.restore(grant)
@@ -161,8 +163,9 @@ class SharedQueue:
         if keys:
             await self._db.write(lambda conn: rows.dequeue(conn, keys))
 
-    async def take(self) -> list[Grant]:
-        holds = await self._db.write(self._round)
+    async def take(self, running: Collection[str]) -> list[Grant]:
+        running = frozenset(running)  # a snapshot: the round runs on the database thread
+        holds = await self._db.write(partial(self._round, running=running))
         return [Grant((h.job_id, h.operator), Demand(h.cpu, h.memory_mb, len(h.gpu_ids)), h.gpu_ids) for h in holds]
 
     async def release(self, key: OperatorKey) -> None:
@@ -185,7 +188,7 @@ class SharedQueue:
                 log.warning("a grant does not fit this replica's capacity", job_id=hold.job_id, reason=str(exc))
         return scheduler
 
-    def _round(self, conn: sqlite3.Connection) -> list[rows.Hold]:
+    def _round(self, conn: sqlite3.Connection, running: frozenset[str]) -> list[rows.Hold]:
         """One decision for the whole queue on this node; returns the grants this replica is to start."""
         now = self._clock()
         scheduler = self._scheduler(conn, now)
@@ -201,7 +204,11 @@ class SharedQueue:
         if grants:
             rows.save_passes(conn, self._node, {int(p): value for p, value in scheduler.passes.items()})
         self._free = scheduler.free
-        return rows.pick(conn, self._replica)
+        picked = rows.pick(conn, self._replica)
+        later = [hold for hold in picked if hold.job_id not in running]
+        if later:  # jobs being adopted get theirs at a later call; an ended job's grants are given back
+            rows.unpick_or_release(conn, [hold.id for hold in later], now)
+        return [hold for hold in picked if hold.job_id in running]
 
     def _restore(self, conn: sqlite3.Connection, grant: Grant) -> None:
         key = cast(OperatorKey, grant.key)

@@ -150,6 +150,19 @@ def pick(conn: sqlite3.Connection, owner: str) -> list[Hold]:
     return sorted((_hold(row) for row in rows), key=lambda hold: hold.id)
 
 
+def unpick_or_release(conn: sqlite3.Connection, ledger_ids: Sequence[int], at: float) -> None:
+    """Grants picked too early: released when their job stopped, else left for their owner's next pick."""
+    for ledger_id in ledger_ids:
+        stopped = conn.execute(
+            "SELECT j.stopped IS NOT NULL FROM ledger l JOIN jobs j ON j.id = l.job_id WHERE l.id = ?", (ledger_id,)
+        ).fetchone()
+        if stopped is None or stopped[0]:
+            conn.execute("DELETE FROM gpu_holds WHERE ledger_id = ?", (ledger_id,))
+            conn.execute("UPDATE ledger SET released = ? WHERE id = ?", (at, ledger_id))
+        else:
+            conn.execute("UPDATE ledger SET picked = 0 WHERE id = ?", (ledger_id,))
+
+
 def passes(conn: sqlite3.Connection, node: str) -> dict[int, int]:
     return dict(conn.execute("SELECT priority, pass FROM stride_passes WHERE node = ?", (node,)).fetchall())
 
