@@ -1,0 +1,268 @@
+"""The docker-compose deployment with the real engine, as a user runs it: the image is built without any
+registry (a base made by debootstrap, Claret and its dependencies from wheels built here), the stack comes up
+with two jobs replicas, the official client runs its whole combined flow against pipelines, payloads and jobs
+on their own ports, the jobs service starts the operators as sibling containers on the host's engine, calls
+spread over the replicas inside the compose network, and `down` leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.jobs.runtimes.base import INSTANCE_LABEL, JOB_LABEL, OPERATOR_LABEL
+from tests.conftest import ROOT, free_port
+from tests.test_official_client import check_combined_flow
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
+
+BASE_IMAGE = "claret-base:bookworm"
+JOBS_REPLICAS = 2
+HEALTHY_WITHIN = 120.0
+
+
+def missing(reason: str) -> None:
+    """Skipped on a developer's machine, failed in CI, where this test must run."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def compose_program() -> list[str]:
+    """Debian's docker-compose 1.29, or Compose v2 as a Docker CLI plugin."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    missing("neither docker-compose nor `docker compose` is installed (scripts/install installs docker-compose)")
+    raise AssertionError("unreachable")
+
+
+def run(*command: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def free_port_range(size: int) -> tuple[int, int]:
+    """``size`` consecutive ports that nothing listens on now."""
+    for _ in range(50):
+        first = free_port()
+        if first + size > 65536:
+            continue
+        sockets = []
+        try:
+            for port in range(first, first + size):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("0.0.0.0", port))
+            return first, first + size - 1
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {size} consecutive free ports")
+
+
+@dataclass
+class Stack:
+    compose: list[str]
+    env: dict[str, str]
+    project: str
+    image: str
+    instance: str
+    data: Path
+    pipelines: str
+    payloads: str
+    jobs: list[str]
+    """One address per jobs replica."""
+    jobs_range: tuple[int, int]
+    started: float
+
+    def __call__(self, *args: str, timeout: float = 120) -> str:
+        return run(*self.compose, *args, env=self.env, timeout=timeout)
+
+
+def build_base_image() -> None:
+    present = subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True).returncode == 0
+    if not present and (os.geteuid() != 0 or not shutil.which("debootstrap")):
+        missing(f"no {BASE_IMAGE} image, and building it needs root and debootstrap (scripts/install)")
+    run("bash", str(ROOT / "scripts" / "base-image"), BASE_IMAGE, timeout=600)
+
+
+def wait_healthy(stack: Stack, expected: int) -> None:
+    deadline = time.monotonic() + HEALTHY_WITHIN
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        ids = stack("ps", "-q").split()
+        if len(ids) == expected:
+            out = run("docker", "inspect", "-f", "{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", *ids)
+            states = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+            if len(states) == expected and all(state == "healthy" for state in states.values()):
+                return
+        time.sleep(0.5)
+    logs = stack("logs", "--no-color", "--tail", "40")
+    raise AssertionError(f"the stack is not healthy within {HEALTHY_WITHIN} s: {states}\n{logs}")
+
+
+def bring_down(stack: Stack) -> None:
+    """`down`, then the image; whatever is left by the project or its operators is an error."""
+    try:
+        stack("down", "--volumes", "--remove-orphans", "--timeout", "10", timeout=180)
+    finally:
+        operators = run("docker", "ps", "-aq", "--filter", f"label={INSTANCE_LABEL}={stack.instance}").split()
+        if operators:
+            run("docker", "rm", "-f", *operators)
+        subprocess.run(["docker", "image", "rm", "-f", stack.image], capture_output=True)
+    project_label = f"label=com.docker.compose.project={stack.project}"
+    left = run("docker", "ps", "-a", "--filter", project_label, "--format", "{{.Names}}").split()
+    networks = run("docker", "network", "ls", "--filter", project_label, "--format", "{{.Name}}").split()
+    assert (left, networks, operators) == ([], [], []), "left behind by the compose stack"
+
+
+@pytest.fixture(scope="module")
+def stack(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    compose = [*compose_program(), "-f", str(ROOT / "docker-compose.yml")]
+    build_base_image()
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(ROOT / "dist"), str(ROOT), timeout=600)
+
+    tag = uuid.uuid4().hex[:10]
+    project = f"claret-test-{tag}"
+    root = tmp_path_factory.mktemp("compose")
+    data = root / "data"
+    data.mkdir()
+    env_file = root / "claret.env"
+    settings = (ROOT / "claret.env").read_text()
+    env_file.write_text(f"{settings}\nCLARET_INSTANCE={project}\nCLARET_GPUS=\nCLARET_STOP_GRACE=1\n")
+    jobs_range = free_port_range(JOBS_REPLICAS)
+    pipelines_port, payloads_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "CLARET_BASE_IMAGE": BASE_IMAGE,
+        "CLARET_IMAGE": f"claret:test-{tag}",
+        "CLARET_ENV_FILE": str(env_file),
+        "CLARET_DATA_HOST": str(data),
+        "CLARET_HEALTH_INTERVAL": "1s",
+        "CLARET_PIPELINES_PORT": str(pipelines_port),
+        "CLARET_PAYLOADS_PORT": str(payloads_port),
+        "CLARET_JOBS_PORT": f"{jobs_range[0]}-{jobs_range[1]}",
+    }
+    for name in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES"):
+        env.pop(name, None)
+    stack = Stack(
+        compose=[*compose, "-p", project],
+        env=env,
+        project=project,
+        image=env["CLARET_IMAGE"],
+        instance=project,
+        data=data,
+        pipelines=f"127.0.0.1:{pipelines_port}",
+        payloads=f"127.0.0.1:{payloads_port}",
+        jobs=[],
+        jobs_range=jobs_range,
+        started=time.time(),
+    )
+    try:
+        stack("build", timeout=600)
+        stack("up", "-d", "--scale", f"jobs={JOBS_REPLICAS}", timeout=300)
+        wait_healthy(stack, expected=2 + JOBS_REPLICAS)
+        for index in range(1, JOBS_REPLICAS + 1):
+            published = stack("port", f"--index={index}", "jobs", "30031").strip()
+            stack.jobs.append(f"127.0.0.1:{published.rsplit(':', 1)[1]}")
+        yield stack
+    finally:
+        bring_down(stack)
+
+
+def container_events(stack: Stack) -> list[dict[str, str]]:
+    """What the host's engine did with containers of this platform instance since the stack started."""
+    out = run(
+        "docker",
+        "events",
+        "--since",
+        f"{stack.started - 1:.3f}",
+        "--until",
+        f"{time.time() + 0.5:.3f}",
+        "--filter",
+        "type=container",
+        "--filter",
+        f"label={INSTANCE_LABEL}={stack.instance}",
+        "--format",
+        "{{json .}}",
+    )
+    events = []
+    for line in out.splitlines():
+        event = json.loads(line)
+        events.append({"action": event["Action"], **event["Actor"]["Attributes"]})
+    return events
+
+
+def test_official_client_flow_through_the_compose_stack(stack: Stack, official_python: Path, tmp_path: Path) -> None:
+    check_combined_flow(official_python, tmp_path, stack.pipelines, stack.jobs[0], stack.payloads)
+
+    # the operators ran as containers of the host's engine, beside the stack's, not inside the jobs service
+    events = container_events(stack)
+    jobs = {event[JOB_LABEL] for event in events}
+    assert len(jobs) == 1, events  # the flow's second job was cancelled before it ran
+    for operator in ("copier", "shouter"):
+        actions = [event["action"] for event in events if event[OPERATOR_LABEL] == operator]
+        assert actions[:2] == ["create", "start"] and "die" in actions and actions[-1] == "destroy", events
+        assert {event["image"] for event in events if event[OPERATOR_LABEL] == operator} == {"busybox:latest"}
+    assert not any("com.docker.compose.project" in event for event in events)
+    # ... writing into the bind-mounted payload tree, at the host paths the services use
+    outputs = list(stack.data.glob("payloads/*/operators/shouter/input-2.txt.upper"))
+    assert len(outputs) == 1
+    assert outputs[0].read_bytes() == (tmp_path / "input-2.txt").read_bytes().upper()
+    assert run("docker", "ps", "-aq", "--filter", f"label={INSTANCE_LABEL}={stack.instance}") == ""
+
+
+ROUND_ROBIN = """
+import json, socket, sys, urllib.request
+import grpc
+from protos.nvidia.clara.platform import jobs_pb2, jobs_pb2_grpc
+
+def listed():
+    counts = {}
+    for ip in sorted({info[4][0] for info in socket.getaddrinfo("jobs", 9464, proto=socket.IPPROTO_TCP)}):
+        text = urllib.request.urlopen(f"http://{ip}:9464/metrics", timeout=5).read().decode()
+        counts[ip] = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                         if line.startswith("claret_rpc_requests_total{") and 'method="List"' in line)
+    return counts
+
+calls = int(sys.argv[1])
+before = listed()
+config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+with grpc.insecure_channel("dns:///jobs:30031", options=[("grpc.service_config", config)]) as channel:
+    grpc.channel_ready_future(channel).result(timeout=10)
+    stub = jobs_pb2_grpc.JobsStub(channel)
+    for _ in range(calls):
+        list(stub.List(jobs_pb2.JobsListRequest(), timeout=10))
+after = listed()
+print(json.dumps({ip: after[ip] - before.get(ip, 0) for ip in after}))
+"""
+
+
+def test_calls_spread_over_jobs_replicas_inside_the_network(stack: Stack) -> None:
+    ports = sorted(int(address.rsplit(":", 1)[1]) for address in stack.jobs)
+    assert len(set(ports)) == JOBS_REPLICAS and stack.jobs_range[0] <= ports[0] <= ports[-1] <= stack.jobs_range[1]
+
+    # a client in the compose network: gRPC's round_robin over the service name's DNS records
+    network = f"{stack.project}_default"
+    out = run(
+        "docker", "run", "--rm", "--network", network, "--entrypoint", "python3", stack.image, "-c", ROUND_ROBIN, "20"
+    )
+    per_replica = json.loads(out.strip().splitlines()[-1])
+    assert len(per_replica) == JOBS_REPLICAS and sum(per_replica.values()) == 20, per_replica
+    assert all(count > 0 for count in per_replica.values()), per_replica
