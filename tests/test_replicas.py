@@ -28,6 +28,7 @@ from shared import ids
 from shared.db import Database
 from shared.db import jobs as jobs_table
 from shared.db import queue as rows
+from shared.db.connection import Conflict
 from shared.db.jobs import JobRecord, JobState, JobStatus
 from tests.conftest import serve_process
 from tests.jobs_flow import Platform, process_alive
@@ -261,7 +262,7 @@ async def test_concurrent_rounds_never_grant_a_gpu_twice(db: Database) -> None:
 async def test_the_database_refuses_a_second_holder_of_a_gpu(db: Database) -> None:
     first, second = await started_job(db, "a"), await started_job(db, "b")
     await db.write(lambda conn: rows.grant(conn, "n", (first, "op"), 0, 1, ["0"], 1.0, "a"))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(Conflict):
         await db.write(lambda conn: rows.grant(conn, "n", (second, "op"), 0, 1, ["0"], 2.0, "b"))
     assert await db.read(lambda conn: [h.job_id for h in rows.history(conn)]) == [first]
 

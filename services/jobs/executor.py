@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import sqlite3
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from shared import ids, metrics
 from shared.config import Settings
 from shared.db import Database
 from shared.db import jobs as table
+from shared.db.connection import Connection
 from shared.db.jobs import JobRecord, JobStatus, OperatorRecord, OperatorStatus
 from shared.logging import get_logger
 from shared.payload_store import PayloadStore
@@ -322,7 +322,7 @@ class Executor:
             )
 
     async def _end(
-        self, run: JobRun, status: JobStatus, message: str, also: Callable[[sqlite3.Connection], object] | None = None
+        self, run: JobRun, status: JobStatus, message: str, also: Callable[[Connection], object] | None = None
     ) -> None:
         """End the job once: withdraw what waits, record why (with ``also`` in the same transaction), stop
         what runs."""
@@ -333,7 +333,7 @@ class Executor:
         await self._stop_waiting(run)
         messages = [message] if message else []
 
-        def record(conn: sqlite3.Connection) -> None:
+        def record(conn: Connection) -> None:
             if also is not None:
                 also(conn)
             table.finish(conn, run.job.id, status, messages, ids.now())
@@ -393,7 +393,7 @@ class Executor:
         faulted = [op.name for op in operators if op.status is OperatorStatus.FAULTED]
         if lost:
 
-            def lost_ended(conn: sqlite3.Connection) -> None:
+            def lost_ended(conn: Connection) -> None:
                 for name in lost:
                     table.operator_finished(conn, job.id, name, OperatorStatus.FAULTED, None, ids.now())
 

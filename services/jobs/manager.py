@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sqlite3
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from shared.db import jobs as table
 from shared.db import payloads as payloads_table
 from shared.db import pipelines as pipelines_table
 from shared.db import queue as queue_table
+from shared.db.connection import Connection
 from shared.db.jobs import JobFilter, JobRecord, JobState, JobStatus, OperatorRecord, OperatorStatus
 from shared.db.metadata import MetadataRows
 from shared.db.payloads import PayloadRecord, PayloadType
@@ -108,7 +108,7 @@ class JobManager:
             for source in sources:
                 await asyncio.to_thread(self._store.copy_into, source.id, payload.id)
 
-            def record(conn: sqlite3.Connection) -> None:
+            def record(conn: Connection) -> None:
                 payloads_table.insert(conn, payload)
                 table.insert(conn, job, operators)
 
@@ -153,7 +153,7 @@ class JobManager:
             raise ClaretError(ErrorCode.JOB_CANNOT_FIT, *misfits)
         started = ids.now()
 
-        def mark(conn: sqlite3.Connection) -> bool:
+        def mark(conn: Connection) -> bool:
             if not table.mark_started(conn, job.id, dict(variables), model.timeout, started, self._settings.replica_id):
                 return False
             payloads_table.set_read_only(conn, job.payload_id)
@@ -182,7 +182,7 @@ class JobManager:
         """The job and its operators, read in place: Status is polled, often."""
         key = ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job")
 
-        def read(conn: sqlite3.Connection) -> JobView | None:
+        def read(conn: Connection) -> JobView | None:
             job = table.get(conn, key, files=False)
             return None if job is None else JobView(job=job, operators=table.operators(conn, key))
 

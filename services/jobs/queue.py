@@ -14,7 +14,6 @@ Both implementations apply the same policy, :class:`~services.jobs.scheduler.Sch
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Protocol, cast
 from services.jobs.scheduler import DEFAULT_AGEING_S, Capacity, Demand, Grant, Priority, Scheduler
 from shared.db import Database
 from shared.db import queue as rows
+from shared.db.connection import Connection
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -177,7 +177,7 @@ class SharedQueue:
 
     # -- in a transaction ---------------------------------------------------------------------------------
 
-    def _scheduler(self, conn: sqlite3.Connection, now: float) -> Scheduler:
+    def _scheduler(self, conn: Connection, now: float) -> Scheduler:
         """A scheduler holding what the ledger says is held on this node, with the saved stride passes."""
         scheduler = Scheduler(self._capacity, ageing_s=self._ageing_s, clock=lambda: now)
         scheduler.restore_passes({Priority(p): value for p, value in rows.passes(conn, self._node).items()})
@@ -188,7 +188,7 @@ class SharedQueue:
                 log.warning("a grant does not fit this replica's capacity", job_id=hold.job_id, reason=str(exc))
         return scheduler
 
-    def _round(self, conn: sqlite3.Connection, running: frozenset[str]) -> list[rows.Hold]:
+    def _round(self, conn: Connection, running: frozenset[str]) -> list[rows.Hold]:
         """One decision for the whole queue on this node; returns the grants this replica is to start."""
         now = self._clock()
         scheduler = self._scheduler(conn, now)
@@ -210,7 +210,7 @@ class SharedQueue:
             rows.unpick_or_release(conn, [hold.id for hold in later], now)
         return [hold for hold in picked if hold.job_id in running]
 
-    def _restore(self, conn: sqlite3.Connection, grant: Grant) -> None:
+    def _restore(self, conn: Connection, grant: Grant) -> None:
         key = cast(OperatorKey, grant.key)
         current = rows.holder(conn, key)
         if current is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import sqlite3
 import time
 from functools import partial
 
@@ -27,6 +26,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.db import jobs as jobs_table
 from shared.db import queue as rows
+from shared.db.connection import Connection
 from shared.db.jobs import JobStatus
 from shared.logging import get_logger
 
@@ -92,7 +92,7 @@ class ReplicaLoop:
                 await self._db.write(finish)
         await self._executor.pump()
 
-    def _heartbeat(self, conn: sqlite3.Connection) -> tuple[bool, list[str]]:
+    def _heartbeat(self, conn: Connection) -> tuple[bool, list[str]]:
         now = time.time()
         if not rows.heartbeat(conn, self._replica, now):
             return False, []

@@ -6,13 +6,13 @@ reusable payload land at its root. Metadata belongs to reusable payloads only.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 
 from shared import ids
 from shared import metadata as metadata_rules
 from shared.db import Database
 from shared.db import payloads as table
+from shared.db.connection import Connection
 from shared.db.metadata import MetadataRows
 from shared.db.payloads import PayloadRecord, PayloadType
 from shared.errors import ClaretError, ErrorCode
@@ -85,7 +85,7 @@ class PayloadCatalog:
     async def delete(self, payload_id: str) -> None:
         record = await self.get(payload_id)
 
-        def check_and_delete(conn: sqlite3.Connection) -> None:  # one transaction: a Start cannot slip between
+        def check_and_delete(conn: Connection) -> None:  # one transaction: a Start cannot slip between
             if record.job_id is not None and table.job_in_flight(conn, record.job_id):
                 raise ClaretError(
                     ErrorCode.PAYLOAD_READ_ONLY,

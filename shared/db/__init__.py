@@ -19,6 +19,7 @@ from typing import TypeVar
 import aiosqlite
 
 from shared import metrics
+from shared.db.connection import Conflict
 from shared.logging import get_logger
 
 T = TypeVar("T")
@@ -96,6 +97,9 @@ def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T])
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn)
+    except sqlite3.IntegrityError as exc:
+        conn.execute("ROLLBACK")
+        raise Conflict(str(exc)) from exc
     except BaseException:
         conn.execute("ROLLBACK")
         raise

@@ -1,13 +1,13 @@
-"""The jobs and operators tables. Plain functions over a ``sqlite3.Connection``; run them through ``Database``."""
+"""The jobs and operators tables. Plain functions over a ``Connection``; run them through ``Database``."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from shared.db.connection import Connection, Row
 from shared.pipeline_definition import DefinitionFile
 
 
@@ -86,7 +86,7 @@ def _files_json(files: Sequence[DefinitionFile]) -> str:
     return json.dumps([[f.path, f.content] for f in files])
 
 
-def _job(row: sqlite3.Row) -> JobRecord:
+def _job(row: Row) -> JobRecord:
     return JobRecord(
         id=row["id"],
         pipeline_id=row["pipeline_id"],
@@ -96,7 +96,7 @@ def _job(row: sqlite3.Row) -> JobRecord:
         state=JobState(row["state"]),
         status=JobStatus(row["status"]),
         files=tuple(DefinitionFile(path=p, content=c) for p, c in json.loads(row["files"]))
-        if "files" in row.keys()  # noqa: SIM118 - "in row" would search the values of a sqlite3.Row
+        if "files" in row.keys()  # noqa: SIM118 - "in row" would search the values of a Row
         else (),
         created=row["created"],
         variables=json.loads(row["variables"]),
@@ -109,7 +109,7 @@ def _job(row: sqlite3.Row) -> JobRecord:
     )
 
 
-def _operator(row: sqlite3.Row) -> OperatorRecord:
+def _operator(row: Row) -> OperatorRecord:
     return OperatorRecord(
         job_id=row["job_id"],
         name=row["name"],
@@ -124,7 +124,7 @@ def _operator(row: sqlite3.Row) -> OperatorRecord:
     )
 
 
-def insert(conn: sqlite3.Connection, job: JobRecord, operators: Iterable[OperatorRecord]) -> None:
+def insert(conn: Connection, job: JobRecord, operators: Iterable[OperatorRecord]) -> None:
     conn.execute(
         "INSERT INTO jobs (id, pipeline_id, payload_id, name, priority, state, status, files, variables, metadata,"
         " messages, timeout, created, started, stopped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -162,18 +162,18 @@ SUMMARY_COLUMNS = (
 """Every column but the definition files, which Status and List never show and which can be large."""
 
 
-def get(conn: sqlite3.Connection, job_id: str, *, files: bool = True) -> JobRecord | None:
+def get(conn: Connection, job_id: str, *, files: bool = True) -> JobRecord | None:
     """One job; with ``files=False`` its definition is left out (``JobRecord.files`` is empty)."""
     row = conn.execute(f"SELECT {'*' if files else SUMMARY_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return None if row is None else _job(row)
 
 
-def operators(conn: sqlite3.Connection, job_id: str) -> list[OperatorRecord]:
+def operators(conn: Connection, job_id: str) -> list[OperatorRecord]:
     rows = conn.execute("SELECT * FROM operators WHERE job_id = ? ORDER BY position", (job_id,))
     return [_operator(row) for row in rows]
 
 
-def list_jobs(conn: sqlite3.Connection, where: JobFilter) -> list[JobRecord]:
+def list_jobs(conn: Connection, where: JobFilter) -> list[JobRecord]:
     clauses, params = _filter_sql(where)
     where_sql = " WHERE " + " AND ".join(clauses) if clauses else ""
     sql = f"SELECT {SUMMARY_COLUMNS} FROM jobs{where_sql} ORDER BY created, id"
@@ -196,13 +196,13 @@ def _filter_sql(where: JobFilter) -> tuple[list[str], list[object]]:
     return clauses, params
 
 
-def in_flight(conn: sqlite3.Connection) -> list[JobRecord]:
+def in_flight(conn: Connection) -> list[JobRecord]:
     """Started jobs that have not stopped."""
     rows = conn.execute("SELECT * FROM jobs WHERE started IS NOT NULL AND stopped IS NULL ORDER BY started, id")
     return [_job(row) for row in rows]
 
 
-def adopt_in_flight(conn: sqlite3.Connection, owner: str, *, every: bool) -> list[str]:
+def adopt_in_flight(conn: Connection, owner: str, *, every: bool) -> list[str]:
     """Make ``owner`` the replica of the in-flight jobs it must carry on after a restart: every one (a single
     jobs process), or those it owned already and those of no replica. Returns their ids, oldest first."""
     mine = "" if every else " AND (owner = ? OR owner IS NULL)"
@@ -214,7 +214,7 @@ def adopt_in_flight(conn: sqlite3.Connection, owner: str, *, every: bool) -> lis
 
 
 def mark_started(
-    conn: sqlite3.Connection, job_id: str, variables: dict[str, str], timeout: float, at: float, owner: str
+    conn: Connection, job_id: str, variables: dict[str, str], timeout: float, at: float, owner: str
 ) -> bool:
     """PENDING and never started -> started by replica ``owner`` (still PENDING until an operator runs).
     False if not startable."""
@@ -226,9 +226,7 @@ def mark_started(
     return cursor.rowcount == 1
 
 
-def operator_starting(
-    conn: sqlite3.Connection, job_id: str, name: str, gpu_ids: Sequence[str], at: float, owner: str
-) -> bool:
+def operator_starting(conn: Connection, job_id: str, name: str, gpu_ids: Sequence[str], at: float, owner: str) -> bool:
     """Recorded before the runtime is asked, so a crash in between leaves a RUNNING operator to look for
     (by container name or sandbox command line) rather than one that would be started a second time.
     False, and nothing recorded, when the job stopped or another replica than ``owner`` runs it now."""
@@ -245,7 +243,7 @@ def operator_starting(
     return True
 
 
-def operator_not_started(conn: sqlite3.Connection, job_id: str, name: str) -> None:
+def operator_not_started(conn: Connection, job_id: str, name: str) -> None:
     """Back to PENDING: the runtime proved the operator never ran, so it will be started afresh."""
     conn.execute(
         "UPDATE operators SET status = ?, started = NULL, runtime_id = NULL, gpu_ids = '[]'"
@@ -254,12 +252,12 @@ def operator_not_started(conn: sqlite3.Connection, job_id: str, name: str) -> No
     )
 
 
-def operator_runtime_id(conn: sqlite3.Connection, job_id: str, name: str, runtime_id: str) -> None:
+def operator_runtime_id(conn: Connection, job_id: str, name: str, runtime_id: str) -> None:
     conn.execute("UPDATE operators SET runtime_id = ? WHERE job_id = ? AND name = ?", (runtime_id, job_id, name))
 
 
 def operator_finished(
-    conn: sqlite3.Connection, job_id: str, name: str, status: OperatorStatus, exit_code: int | None, at: float
+    conn: Connection, job_id: str, name: str, status: OperatorStatus, exit_code: int | None, at: float
 ) -> None:
     conn.execute(
         "UPDATE operators SET status = ?, exit_code = ?, stopped = ? WHERE job_id = ? AND name = ?",
@@ -267,7 +265,7 @@ def operator_finished(
     )
 
 
-def finish(conn: sqlite3.Connection, job_id: str, status: JobStatus, messages: Sequence[str], at: float) -> bool:
+def finish(conn: Connection, job_id: str, status: JobStatus, messages: Sequence[str], at: float) -> bool:
     """End a job once: STOPPED with ``status``; messages are appended. False if it had already stopped."""
     row = conn.execute("SELECT messages FROM jobs WHERE id = ? AND stopped IS NULL", (job_id,)).fetchone()
     if row is None:
@@ -279,7 +277,7 @@ def finish(conn: sqlite3.Connection, job_id: str, status: JobStatus, messages: S
     return True
 
 
-def running_operators(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+def running_operators(conn: Connection) -> set[tuple[str, str]]:
     """(job id, operator name) of every operator recorded as running in a job still in flight, whichever
     replica started it (one of a stopped job is an orphan, left by a shutdown during its stop)."""
     rows = conn.execute(

@@ -4,11 +4,11 @@ in one transaction, with the rules of :mod:`shared.metadata`."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Literal
 
 from shared import metadata as rules
+from shared.db.connection import Connection
 from shared.errors import ClaretError
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ Table = Literal["pipelines", "jobs", "payloads"]
 Edit = Callable[[dict[str, str]], dict[str, str]]
 
 
-def change(conn: sqlite3.Connection, table: Table, row_id: str, edit: Edit) -> dict[str, str] | None:
+def change(conn: Connection, table: Table, row_id: str, edit: Edit) -> dict[str, str] | None:
     """Apply ``edit`` to one row's metadata inside the caller's transaction; None when no such row."""
     row = conn.execute(f"SELECT metadata FROM {table} WHERE id = ?", (row_id,)).fetchone()
     if row is None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from enum import IntEnum
+
+from shared.db.connection import Connection
 
 
 class PayloadType(IntEnum):
@@ -27,7 +28,7 @@ class PayloadRecord:
     created: float
 
 
-def insert(conn: sqlite3.Connection, record: PayloadRecord) -> None:
+def insert(conn: Connection, record: PayloadRecord) -> None:
     conn.execute(
         "INSERT INTO payloads (id, type, job_id, read_only, metadata, created) VALUES (?, ?, ?, ?, ?, ?)",
         (
@@ -41,7 +42,7 @@ def insert(conn: sqlite3.Connection, record: PayloadRecord) -> None:
     )
 
 
-def get(conn: sqlite3.Connection, payload_id: str) -> PayloadRecord | None:
+def get(conn: Connection, payload_id: str) -> PayloadRecord | None:
     row = conn.execute("SELECT * FROM payloads WHERE id = ?", (payload_id,)).fetchone()
     if row is None:
         return None
@@ -55,15 +56,15 @@ def get(conn: sqlite3.Connection, payload_id: str) -> PayloadRecord | None:
     )
 
 
-def delete(conn: sqlite3.Connection, payload_id: str) -> bool:
+def delete(conn: Connection, payload_id: str) -> bool:
     return conn.execute("DELETE FROM payloads WHERE id = ?", (payload_id,)).rowcount == 1
 
 
-def set_read_only(conn: sqlite3.Connection, payload_id: str) -> None:
+def set_read_only(conn: Connection, payload_id: str) -> None:
     conn.execute("UPDATE payloads SET read_only = 1 WHERE id = ?", (payload_id,))
 
 
-def job_in_flight(conn: sqlite3.Connection, job_id: str) -> bool:
+def job_in_flight(conn: Connection, job_id: str) -> bool:
     """True from the job's Start until it stopped (its operators may be reading the payload)."""
     row = conn.execute("SELECT started, stopped FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return row is not None and row["started"] is not None and row["stopped"] is None

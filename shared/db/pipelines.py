@@ -1,11 +1,11 @@
-"""The pipelines table. Plain functions over a ``sqlite3.Connection``; run them through ``Database``."""
+"""The pipelines table. Plain functions over a ``Connection``; run them through ``Database``."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 
+from shared.db.connection import Connection, Row
 from shared.pipeline_definition import DefinitionFile
 
 
@@ -29,7 +29,7 @@ def files_from_json(text: str) -> tuple[DefinitionFile, ...]:
     return tuple(DefinitionFile(path=path, content=content) for path, content in json.loads(text))
 
 
-def _record(row: sqlite3.Row) -> PipelineRecord:
+def _record(row: Row) -> PipelineRecord:
     return PipelineRecord(
         id=row["id"],
         name=row["name"],
@@ -40,10 +40,11 @@ def _record(row: sqlite3.Row) -> PipelineRecord:
     )
 
 
-def insert(conn: sqlite3.Connection, record: PipelineRecord) -> bool:
+def insert(conn: Connection, record: PipelineRecord) -> bool:
     """Insert; False when the id is taken."""
     cursor = conn.execute(
-        "INSERT OR IGNORE INTO pipelines (id, name, files, metadata, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO pipelines (id, name, files, metadata, created, updated) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
         (
             record.id,
             record.name,
@@ -56,21 +57,21 @@ def insert(conn: sqlite3.Connection, record: PipelineRecord) -> bool:
     return cursor.rowcount == 1
 
 
-def get(conn: sqlite3.Connection, pipeline_id: str) -> PipelineRecord | None:
+def get(conn: Connection, pipeline_id: str) -> PipelineRecord | None:
     row = conn.execute("SELECT * FROM pipelines WHERE id = ?", (pipeline_id,)).fetchone()
     return None if row is None else _record(row)
 
 
-def list_all(conn: sqlite3.Connection) -> list[PipelineRecord]:
+def list_all(conn: Connection) -> list[PipelineRecord]:
     return [_record(row) for row in conn.execute("SELECT * FROM pipelines ORDER BY created, id")]
 
 
-def delete(conn: sqlite3.Connection, pipeline_id: str) -> bool:
+def delete(conn: Connection, pipeline_id: str) -> bool:
     return conn.execute("DELETE FROM pipelines WHERE id = ?", (pipeline_id,)).rowcount == 1
 
 
 def replace_definition(
-    conn: sqlite3.Connection, pipeline_id: str, name: str, files: tuple[DefinitionFile, ...], updated: float
+    conn: Connection, pipeline_id: str, name: str, files: tuple[DefinitionFile, ...], updated: float
 ) -> bool:
     cursor = conn.execute(
         "UPDATE pipelines SET name = ?, files = ?, updated = ? WHERE id = ?",

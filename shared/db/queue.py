@@ -1,6 +1,6 @@
 """The queue, ledger and replica tables that jobs replicas share (migration 002).
 
-Plain functions over a ``sqlite3.Connection``, run through ``Database``; what they decide is in
+Plain functions over a ``Connection``, run through ``Database``; what they decide is in
 ``services/jobs/shared_queue.py``. A grant is a ledger row; a held GPU is also a ``gpu_holds`` row, whose
 primary key refuses a second holder of the same GPU on the same node.
 """
@@ -8,9 +8,10 @@ primary key refuses a second holder of the same GPU on the same node.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from shared.db.connection import Connection, Row
 
 Key = tuple[str, str]
 """(job id, operator name)."""
@@ -45,7 +46,7 @@ class Hold:
     released: float | None
 
 
-def _hold(row: sqlite3.Row) -> Hold:
+def _hold(row: Row) -> Hold:
     return Hold(
         id=row["id"],
         node=row["node"],
@@ -63,25 +64,23 @@ def _hold(row: sqlite3.Row) -> Hold:
 # -- queue -------------------------------------------------------------------------------------------------
 
 
-def enqueue(conn: sqlite3.Connection, entries: Iterable[Queued]) -> None:
+def enqueue(conn: Connection, entries: Iterable[Queued]) -> None:
     """Queue ready operators; one already waiting or holding a grant is left as it is (a replica taking a
     job over submits what it finds ready, and some of it may be granted already)."""
-    conn.executemany(
-        "INSERT OR IGNORE INTO queue (job_id, operator, priority, cpu, memory_mb, gpus, since)"
-        " SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS"
-        " (SELECT 1 FROM ledger WHERE job_id = ? AND operator = ? AND released IS NULL)",
-        [
-            (e.job_id, e.operator, e.priority, e.cpu, e.memory_mb, e.gpus, e.since, e.job_id, e.operator)
-            for e in entries
-        ],
-    )
+    for e in entries:
+        if holder(conn, (e.job_id, e.operator)) is None:
+            conn.execute(
+                "INSERT INTO queue (job_id, operator, priority, cpu, memory_mb, gpus, since)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (e.job_id, e.operator, e.priority, e.cpu, e.memory_mb, e.gpus, e.since),
+            )
 
 
-def dequeue(conn: sqlite3.Connection, keys: Iterable[Key]) -> None:
+def dequeue(conn: Connection, keys: Iterable[Key]) -> None:
     conn.executemany("DELETE FROM queue WHERE job_id = ? AND operator = ?", list(keys))
 
 
-def waiting(conn: sqlite3.Connection) -> list[Queued]:
+def waiting(conn: Connection) -> list[Queued]:
     """Every waiting operator, in submission order."""
     rows = conn.execute("SELECT job_id, operator, priority, cpu, memory_mb, gpus, since FROM queue ORDER BY seq")
     return [Queued(*row) for row in rows]
@@ -90,22 +89,22 @@ def waiting(conn: sqlite3.Connection) -> list[Queued]:
 # -- ledger ------------------------------------------------------------------------------------------------
 
 
-def held(conn: sqlite3.Connection, node: str) -> list[Hold]:
+def held(conn: Connection, node: str) -> list[Hold]:
     return [_hold(row) for row in conn.execute("SELECT * FROM ledger WHERE node = ? AND released IS NULL", (node,))]
 
 
-def holder(conn: sqlite3.Connection, key: Key) -> Hold | None:
+def holder(conn: Connection, key: Key) -> Hold | None:
     row = conn.execute("SELECT * FROM ledger WHERE job_id = ? AND operator = ? AND released IS NULL", key).fetchone()
     return None if row is None else _hold(row)
 
 
-def history(conn: sqlite3.Connection) -> list[Hold]:
+def history(conn: Connection) -> list[Hold]:
     """Every grant ever made, held or released, oldest first."""
     return [_hold(row) for row in conn.execute("SELECT * FROM ledger ORDER BY id")]
 
 
 def grant(
-    conn: sqlite3.Connection,
+    conn: Connection,
     node: str,
     key: Key,
     cpu: int,
@@ -118,21 +117,21 @@ def grant(
 ) -> None:
     """Record a grant to the replica that runs the job (``owner`` when the job has none recorded).
 
-    sqlite3.IntegrityError when the operator or one of the GPUs is already held: the transaction then rolls
-    back and nothing is granted."""
-    cursor = conn.execute(
+    The database refuses (:class:`~shared.db.connection.Conflict`) when the operator or one of the GPUs is
+    already held: the transaction then rolls back and nothing is granted."""
+    job = conn.execute("SELECT owner FROM jobs WHERE id = ?", (key[0],)).fetchone()
+    (ledger_id,) = conn.execute(
         "INSERT INTO ledger (node, job_id, operator, owner, cpu, memory_mb, gpu_ids, granted, picked)"
-        " SELECT ?, ?, ?, COALESCE((SELECT owner FROM jobs WHERE id = ?), ?), ?, ?, ?, ?, ?",
-        (node, *key, key[0], owner, cpu, memory_mb, json.dumps(list(gpu_ids)), at, int(picked)),
-    )
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (node, *key, (job and job[0]) or owner, cpu, memory_mb, json.dumps(list(gpu_ids)), at, int(picked)),
+    ).fetchone()
     conn.executemany(
-        "INSERT INTO gpu_holds (node, gpu_id, ledger_id) VALUES (?, ?, ?)",
-        [(node, gpu, cursor.lastrowid) for gpu in gpu_ids],
+        "INSERT INTO gpu_holds (node, gpu_id, ledger_id) VALUES (?, ?, ?)", [(node, gpu, ledger_id) for gpu in gpu_ids]
     )
     conn.execute("DELETE FROM queue WHERE job_id = ? AND operator = ?", key)
 
 
-def release(conn: sqlite3.Connection, key: Key, at: float) -> None:
+def release(conn: Connection, key: Key, at: float) -> None:
     """Give back what the operator holds (nothing happens when it holds nothing)."""
     conn.execute(
         "DELETE FROM gpu_holds WHERE ledger_id IN"
@@ -142,7 +141,7 @@ def release(conn: sqlite3.Connection, key: Key, at: float) -> None:
     conn.execute("UPDATE ledger SET released = ? WHERE job_id = ? AND operator = ? AND released IS NULL", (at, *key))
 
 
-def pick(conn: sqlite3.Connection, owner: str) -> list[Hold]:
+def pick(conn: Connection, owner: str) -> list[Hold]:
     """The grants made to ``owner`` that it has not taken yet; they are marked taken."""
     rows = conn.execute(
         "UPDATE ledger SET picked = 1 WHERE owner = ? AND picked = 0 AND released IS NULL RETURNING *", (owner,)
@@ -150,7 +149,7 @@ def pick(conn: sqlite3.Connection, owner: str) -> list[Hold]:
     return sorted((_hold(row) for row in rows), key=lambda hold: hold.id)
 
 
-def unpick_or_release(conn: sqlite3.Connection, ledger_ids: Sequence[int], at: float) -> None:
+def unpick_or_release(conn: Connection, ledger_ids: Sequence[int], at: float) -> None:
     """Grants picked too early: released when their job stopped, else left for their owner's next pick."""
     for ledger_id in ledger_ids:
         stopped = conn.execute(
@@ -163,11 +162,11 @@ def unpick_or_release(conn: sqlite3.Connection, ledger_ids: Sequence[int], at: f
             conn.execute("UPDATE ledger SET picked = 0 WHERE id = ?", (ledger_id,))
 
 
-def passes(conn: sqlite3.Connection, node: str) -> dict[int, int]:
+def passes(conn: Connection, node: str) -> dict[int, int]:
     return dict(conn.execute("SELECT priority, pass FROM stride_passes WHERE node = ?", (node,)).fetchall())
 
 
-def save_passes(conn: sqlite3.Connection, node: str, values: Mapping[int, int]) -> None:
+def save_passes(conn: Connection, node: str, values: Mapping[int, int]) -> None:
     conn.executemany(
         "INSERT INTO stride_passes (node, priority, pass) VALUES (?, ?, ?)"
         " ON CONFLICT (node, priority) DO UPDATE SET pass = excluded.pass",
@@ -178,7 +177,7 @@ def save_passes(conn: sqlite3.Connection, node: str, values: Mapping[int, int]) 
 # -- replicas ----------------------------------------------------------------------------------------------
 
 
-def register(conn: sqlite3.Connection, replica: str, at: float) -> None:
+def register(conn: Connection, replica: str, at: float) -> None:
     conn.execute(
         "INSERT INTO replicas (id, heartbeat, started) VALUES (?, ?, ?)"
         " ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat, started = excluded.started",
@@ -186,52 +185,52 @@ def register(conn: sqlite3.Connection, replica: str, at: float) -> None:
     )
 
 
-def heartbeat(conn: sqlite3.Connection, replica: str, at: float) -> bool:
+def heartbeat(conn: Connection, replica: str, at: float) -> bool:
     """False when the replica's row is gone: another replica declared it dead and took its jobs."""
     return conn.execute("UPDATE replicas SET heartbeat = ? WHERE id = ?", (at, replica)).rowcount == 1
 
 
-def unregister(conn: sqlite3.Connection, replica: str) -> None:
+def unregister(conn: Connection, replica: str) -> None:
     conn.execute("DELETE FROM replicas WHERE id = ?", (replica,))
 
 
-def mark_gone(conn: sqlite3.Connection, replica: str) -> None:
+def mark_gone(conn: Connection, replica: str) -> None:
     """A replica shutting down: others take its jobs over at their next look instead of after the silence."""
     conn.execute("UPDATE replicas SET heartbeat = 0 WHERE id = ?", (replica,))
 
 
-def take_over(conn: sqlite3.Connection, replica: str, silent_since: float) -> list[str]:
+def take_over(conn: Connection, replica: str, silent_since: float) -> list[str]:
     """Adopt the started jobs of replicas silent since ``silent_since``, and of none that is registered (a
     single jobs process ran them): they and their grants become ``replica``'s, and the silent replicas' rows
     go, so one that comes back learns it was taken over. Grants of operators that never started are handed
     out again. Returns the adopted job ids, oldest first."""
     conn.execute("DELETE FROM replicas WHERE heartbeat < ? AND id != ?", (silent_since, replica))
-    orphaned = "owner IS NOT ? AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas))"
+    orphaned = "owner IS DISTINCT FROM ? AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas))"
     adopted = conn.execute(
         f"UPDATE jobs SET owner = ? WHERE started IS NOT NULL AND stopped IS NULL AND {orphaned} RETURNING id, started",
         (replica, replica),
     ).fetchall()
     conn.execute(
-        "UPDATE ledger SET owner = ?, picked = picked AND EXISTS (SELECT 1 FROM operators o"
-        " WHERE o.job_id = ledger.job_id AND o.name = ledger.operator AND o.status != 1)"  # 1: PENDING
-        f" WHERE released IS NULL AND {orphaned}",
+        "UPDATE ledger SET owner = ?, picked = CASE WHEN EXISTS (SELECT 1 FROM operators o"
+        " WHERE o.job_id = ledger.job_id AND o.name = ledger.operator AND o.status = 1) THEN 0 ELSE picked END"
+        f" WHERE released IS NULL AND {orphaned}",  # status 1: PENDING, never started
         (replica, replica),
     )
     return [row[0] for row in sorted(adopted, key=lambda row: (row[1], row[0]))]
 
 
-def request_cancel(conn: sqlite3.Connection, job_id: str, message: str) -> None:
+def request_cancel(conn: Connection, job_id: str, message: str) -> None:
     conn.execute("UPDATE jobs SET cancel_request = ? WHERE id = ? AND stopped IS NULL", (message, job_id))
 
 
-def request_cancel_all(conn: sqlite3.Connection, message: str, except_owner: str) -> None:
+def request_cancel_all(conn: Connection, message: str, except_owner: str) -> None:
     conn.execute(
         "UPDATE jobs SET cancel_request = ? WHERE started IS NOT NULL AND stopped IS NULL AND owner != ?",
         (message, except_owner),
     )
 
 
-def cancel_requests(conn: sqlite3.Connection, owner: str) -> list[tuple[str, str]]:
+def cancel_requests(conn: Connection, owner: str) -> list[tuple[str, str]]:
     """(job id, message) of the Cancels other replicas passed on for jobs ``owner`` runs."""
     rows = conn.execute(
         "SELECT id, cancel_request FROM jobs WHERE owner = ? AND stopped IS NULL AND cancel_request IS NOT NULL",
