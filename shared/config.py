@@ -38,6 +38,8 @@ class Settings:
     """Root of the database, payloads and operator logs unless those are set on their own."""
     database: Path | None = None
     """SQLite file shared by all services (default ``<data_dir>/claret.db``)."""
+    database_url: str | None = None
+    """``postgresql://user:password@host:port/db`` to share PostgreSQL instead (services on several hosts)."""
     payload_dir: Path | None = None
     """Payload tree shared by all services (default ``<data_dir>/payloads``)."""
     logs_dir: Path | None = None
@@ -107,6 +109,11 @@ class Settings:
         return self.database or self.data_dir / "claret.db"
 
     @property
+    def database_target(self) -> str | Path:
+        """What :meth:`shared.db.Database.open` opens: the PostgreSQL URL if one is set, else the SQLite file."""
+        return self.database_url or self.database_path
+
+    @property
     def payload_path(self) -> Path:
         return self.payload_dir or self.data_dir / "payloads"
 
@@ -141,6 +148,8 @@ class Settings:
             raise ValueError(f"log_format must be console or json: got {self.log_format!r}")
         if not 0 < self.max_storage_usage <= 1:
             raise ValueError(f"max_storage_usage must be in (0, 1]: got {self.max_storage_usage}")
+        if self.database_url is not None and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"database_url must be a postgresql:// URL: got {self.database_url!r}")
         if self.queue not in QUEUES:
             raise ValueError(f"queue must be one of {', '.join(QUEUES)}: got {self.queue!r}")
         if not 0 < self.queue_poll < self.takeover_after:
@@ -156,7 +165,7 @@ class Settings:
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     """Turn an environment string into the field's type (read from its annotation)."""
-    kind = str(f.type)
+    kind = str(f.type).removesuffix(" | None")  # an optional int is still parsed as an int
     try:
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())

@@ -9,9 +9,7 @@ truth. Nothing here runs per chunk or per log line.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -54,28 +52,38 @@ JOB_STATUSES = {1: "healthy", 2: "faulted", 3: "canceled", 4: "evicted", 5: "ter
 OPERATOR_STATUSES = {1: "pending", 2: "running", 3: "completed", 4: "faulted"}
 
 
+Counts = tuple[list[tuple[int, int, int]], list[tuple[int, int]]]
+"""(state, status, jobs) rows and (operator status, operators) rows."""
+
+
 class DatabaseCollector(Collector):
-    """Jobs by state and status, operators by status: counted in the shared database at scrape time."""
+    """Jobs by state and status, operators by status: counted in the shared database at scrape time.
 
-    def __init__(self, database: Path) -> None:
-        self._uri = f"file:{database}?mode=ro"
+    ``count`` runs on the metrics server's thread; it reads the database through the service's loop."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def __init__(self, count: Callable[[], Counts]) -> None:
+        self._count = count
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The families without counting (the registry asks at registration, on the service's own loop)."""
+        yield from self._families()
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
         jobs = GaugeMetricFamily("claret_jobs", "Jobs by state and status.", labels=["state", "status"])
         operators = GaugeMetricFamily(
             "claret_operators",
             "Operators of started jobs by status (pending = waiting for upstream or resources).",
             labels=["status"],
         )
-        with sqlite3.connect(self._uri, uri=True, timeout=5) as conn:
-            for state, status, count in conn.execute("SELECT state, status, count(*) FROM jobs GROUP BY 1, 2"):
-                jobs.add_metric([JOB_STATES.get(state, str(state)), JOB_STATUSES.get(status, str(status))], count)
-            rows = conn.execute(
-                "SELECT o.status, count(*) FROM operators o JOIN jobs j ON j.id = o.job_id "
-                "WHERE j.started IS NOT NULL AND j.stopped IS NULL GROUP BY 1"
-            )
-            for status, count in rows:
-                operators.add_metric([OPERATOR_STATUSES.get(status, str(status))], count)
+        return jobs, operators
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        jobs, operators = self._families()
+        job_rows, operator_rows = self._count()
+        for state, status, count in job_rows:
+            jobs.add_metric([JOB_STATES.get(state, str(state)), JOB_STATUSES.get(status, str(status))], count)
+        for status, count in operator_rows:
+            operators.add_metric([OPERATOR_STATUSES.get(status, str(status))], count)
         yield jobs
         yield operators
 

@@ -19,7 +19,7 @@ class Resources:
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
-        db = await Database.open(settings.database_path)
+        db = await Database.open(settings.database_target)
         settings.payload_path.mkdir(parents=True, exist_ok=True)
         store = PayloadStore(settings.payload_path, max_usage=settings.max_storage_usage)
         return cls(settings=settings, db=db, payloads=store)

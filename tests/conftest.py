@@ -1,4 +1,9 @@
-"""Fixtures that run real Claret servers on real TCP ports, over a real SQLite file and payload tree."""
+"""Fixtures that run real Claret servers on real TCP ports, over a real store and payload tree.
+
+The store: a module that sets ``BOTH_STORES = True`` runs each of its tests twice, on a SQLite file and on a
+fresh database of a real PostgreSQL server (scripts/postgres); the ``store`` fixture puts the choice in
+``CLARET_DATABASE_URL``, which servers started by the test (in process or not) read.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 import grpc
+import psycopg
 import pytest
 
 from claret.serve import build_services, make_server
@@ -25,6 +32,48 @@ from shared.server import ClaretServer
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFICIAL_CLIENT = "nvidia-clara-client==0.8.1.7"
+STORES = ("sqlite", "postgresql")
+POSTGRES = f"postgresql://postgres@127.0.0.1:{os.environ.get('CLARET_TEST_POSTGRES_PORT', '55432')}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if getattr(metafunc.module, "BOTH_STORES", False):
+        metafunc.parametrize("store", STORES, indirect=True)
+
+
+def required(reason: str) -> None:
+    """Skip on a developer's machine without the means; fail in CI, where everything must run."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The test PostgreSQL server (scripts/postgres starts it unless one answers): its base URL."""
+    started = subprocess.run(["bash", str(ROOT / "scripts" / "postgres")], capture_output=True, text=True)
+    if started.returncode != 0:
+        required(f"no PostgreSQL server for the tests: {started.stderr.strip()}")
+    return POSTGRES
+
+
+@pytest.fixture(autouse=True)
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Which store this test's servers use: "sqlite" (the default), or "postgresql" with a database of its own."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        monkeypatch.delenv("CLARET_DATABASE_URL", raising=False)
+        yield "sqlite"
+        return
+    base = request.getfixturevalue("postgres_server")
+    name = f"claret_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    monkeypatch.setenv("CLARET_DATABASE_URL", f"{base}/{name}")
+    try:
+        yield "postgresql"
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 def free_port() -> int:
@@ -48,7 +97,14 @@ class RunningServer:
 
 
 def make_settings(tmp_path: Path, **changes: object) -> Settings:
-    defaults = Settings(port=0, data_dir=tmp_path / "data", gpus=(), runtime="sandbox", stop_grace=1.0)
+    defaults = Settings(
+        port=0,
+        data_dir=tmp_path / "data",
+        database_url=os.environ.get("CLARET_DATABASE_URL"),  # the test's store
+        gpus=(),
+        runtime="sandbox",
+        stop_grace=1.0,
+    )
     return defaults.replace(**changes)
 
 

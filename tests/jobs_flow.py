@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from protos.nvidia.clara.platform import (
     pipelines_pb2_grpc,
 )
 from protos.nvidia.clara.platform import pipelines_pb2 as ppb
+from tests.store import query
 
 DATA = Path(__file__).parent / "data"
 
@@ -30,7 +30,8 @@ class Platform:
     """Stubs for one server, and shortcuts for the steps of a job."""
 
     channel: grpc.aio.Channel
-    database: Path
+    database: str | Path
+    """The store the server runs on (tests/store.py)."""
     runtime: str = "sandbox"
 
     def __post_init__(self) -> None:
@@ -118,11 +119,10 @@ class Platform:
         return runtime_ids(self.database, job_id)
 
 
-def runtime_ids(database: Path, job_id: str) -> dict[str, str]:
+def runtime_ids(database: str | Path, job_id: str) -> dict[str, str]:
     """Operator name -> runtime id (container id, sandbox pid:start) as the database recorded them."""
-    with sqlite3.connect(database) as conn:
-        rows = conn.execute("SELECT name, runtime_id FROM operators WHERE job_id = ?", (job_id,))
-        return {name: runtime_id for name, runtime_id in rows if runtime_id}
+    rows = query(database, "SELECT name, runtime_id FROM operators WHERE job_id = ?", (job_id,))
+    return {str(name): str(runtime_id) for name, runtime_id in rows if runtime_id}
 
 
 def containers_of(job_id: str) -> list[str]:

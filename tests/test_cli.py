@@ -28,6 +28,8 @@ from claret.transfers import download_plan, glob_match, select, split_remote, up
 from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc, common_pb2, pipelines_pb2, pipelines_pb2_grpc
 from tests.conftest import RunningServer, free_port, wait_for_port
 
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 DATA = Path(__file__).parent / "data"
 UNREACHABLE = "127.0.0.1:1"
 

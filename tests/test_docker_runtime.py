@@ -16,6 +16,8 @@ from services.jobs.runtimes.docker import PathMapping, container_config
 from tests.conftest import make_settings, start_in_process
 from tests.jobs_flow import Platform, containers_of
 
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
 
@@ -39,7 +41,7 @@ async def docker_clara(tmp_path: Path) -> AsyncIterator[Platform]:
     server, resources = await start_in_process(settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield Platform(channel, settings.database_path, runtime="docker")
+            yield Platform(channel, settings.database_target, runtime="docker")
     finally:
         await server.stop(grace=1)
         await resources.close()

@@ -17,6 +17,8 @@ from services.jobs.clara_servicer import ClaraServicer
 from shared.server import ClaretServer, ServicerSet
 from tests.conftest import RunningServer, free_port, run_official, wait_for_port
 
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 CORE_SERVICES = {f"nvidia.clara.platform.{name}" for name in ("Jobs", "Pipelines", "Payloads", "Clara")}
 
 

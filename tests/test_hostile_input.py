@@ -15,11 +15,13 @@ from shared.server import MAX_MESSAGE_BYTES
 from tests.conftest import RunningServer
 from tests.jobs_flow import Platform
 
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 
 @pytest.fixture
 async def clara(platform: RunningServer) -> AsyncIterator[Platform]:
     async with platform.channel() as channel:
-        yield Platform(channel, platform.settings.database_path)
+        yield Platform(channel, platform.settings.database_target)
 
 
 async def still_serving(clara: Platform) -> None:

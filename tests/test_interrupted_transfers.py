@@ -18,6 +18,8 @@ from protos.nvidia.clara.platform import common_pb2, payloads_pb2_grpc
 from protos.nvidia.clara.platform import payloads_pb2 as pb
 from tests.conftest import serve_process
 
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 CHUNK = b"x" * (64 * 1024)
 ROUNDS = 100
 KILLED_PROCESSES = 10

@@ -15,6 +15,8 @@ from shared.errors import ErrorCode
 from tests.conftest import make_settings, start_in_process
 from tests.jobs_flow import DATA, Platform, containers_of, process_alive
 
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 
 @pytest.fixture(params=["sandbox", pytest.param("docker", marks=pytest.mark.docker)])
 async def clara(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Platform]:
@@ -24,7 +26,7 @@ async def clara(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     server, resources = await start_in_process(make_settings(tmp_path, runtime=request.param))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield Platform(channel, resources.settings.database_path, runtime=request.param)
+            yield Platform(channel, resources.settings.database_target, runtime=request.param)
     finally:
         await server.stop(grace=1)
         await resources.close()
@@ -299,7 +301,7 @@ async def gpu_clara(tmp_path: Path) -> AsyncIterator[Platform]:
     server, resources = await start_in_process(make_settings(tmp_path, gpus=("0", "1")))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield Platform(channel, resources.settings.database_path)
+            yield Platform(channel, resources.settings.database_target)
     finally:
         await server.stop(grace=1)
         await resources.close()

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "load.py"
 
 

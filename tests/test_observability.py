@@ -18,6 +18,9 @@ from protos.nvidia.clara.platform import jobs_pb2 as pb
 from shared import metrics
 from tests.conftest import free_port, make_settings, serve_process, start_in_process
 from tests.jobs_flow import DATA, Platform
+from tests.store import target
+
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -42,14 +45,14 @@ async def test_metrics_move_by_the_right_amounts_after_a_job(tmp_path: Path, met
     server, resources = await start_in_process(make_settings(tmp_path, gpus=("0", "1")))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            clara = Platform(channel, resources.settings.database_path)
-            before = scrape(metrics_port)
+            clara = Platform(channel, resources.settings.database_target)
+            before = await asyncio.to_thread(scrape, metrics_port)  # the collector reads through this loop
             job = await clara.job(await clara.pipeline((DATA / "two_operators.yaml").read_text()))
             await clara.upload(job.payload_id.value, "a.txt", b"x" * 1000)
             await clara.start(job.job_id.value)
             await clara.wait_stopped(job.job_id.value)
             await clara.download(job.payload_id.value, "/operators/copier/a.txt")
-            after = scrape(metrics_port)
+            after = await asyncio.to_thread(scrape, metrics_port)  # the collector reads through this loop
     finally:
         await server.stop(grace=1)
         await resources.close()
@@ -155,7 +158,7 @@ async def test_json_logs_tell_each_rpc_and_one_jobs_story(tmp_path: Path) -> Non
     args = ("--runtime", "sandbox", "--log-format", "json", "--log-level", "debug")
     with open(log_file, "w") as sink, serve_process(tmp_path / "data", *args, stderr=sink) as (address, _):
         async with grpc.aio.insecure_channel(address) as channel:
-            clara = Platform(channel, tmp_path / "data" / "claret.db")
+            clara = Platform(channel, target(tmp_path / "data"))
             job = await clara.job(await clara.pipeline((DATA / "two_operators.yaml").read_text()))
             await clara.start(job.job_id.value)
             await clara.wait_stopped(job.job_id.value)

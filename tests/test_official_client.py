@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import RunningServer, free_port, run_official, wait_for_port
 
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 DATA = Path(__file__).parent / "data"
 
 

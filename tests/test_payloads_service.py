@@ -16,6 +16,8 @@ from protos.nvidia.clara.platform import payloads_pb2 as pb
 from shared.errors import ErrorCode
 from tests.conftest import RunningServer, make_settings, run_official, start_in_process
 
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 KIB = 1024
 MIB = 1024 * KIB
 
@@ -219,7 +221,7 @@ async def test_upload_finishing_after_its_job_started_is_refused(platform: Runni
     from tests.jobs_flow import DATA, Platform
 
     async with platform.channel() as channel:
-        clara = Platform(channel, platform.settings.database_path)
+        clara = Platform(channel, platform.settings.database_target)
         job = await clara.job(await clara.pipeline((DATA / "two_operators.yaml").read_text()))
         halfway = asyncio.Event()
         proceed = asyncio.Event()

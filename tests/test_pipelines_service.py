@@ -12,6 +12,8 @@ from protos.nvidia.clara.platform import pipelines_pb2 as pb
 from shared.errors import ErrorCode
 from tests.conftest import RunningServer, run_official
 
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 DATA = Path(__file__).parent / "data"
 
 

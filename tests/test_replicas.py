@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -32,6 +31,9 @@ from shared.db.connection import Conflict
 from shared.db.jobs import JobRecord, JobState, JobStatus
 from tests.conftest import serve_process
 from tests.jobs_flow import Platform, process_alive
+from tests.store import query, target
+
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
 
 GPU_OPERATOR = """api-version: 0.4.0
 name: gpu-once
@@ -70,23 +72,24 @@ def intervals_overlap(spans: list[tuple[float, float]]) -> bool:
     return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
-def owners(database: Path) -> dict[str, str]:
-    with sqlite3.connect(database) as conn:
-        return dict(conn.execute("SELECT id, owner FROM jobs WHERE owner IS NOT NULL"))
+def owners(database: str | Path) -> dict[str, str]:
+    return {
+        str(job): str(owner) for job, owner in query(database, "SELECT id, owner FROM jobs WHERE owner IS NOT NULL")
+    }
 
 
-def running_on(database: Path, owner: str) -> int:
-    with sqlite3.connect(database) as conn:
-        (count,) = conn.execute(
-            "SELECT count(*) FROM operators o JOIN jobs j ON j.id = o.job_id WHERE j.owner = ? AND o.status = ?",
-            (owner, pb.JOB_OPERATOR_STATUS_RUNNING),
-        ).fetchone()
-        return int(count)
+def running_on(database: str | Path, owner: str) -> int:
+    ((count,),) = query(
+        database,
+        "SELECT count(*) FROM operators o JOIN jobs j ON j.id = o.job_id WHERE j.owner = ? AND o.status = ?",
+        (owner, pb.JOB_OPERATOR_STATUS_RUNNING),
+    )
+    return int(count)  # type: ignore[call-overload]
 
 
 async def test_two_replicas_run_each_gpu_operator_once_and_survive_one_killed(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    database = data / "claret.db"
+    database = target(data)
     with replicas(data, "a", "b") as served:
         (address_a, process_a), (address_b, _) = served["a"], served["b"]
         async with grpc.aio.insecure_channel(address_a) as channel_a, grpc.aio.insecure_channel(address_b) as channel_b:
@@ -133,10 +136,12 @@ async def test_two_replicas_run_each_gpu_operator_once_and_survive_one_killed(tm
     assert not any(intervals_overlap(spans) for spans in seen.values()), seen
 
     # The ledger's history agrees: one grant per operator, the GPU it saw, never two holders at once.
-    with sqlite3.connect(database) as conn:
-        conn.row_factory = sqlite3.Row
-        history = rows.history(conn)
-        (left,) = conn.execute("SELECT count(*) FROM gpu_holds").fetchone()
+    db = await Database.open(database)
+    try:
+        history = await db.read(rows.history)
+        left = await db.read(lambda conn: conn.execute("SELECT count(*) FROM gpu_holds").fetchone()[0])
+    finally:
+        await db.close()
     assert sorted(hold.job_id for hold in history) == sorted(records)
     assert all(hold.released is not None for hold in history) and left == 0
     assert {hold.job_id: hold.gpu_ids for hold in history} == {job: (gpu,) for job, gpu in gpu_of.items()}
@@ -152,7 +157,7 @@ async def test_a_cancel_reaches_the_replica_that_runs_the_job(tmp_path: Path) ->
             grpc.aio.insecure_channel(served["a"][0]) as channel_a,
             grpc.aio.insecure_channel(served["b"][0]) as channel_b,
         ):
-            a, b = Platform(channel_a, data / "claret.db"), Platform(channel_b, data / "claret.db")
+            a, b = Platform(channel_a, target(data)), Platform(channel_b, target(data))
             job = await a.job(await a.pipeline(GPU_OPERATOR.format(sleep=60)))
             await a.start(job.job_id.value)
             await a.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
@@ -174,7 +179,7 @@ async def test_a_cancel_reaches_the_replica_that_runs_the_job(tmp_path: Path) ->
 
 @pytest.fixture
 async def db(tmp_path: Path) -> Database:
-    database = await Database.open(tmp_path / "claret.db")
+    database = await Database.open(target(tmp_path))
     yield database  # type: ignore[misc]
     await database.close()
 

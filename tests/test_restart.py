@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from contextlib import AbstractContextManager
@@ -18,6 +17,9 @@ from protos.nvidia.clara.platform import jobs_pb2 as pb
 from services.jobs.runtimes.sandbox import find_sandbox
 from tests.conftest import serve_process
 from tests.jobs_flow import Platform, containers_of
+from tests.store import query, target
+
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
 
 RUNTIMES = ["sandbox", pytest.param("docker", marks=pytest.mark.docker)]
 
@@ -54,7 +56,7 @@ async def test_killed_server_reattaches_and_the_job_completes(tmp_path: Path, ru
     data = tmp_path / "data"
     with server(data, runtime) as (address, process):
         async with grpc.aio.insecure_channel(address) as channel:
-            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            clara = Platform(channel, target(data), runtime=runtime)
             job = await clara.job(await clara.pipeline(SLOW_OPERATOR.format(sleep=sleep)))
             await clara.start(job.job_id.value)
             await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
@@ -64,7 +66,7 @@ async def test_killed_server_reattaches_and_the_job_completes(tmp_path: Path, ru
         await asyncio.sleep(1.5)  # let it end while nobody watches
     with server(data, runtime) as (address, _):
         async with grpc.aio.insecure_channel(address) as channel:
-            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            clara = Platform(channel, target(data), runtime=runtime)
             final = await clara.wait_stopped(job.job_id.value)
             assert (final.state, final.status) == (pb.JOB_STATE_STOPPED, pb.JOB_STATUS_HEALTHY), final.messages
             assert await clara.logs(job.job_id.value, "op") == ["before", "after"]
@@ -76,7 +78,7 @@ async def test_operator_lost_while_down_ends_the_job_evicted(tmp_path: Path, run
     data = tmp_path / "data"
     with server(data, runtime) as (address, process):
         async with grpc.aio.insecure_channel(address) as channel:
-            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            clara = Platform(channel, target(data), runtime=runtime)
             job = await clara.job(await clara.pipeline(SLOW_OPERATOR.format(sleep=30)))
             await clara.start(job.job_id.value)
             await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
@@ -93,7 +95,7 @@ async def test_operator_lost_while_down_ends_the_job_evicted(tmp_path: Path, run
         (data / "logs" / job.job_id.value / "op.status").write_text("")
     with server(data, runtime) as (address, _):
         async with grpc.aio.insecure_channel(address) as channel:
-            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            clara = Platform(channel, target(data), runtime=runtime)
             final = await clara.wait_stopped(job.job_id.value)
             assert final.status == pb.JOB_STATUS_EVICTED
             assert any("lost" in m and "op" in m for m in final.messages), final.messages
@@ -105,13 +107,12 @@ async def test_operator_recorded_as_starting_but_never_started_runs_afresh(tmp_p
     data = tmp_path / "data"
     with server(data, runtime) as (address, _):
         async with grpc.aio.insecure_channel(address) as channel:
-            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            clara = Platform(channel, target(data), runtime=runtime)
             job = await clara.job(await clara.pipeline(SLOW_OPERATOR.format(sleep=0.1)))
     job_id = job.job_id.value
-    with sqlite3.connect(data / "claret.db") as conn:  # what operator_starting leaves behind
-        now = time.time()
-        conn.execute("UPDATE jobs SET started = ?, state = 2, timeout = 600 WHERE id = ?", (now, job_id))
-        conn.execute("UPDATE operators SET status = 2, started = ? WHERE job_id = ?", (now, job_id))
+    now = time.time()  # what operator_starting leaves behind:
+    query(target(data), "UPDATE jobs SET started = ?, state = 2, timeout = 600 WHERE id = ?", (now, job_id))
+    query(target(data), "UPDATE operators SET status = 2, started = ? WHERE job_id = ?", (now, job_id))
     if runtime == "sandbox":  # the status file was opened, bwrap not yet spawned
         (data / "logs" / job_id).mkdir(parents=True)
         (data / "logs" / job_id / "op.status").write_text("")
@@ -132,7 +133,7 @@ async def test_operator_recorded_as_starting_but_never_started_runs_afresh(tmp_p
         )
     with server(data, runtime) as (address, _):
         async with grpc.aio.insecure_channel(address) as channel:
-            clara = Platform(channel, data / "claret.db", runtime=runtime)
+            clara = Platform(channel, target(data), runtime=runtime)
             final = await clara.wait_stopped(job_id)
             assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
             assert await clara.logs(job_id, "op") == ["before", "after"]
@@ -146,13 +147,14 @@ async def test_a_container_of_a_stopped_job_is_removed_at_start(tmp_path: Path) 
     data = tmp_path / "data"
     with server(data, "docker") as (address, _):
         async with grpc.aio.insecure_channel(address) as channel:
-            clara = Platform(channel, data / "claret.db", runtime="docker")
+            clara = Platform(channel, target(data), runtime="docker")
             job = await clara.job(await clara.pipeline(SLOW_OPERATOR.format(sleep=30)))
     job_id = job.job_id.value
-    with sqlite3.connect(data / "claret.db") as conn:
-        now = time.time()
-        conn.execute("UPDATE jobs SET started = ?, stopped = ?, state = 3, status = 3 WHERE id = ?", (now, now, job_id))
-        conn.execute("UPDATE operators SET status = 2, started = ? WHERE job_id = ?", (now, job_id))
+    now = time.time()
+    query(
+        target(data), "UPDATE jobs SET started = ?, stopped = ?, state = 3, status = 3 WHERE id = ?", (now, now, job_id)
+    )
+    query(target(data), "UPDATE operators SET status = 2, started = ? WHERE job_id = ?", (now, job_id))
     subprocess.run(
         [
             "docker",
@@ -187,7 +189,7 @@ async def test_an_operator_the_node_can_no_longer_hold_is_stopped_and_its_job_ev
     text = SLOW_OPERATOR.format(sleep=30).replace("  input:", "  requests: {gpu: 1}\n  input:")
     with serve_process(data, "--runtime", "sandbox", CLARET_GPUS="0", CLARET_STOP_GRACE="1") as (address, process):
         async with grpc.aio.insecure_channel(address) as channel:
-            clara = Platform(channel, data / "claret.db")
+            clara = Platform(channel, target(data))
             job = await clara.job(await clara.pipeline(text))
             await clara.start(job.job_id.value)
             await clara.wait_runtime_id(job.job_id.value, "op")
@@ -196,7 +198,7 @@ async def test_an_operator_the_node_can_no_longer_hold_is_stopped_and_its_job_ev
     assert find_sandbox(job.job_id.value, "op") is not None
     with serve_process(data, "--runtime", "sandbox", CLARET_GPUS="", CLARET_STOP_GRACE="1") as (address, _):
         async with grpc.aio.insecure_channel(address) as channel:
-            final = await Platform(channel, data / "claret.db").wait_stopped(job.job_id.value)
+            final = await Platform(channel, target(data)).wait_stopped(job.job_id.value)
             assert final.status == pb.JOB_STATUS_EVICTED
             assert [op.status for op in final.operator_details] == [pb.JOB_OPERATOR_STATUS_FAULTED]
     assert find_sandbox(job.job_id.value, "op") is None

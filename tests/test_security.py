@@ -17,6 +17,8 @@ from shared.config import Settings
 from shared.security import TokenInterceptor
 from tests.conftest import make_settings, start_in_process
 
+BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+
 
 def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)

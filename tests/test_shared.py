@@ -21,12 +21,17 @@ def test_settings_from_environment_and_options() -> None:
         "CLARET_STOP_GRACE": "2.5",
         "CLARET_DATA_DIR": "/srv/c",
         "CLARET_SERVICES": "jobs",
+        "CLARET_METRICS_PORT": "9464",
+        "CLARET_QUEUE": "database",
+        "CLARET_TAKEOVER_AFTER": "4",
     }
     settings = Settings.load({"port": 5000, "host": None}, environ=env)
     assert settings.port == 5000  # an option wins over the environment
     assert settings.host == "127.0.0.1"  # None means "not given"
     assert settings.gpus == ("0", "1") and settings.stop_grace == 2.5 and settings.services == ("jobs",)
     assert settings.database_path == Path("/srv/c/claret.db") and settings.payload_path == Path("/srv/c/payloads")
+    assert settings.metrics_port == 9464  # an optional int is an int too
+    assert settings.queue == "database" and settings.takeover_after == 4.0
     assert Settings.load(environ={"CLARET_GPUS": ""}).gpus == ()  # declared: no GPU at all
 
 
@@ -37,6 +42,9 @@ def test_settings_from_environment_and_options() -> None:
         ({"CLARET_RUNTIME": "podman"}, "runtime must be one of"),
         ({"CLARET_SERVICES": "jobs,models"}, "services must be"),
         ({"CLARET_MAX_STORAGE_USAGE": "1.5"}, "max_storage_usage"),
+        ({"CLARET_QUEUE": "redis"}, "queue must be one of"),
+        ({"CLARET_QUEUE_POLL": "20"}, "queue_poll"),
+        ({"CLARET_DATABASE_URL": "mysql://db"}, "database_url must be a postgresql:// URL"),
     ],
 )
 def test_bad_settings_are_refused_with_a_message(env: dict[str, str], complaint: str) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from protos.nvidia.clara.platform import clara_pb2_grpc, jobs_pb2_grpc
 from services.jobs.clara_servicer import ClaraServicer
 from services.jobs.executor import Executor
 from services.jobs.manager import JobManager
-from services.jobs.queue import LocalQueue, OperatorQueue, SharedQueue
+from services.jobs.queue import WAKE_CHANNEL, LocalQueue, OperatorQueue, SharedQueue
 from services.jobs.replicas import ReplicaLoop
 from services.jobs.runtimes import open_runtime
 from services.jobs.scheduler import Capacity, Scheduler
@@ -14,6 +16,7 @@ from services.jobs.servicer import JobsServicer
 from shared import gpus, metrics
 from shared.config import Settings
 from shared.db import Database
+from shared.db import jobs as jobs_table
 from shared.db import queue as queue_table
 from shared.resources import Resources
 from shared.server import Service, ServicerSet
@@ -47,8 +50,13 @@ async def build(resources: Resources) -> Service:
     executor = Executor(resources.db, resources.payloads, runtime, queue, settings)
     manager = JobManager(resources.db, resources.payloads, executor, settings)
     replicas = ReplicaLoop(resources.db, executor, settings) if settings.queue == "database" else None
+    loop = asyncio.get_running_loop()
+
+    def count() -> metrics.Counts:  # on the metrics server's thread
+        return asyncio.run_coroutine_threadsafe(resources.db.read(jobs_table.counts), loop).result(timeout=10)
+
     collectors = [
-        metrics.DatabaseCollector(settings.database_path),
+        metrics.DatabaseCollector(count),
         metrics.CapacityCollector(settings.node_name, lambda: granted(queue)),
     ]
 
@@ -59,7 +67,7 @@ async def build(resources: Resources) -> Service:
             await replicas.register()
         await executor.recover()
         if replicas is not None:
-            replicas.start()
+            await replicas.start()
 
     async def stop() -> None:
         if replicas is not None:
@@ -74,6 +82,7 @@ async def build(resources: Resources) -> Service:
         reason = "the platform was asked to stop (Clara.Stop)"
         if replicas is not None:  # the other replicas stop theirs at their next look
             await resources.db.write(lambda conn: queue_table.request_cancel_all(conn, reason, settings.replica_id))
+            await resources.db.notify(WAKE_CHANNEL)
         await executor.stop_all(reason)
 
     return ServicerSet(

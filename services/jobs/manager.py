@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.jobs.executor import Executor, demand
+from services.jobs.queue import WAKE_CHANNEL
 from services.jobs.scheduler import Priority
 from shared import ids
 from shared import metadata as metadata_rules
@@ -174,6 +175,7 @@ class JobManager:
             elsewhere = self._settings.queue == "database" and job.owner != self._settings.replica_id
             if job.started is not None and elsewhere:
                 await self._db.write(lambda conn: queue_table.request_cancel(conn, job.id, message))
+                await self._db.notify(WAKE_CHANNEL)
             else:
                 await self._db.write(lambda conn: table.finish(conn, job.id, JobStatus.CANCELED, [message], ids.now()))
         return await self.get(job.id)
@@ -186,7 +188,7 @@ class JobManager:
             job = table.get(conn, key, files=False)
             return None if job is None else JobView(job=job, operators=table.operators(conn, key))
 
-        view = self._db.read_now(read)
+        view = await self._db.read_fast(read)
         if view is None:
             raise ClaretError(ErrorCode.NO_SUCH_JOB, f"no job with id {job_id!r}")
         return view

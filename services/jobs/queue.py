@@ -31,6 +31,9 @@ log = get_logger(__name__)
 OperatorKey = tuple[str, str]
 """How the queue knows an operator: (job id, operator name)."""
 
+WAKE_CHANNEL = "claret_jobs"
+"""Notified (where the store can) when a replica has something to do: a grant made for it, a Cancel."""
+
 
 @dataclass(frozen=True, slots=True)
 class Ready:
@@ -138,6 +141,7 @@ class SharedQueue:
         self._ageing_s = ageing_s
         self._clock = clock  # wall clock: readiness times are compared across processes
         self._free = capacity
+        self._lock = f"claret-queue:{node}"  # decision rounds of one node wait for each other
 
     @property
     def capacity(self) -> Capacity:
@@ -165,7 +169,9 @@ class SharedQueue:
 
     async def take(self, running: Collection[str]) -> list[Grant]:
         running = frozenset(running)  # a snapshot: the round runs on the database thread
-        holds = await self._db.write(partial(self._round, running=running))
+        holds, for_others = await self._db.write(partial(self._round, running=running), queue=self._lock)
+        if for_others:
+            await self._db.notify(WAKE_CHANNEL)
         return [Grant((h.job_id, h.operator), Demand(h.cpu, h.memory_mb, len(h.gpu_ids)), h.gpu_ids) for h in holds]
 
     async def release(self, key: OperatorKey) -> None:
@@ -173,7 +179,7 @@ class SharedQueue:
         await self._db.write(lambda conn: rows.release(conn, key, at))
 
     async def restore(self, grant: Grant) -> None:
-        await self._db.write(partial(self._restore, grant=grant))
+        await self._db.write(partial(self._restore, grant=grant), queue=self._lock)
 
     # -- in a transaction ---------------------------------------------------------------------------------
 
@@ -188,8 +194,9 @@ class SharedQueue:
                 log.warning("a grant does not fit this replica's capacity", job_id=hold.job_id, reason=str(exc))
         return scheduler
 
-    def _round(self, conn: Connection, running: frozenset[str]) -> list[rows.Hold]:
-        """One decision for the whole queue on this node; returns the grants this replica is to start."""
+    def _round(self, conn: Connection, running: frozenset[str]) -> tuple[list[rows.Hold], bool]:
+        """One decision for the whole queue on this node: the grants this replica is to start, and whether
+        it granted something to another replica."""
         now = self._clock()
         scheduler = self._scheduler(conn, now)
         for entry in rows.waiting(conn):
@@ -197,10 +204,12 @@ class SharedQueue:
             if scheduler.can_ever_fit(demand) is None:  # one that fits only another node is that node's to grant
                 scheduler.submit((entry.job_id, entry.operator), Priority(entry.priority), demand, since=entry.since)
         grants = scheduler.take()
+        for_others = False
         for grant in grants:
             demand = grant.demand
             key = cast(OperatorKey, grant.key)
-            rows.grant(conn, self._node, key, demand.cpu, demand.memory_mb, grant.gpu_ids, now, self._replica)
+            owner = rows.grant(conn, self._node, key, demand.cpu, demand.memory_mb, grant.gpu_ids, now, self._replica)
+            for_others |= owner != self._replica
         if grants:
             rows.save_passes(conn, self._node, {int(p): value for p, value in scheduler.passes.items()})
         self._free = scheduler.free
@@ -208,7 +217,7 @@ class SharedQueue:
         later = [hold for hold in picked if hold.job_id not in running]
         if later:  # jobs being adopted get theirs at a later call; an ended job's grants are given back
             rows.unpick_or_release(conn, [hold.id for hold in later], now)
-        return [hold for hold in picked if hold.job_id in running]
+        return [hold for hold in picked if hold.job_id in running], for_others
 
     def _restore(self, conn: Connection, grant: Grant) -> None:
         key = cast(OperatorKey, grant.key)

@@ -21,6 +21,7 @@ import time
 from functools import partial
 
 from services.jobs.executor import Executor
+from services.jobs.queue import WAKE_CHANNEL
 from shared import ids
 from shared.config import Settings
 from shared.db import Database
@@ -43,13 +44,17 @@ class ReplicaLoop:
         self._poll = settings.queue_poll
         self._takeover_after = settings.takeover_after
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     async def register(self) -> None:
         """Announce this replica (before it recovers its own jobs, so no other takes them meanwhile)."""
         await self._db.write(partial(rows.register, replica=self._replica, at=time.time()))
         log.info("jobs replica registered", replica=self._replica)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Look every ``queue_poll`` seconds, and at once when the store notifies (PostgreSQL)."""
+        if await self._db.listen(WAKE_CHANNEL, self._wake.set):
+            log.info("jobs replica woken by notifications", replica=self._replica)
         self._task = asyncio.create_task(self._run(), context=contextvars.Context())
 
     async def stop(self) -> None:
@@ -71,7 +76,9 @@ class ReplicaLoop:
                 raise
             except Exception:  # the database may be briefly unavailable: try again at the next tick
                 log.exception("jobs replica tick failed", replica=self._replica)
-            await asyncio.sleep(self._poll)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            self._wake.clear()
 
     async def tick(self) -> None:
         """One look: heartbeat and takeovers, passed-on Cancels, grants."""

@@ -1,131 +1,83 @@
-"""The shared database: SQLite in WAL mode through aiosqlite, with versioned migrations.
+"""The shared database: one interface, two stores.
 
-Design rule: one await per unit of work. Callers pass a plain function that receives the
-``sqlite3.Connection`` and does all of its statements; it runs on aiosqlite's thread in one go, so a
-transaction costs one thread hand-off instead of one per statement. :meth:`Database.write` wraps the
-function in ``BEGIN IMMEDIATE`` (a read-then-write never hits SQLITE_BUSY half way) and commits, or rolls
-back when it raises.
+Design rule: one await per unit of work. Callers pass a plain function that receives a
+:class:`~shared.db.connection.Connection` and does all of its statements; :meth:`Database.write` runs it in
+one transaction (serialized with every other writer: SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's
+SERIALIZABLE with retries), commits, or rolls back when it raises. The table modules beside this one are
+such functions, in the SQL both stores speak.
+
+* :class:`~shared.db.sqlite.SqliteDatabase` (default): one file in WAL mode through aiosqlite, shared by the
+  processes of one host.
+* :class:`~shared.db.postgres.PostgresDatabase` (``CLARET_DATABASE_URL=postgresql://...``): asyncpg, for
+  services on several hosts; LISTEN/NOTIFY wakes jobs replicas up.
+
+Both apply the same versioned migrations (``migrations/NNN_name.sql``) at open.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
-import aiosqlite
+from shared.db.connection import Conflict, Connection
 
-from shared import metrics
-from shared.db.connection import Conflict
-from shared.logging import get_logger
+__all__ = ["Conflict", "Connection", "Database", "is_postgres", "migrations", "split_statements"]
 
 T = TypeVar("T")
-log = get_logger(__name__)
-
-BUSY_TIMEOUT_MS = 30_000
 
 
-class Database:
-    """One process's connection to the shared SQLite file."""
+def is_postgres(target: str | Path) -> bool:
+    return str(target).startswith(("postgresql://", "postgres://"))
 
-    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
-        self._connection = connection
-        self.path = path
-        self._reader: sqlite3.Connection | None = None
 
-    @classmethod
-    async def open(cls, path: Path) -> Database:
-        """Connect, set WAL and the busy timeout, and apply pending migrations."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
-        db = cls(connection, path)
-        try:
-            await db._call(_prepare)
-            applied = await db._call(migrate)
-        except BaseException:
-            await connection.close()  # else its thread outlives us and calls into a closed loop
-            raise
-        if applied:
-            log.info("database migrated", path=str(path), applied=applied)
-        db._reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-        _prepare(db._reader)
-        return db
+class Database(ABC):
+    """One process's access to the shared database."""
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # aiosqlite has no public "run this callable on the connection thread"; _execute is that.
-        raw = self._connection._conn  # the sqlite3.Connection owned by aiosqlite's thread
-        result: T = await self._connection._execute(fn, raw)  # type: ignore[no-untyped-call]
-        return result
+    name: str
+    """Where it is, for messages (a file path, or a URL without its password)."""
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` (reads only) on the database thread."""
-        with metrics.DB_SECONDS.labels("read").time():
-            return await self._call(fn)
+    @staticmethod
+    async def open(target: str | Path) -> Database:
+        """Connect to a SQLite file or a ``postgresql://`` URL, and apply pending migrations."""
+        if is_postgres(target):
+            from shared.db.postgres import PostgresDatabase
 
-    def read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a short read (a few rows by key) right here on the event loop thread.
+            return await PostgresDatabase.connect(str(target))
+        from shared.db.sqlite import SqliteDatabase
 
-        A hand-off to aiosqlite's thread costs more than such a read itself; in WAL mode a reader never
-        waits for writers, so the loop is not held up. For polled point reads (Jobs.Status) only."""
-        assert self._reader is not None, "the database is not open"
-        with metrics.DB_SECONDS.labels("read").time():
-            return fn(self._reader)
+        return await SqliteDatabase.connect(Path(target))
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the database thread."""
-        with metrics.DB_SECONDS.labels("write").time():
-            return await self._call(lambda conn: transaction(conn, fn))
+    @abstractmethod
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` (reads only) on one consistent snapshot."""
 
+    @abstractmethod
+    async def read_fast(self, fn: Callable[[Connection], T]) -> T:
+        """A short read (a few rows by key) by the quickest way the store has: for polled point reads."""
+
+    @abstractmethod
+    async def write(self, fn: Callable[[Connection], T], *, queue: str | None = None) -> T:
+        """Run ``fn`` in one transaction, serialized with every other writer. Writers that name the same
+        ``queue`` wait for each other's end before they start (PostgreSQL runs other writers concurrently
+        and retries on conflict; a decision round that rereads the whole queue should rather wait)."""
+
+    @abstractmethod
     async def problem(self) -> str | None:
         """Why the database cannot be used right now, or None (a readiness check)."""
-        try:
-            await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
-        except Exception as exc:
-            return f"the database {self.path} does not answer: {exc}"
-        return None
 
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-        await self._connection.close()
+    @abstractmethod
+    async def close(self) -> None: ...
 
+    async def notify(self, channel: str) -> None:  # noqa: B027 - a no-op is the right default
+        """Wake up whoever listens on ``channel`` (a no-op where the store cannot: they poll)."""
 
-def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-    except sqlite3.IntegrityError as exc:
-        conn.execute("ROLLBACK")
-        raise Conflict(str(exc)) from exc
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-def _prepare(conn: sqlite3.Connection) -> None:
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    _use_wal(conn)
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = ON")
-
-
-def _use_wal(conn: sqlite3.Connection, attempts: int = 100) -> None:
-    """Switch a new database file to WAL. The switch takes a lock the busy handler does not wait for, so
-    replicas starting together on a fresh file can meet "database is locked": try again for a while."""
-    for attempt in range(attempts):
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.05)
+    async def listen(self, channel: str, wake: Callable[[], None]) -> bool:
+        """Call ``wake`` on every :meth:`notify` of ``channel``; False when the store cannot (poll instead)."""
+        return False
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -138,34 +90,12 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def migrate(conn: sqlite3.Connection) -> list[int]:
-    """Apply every migration not yet recorded, each in its own transaction; safe with replicas racing."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)"
-    )
-    applied = []
-    for version, name, sql in migrations():
-
-        def apply(c: sqlite3.Connection, version: int = version, name: str = name, sql: str = sql) -> bool:
-            if c.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
-                return False
-            for statement in split_statements(sql):
-                c.execute(statement)
-            c.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time()))
-            return True
-
-        if transaction(conn, apply):
-            applied.append(version)
-    return applied
-
-
 def split_statements(script: str) -> list[str]:
-    """Split a SQL script into complete statements (``executescript`` would commit our transaction)."""
+    """Split a SQL script into complete statements (each store runs one statement at a time)."""
     statements, pending = [], ""
     for line in script.splitlines(keepends=True):
         pending += line
-        if sqlite3.complete_statement(pending):
+        if sqlite3.complete_statement(pending):  # a lexer for ";" outside quotes and comments, nothing more
             if pending.strip():
                 statements.append(pending.strip())
             pending = ""

@@ -32,6 +32,12 @@ class Connection(Protocol):
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
 
 
+def row_locks(conn: Connection) -> str:
+    """`` FOR UPDATE SKIP LOCKED`` where the store locks rows (PostgreSQL), else nothing (SQLite locks the
+    whole database for a writer): for claims that concurrent transactions should split between them."""
+    return " FOR UPDATE SKIP LOCKED" if getattr(conn, "dialect", "sqlite") == "postgresql" else ""
+
+
 class Conflict(Exception):
     """A uniqueness rule of the schema refused a write (``sqlite3.IntegrityError``, asyncpg's
     ``UniqueViolationError``); the transaction rolled back."""

@@ -286,3 +286,13 @@ def running_operators(conn: Connection) -> set[tuple[str, str]]:
         (int(OperatorStatus.RUNNING),),
     )
     return {(row[0], row[1]) for row in rows}
+
+
+def counts(conn: Connection) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """(state, status, jobs) and, for started jobs in flight, (operator status, operators): for the metrics."""
+    jobs = conn.execute("SELECT state, status, count(*) FROM jobs GROUP BY state, status").fetchall()
+    operators = conn.execute(
+        "SELECT o.status, count(*) FROM operators o JOIN jobs j ON j.id = o.job_id"
+        " WHERE j.started IS NOT NULL AND j.stopped IS NULL GROUP BY o.status"
+    ).fetchall()
+    return [(r[0], r[1], r[2]) for r in jobs], [(r[0], r[1]) for r in operators]

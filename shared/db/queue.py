@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from shared.db.connection import Connection, Row
+from shared.db.connection import Connection, Row, row_locks
 
 Key = tuple[str, str]
 """(job id, operator name)."""
@@ -114,21 +114,24 @@ def grant(
     owner: str,
     *,
     picked: bool = False,
-) -> None:
-    """Record a grant to the replica that runs the job (``owner`` when the job has none recorded).
+) -> str:
+    """Record a grant to the replica that runs the job (``owner`` when the job has none recorded); returns
+    the replica it went to.
 
     The database refuses (:class:`~shared.db.connection.Conflict`) when the operator or one of the GPUs is
     already held: the transaction then rolls back and nothing is granted."""
     job = conn.execute("SELECT owner FROM jobs WHERE id = ?", (key[0],)).fetchone()
+    owner = (job and job[0]) or owner
     (ledger_id,) = conn.execute(
         "INSERT INTO ledger (node, job_id, operator, owner, cpu, memory_mb, gpu_ids, granted, picked)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (node, *key, (job and job[0]) or owner, cpu, memory_mb, json.dumps(list(gpu_ids)), at, int(picked)),
+        (node, *key, owner, cpu, memory_mb, json.dumps(list(gpu_ids)), at, int(picked)),
     ).fetchone()
     conn.executemany(
         "INSERT INTO gpu_holds (node, gpu_id, ledger_id) VALUES (?, ?, ?)", [(node, gpu, ledger_id) for gpu in gpu_ids]
     )
     conn.execute("DELETE FROM queue WHERE job_id = ? AND operator = ?", key)
+    return owner
 
 
 def release(conn: Connection, key: Key, at: float) -> None:
@@ -144,7 +147,9 @@ def release(conn: Connection, key: Key, at: float) -> None:
 def pick(conn: Connection, owner: str) -> list[Hold]:
     """The grants made to ``owner`` that it has not taken yet; they are marked taken."""
     rows = conn.execute(
-        "UPDATE ledger SET picked = 1 WHERE owner = ? AND picked = 0 AND released IS NULL RETURNING *", (owner,)
+        "UPDATE ledger SET picked = 1 WHERE id IN (SELECT id FROM ledger"
+        f" WHERE owner = ? AND picked = 0 AND released IS NULL{row_locks(conn)}) RETURNING *",
+        (owner,),
     ).fetchall()
     return sorted((_hold(row) for row in rows), key=lambda hold: hold.id)
 
