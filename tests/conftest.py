@@ -127,13 +127,13 @@ async def platform(tmp_path: Path) -> AsyncIterator[RunningServer]:
         await resources.close()
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+            if sock.connect_ex((host, port)) == 0:
                 time.sleep(0.1)  # another process may hold the port: then ours exits, failing to bind
                 if process.poll() is not None:
                     raise RuntimeError(f"server exited with {process.returncode}")
@@ -144,19 +144,37 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 @contextmanager
 def serve_process(
-    data_dir: Path, *args: str, stderr: IO[str] | None = None, **env: str
+    data_dir: Path,
+    *args: str,
+    stderr: IO[str] | None = None,
+    netns: tuple[str, str] | None = None,
+    **env: str,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`python -m claret serve` on a free port (plus ``args``); yields its address and process."""
+    """`python -m claret serve` on a free port (plus ``args``); yields its address and process. With
+    ``netns=(namespace, address)`` it runs in that network namespace, listening on that address."""
     port = free_port()
+    host = "127.0.0.1" if netns is None else netns[1]
+    command = [
+        sys.executable,
+        "-m",
+        "claret",
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
     process = subprocess.Popen(
-        [sys.executable, "-m", "claret", "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
+        [*(() if netns is None else ("ip", "netns", "exec", netns[0])), *command, *args],
         env={**os.environ, "CLARET_GPUS": "", **env},
         cwd=data_dir.parent,
         stderr=stderr,
     )
     try:
-        wait_for_port(port, process)
-        yield f"127.0.0.1:{port}", process
+        wait_for_port(port, process, host=host)
+        yield f"{host}:{port}", process
     finally:
         if process.poll() is None:
             process.terminate()

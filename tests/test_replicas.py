@@ -89,35 +89,42 @@ def running_on(database: str | Path, owner: str) -> int:
 
 async def test_two_replicas_run_each_gpu_operator_once_and_survive_one_killed(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    database = target(data)
     with replicas(data, "a", "b") as served:
-        (address_a, process_a), (address_b, _) = served["a"], served["b"]
-        async with grpc.aio.insecure_channel(address_a) as channel_a, grpc.aio.insecure_channel(address_b) as channel_b:
-            a, b = Platform(channel_a, database), Platform(channel_b, database)
-            pipeline = await a.pipeline(GPU_OPERATOR.format(sleep=0.6))
-            jobs = [await (a if i % 2 else b).job(pipeline, name=f"job {i}") for i in range(20)]
-            started = await asyncio.gather(*((a if i % 2 else b).start(job.job_id.value) for i, job in enumerate(jobs)))
-            assert all(reply.header.code == 0 for reply in started), [r.header.messages for r in started]
-            started_by_a = {job.job_id.value for i, job in enumerate(jobs) if i % 2}
-            assert {job for job, owner in owners(database).items() if owner == "a"} == started_by_a
+        await twenty_gpu_operators_one_replica_killed(served, target(data))
 
-            # Kill replica a while one of its operators runs and some jobs are already done.
-            for _ in range(400):
-                done = [(await b.status(job.job_id.value)).state == pb.JOB_STATE_STOPPED for job in jobs]
-                if sum(done) >= 2 and running_on(database, "a"):
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("replica a never ran an operator while jobs completed")
-            process_a.send_signal(signal.SIGKILL)
-            process_a.wait()
 
-            finals = [await b.wait_stopped(job.job_id.value, within=60) for job in jobs]
-            assert all(f.status == pb.JOB_STATUS_HEALTHY for f in finals), [list(f.messages) for f in finals]
-            records = {
-                job.job_id.value: (await b.download(job.payload_id.value, "/operators/op/record")).decode().split("\n")
-                for job in jobs
-            }
+async def twenty_gpu_operators_one_replica_killed(
+    served: dict[str, tuple[str, subprocess.Popen[bytes]]], database: str | Path
+) -> None:
+    """Replicas "a" and "b" share two GPUs: 20 one-GPU jobs, half started through each, "a" SIGKILLed mid-run.
+    Every job completes, each operator ran once, and no GPU ever had two holders at a time."""
+    (address_a, process_a), (address_b, _) = served["a"], served["b"]
+    async with grpc.aio.insecure_channel(address_a) as channel_a, grpc.aio.insecure_channel(address_b) as channel_b:
+        a, b = Platform(channel_a, database), Platform(channel_b, database)
+        pipeline = await a.pipeline(GPU_OPERATOR.format(sleep=0.6))
+        jobs = [await (a if i % 2 else b).job(pipeline, name=f"job {i}") for i in range(20)]
+        started = await asyncio.gather(*((a if i % 2 else b).start(job.job_id.value) for i, job in enumerate(jobs)))
+        assert all(reply.header.code == 0 for reply in started), [r.header.messages for r in started]
+        started_by_a = {job.job_id.value for i, job in enumerate(jobs) if i % 2}
+        assert {job for job, owner in owners(database).items() if owner == "a"} == started_by_a
+
+        # Kill replica a while one of its operators runs and some jobs are already done.
+        for _ in range(400):
+            done = [(await b.status(job.job_id.value)).state == pb.JOB_STATE_STOPPED for job in jobs]
+            if sum(done) >= 2 and running_on(database, "a"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("replica a never ran an operator while jobs completed")
+        process_a.send_signal(signal.SIGKILL)
+        process_a.wait()
+
+        finals = [await b.wait_stopped(job.job_id.value, within=60) for job in jobs]
+        assert all(f.status == pb.JOB_STATUS_HEALTHY for f in finals), [list(f.messages) for f in finals]
+        records = {
+            job.job_id.value: (await b.download(job.payload_id.value, "/operators/op/record")).decode().split("\n")
+            for job in jobs
+        }
 
     # Replica b adopted a's unfinished jobs.
     assert any(owners(database)[job] == "b" for job in started_by_a)
