@@ -169,6 +169,8 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     try:
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if not raw.strip() and str(f.type).endswith("| None"):
+            return None  # set but empty, as compose passes an unset ${VARIABLE:-}: not given
         if "Path" in kind:
             return Path(raw)
         if kind == "int":

@@ -37,7 +37,11 @@ POSTGRES = f"postgresql://postgres@127.0.0.1:{os.environ.get('CLARET_TEST_POSTGR
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if getattr(metafunc.module, "BOTH_STORES", False):
+    both = getattr(metafunc.module, "BOTH_STORES", False)
+    if both == "module":  # one server for the module's tests: see module_store
+        if "module_store" in metafunc.fixturenames:
+            metafunc.parametrize("module_store", STORES, indirect=True, scope="module")
+    elif both:
         metafunc.parametrize("store", STORES, indirect=True)
 
 
@@ -57,6 +61,19 @@ def postgres_server() -> str:
     return POSTGRES
 
 
+@contextmanager
+def postgres_database(base: str) -> Iterator[str]:
+    """A fresh database on the test PostgreSQL server, dropped (connections and all) afterwards: its URL."""
+    name = f"claret_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
 @pytest.fixture(autouse=True)
 def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Which store this test's servers use: "sqlite" (the default), or "postgresql" with a database of its own."""
@@ -64,16 +81,20 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
         monkeypatch.delenv("CLARET_DATABASE_URL", raising=False)
         yield "sqlite"
         return
-    base = request.getfixturevalue("postgres_server")
-    name = f"claret_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    monkeypatch.setenv("CLARET_DATABASE_URL", f"{base}/{name}")
-    try:
+    with postgres_database(request.getfixturevalue("postgres_server")) as url:
+        monkeypatch.setenv("CLARET_DATABASE_URL", url)
         yield "postgresql"
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def module_store(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """For a module whose tests share one server (``BOTH_STORES = "module"``): the environment that server
+    needs for this round's store (a database of its own on PostgreSQL)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield {}
+        return
+    with postgres_database(request.getfixturevalue("postgres_server")) as url:
+        yield {"CLARET_DATABASE_URL": url}
 
 
 def free_port() -> int:

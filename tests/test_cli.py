@@ -28,7 +28,7 @@ from claret.transfers import download_plan, glob_match, select, split_remote, up
 from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc, common_pb2, pipelines_pb2, pipelines_pb2_grpc
 from tests.conftest import RunningServer, free_port, wait_for_port
 
-BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
+BOTH_STORES = "module"  # the module's server runs on SQLite, then on PostgreSQL (tests/conftest.py)
 
 DATA = Path(__file__).parent / "data"
 UNREACHABLE = "127.0.0.1:1"
@@ -52,11 +52,11 @@ operators:
 
 
 @pytest.fixture(scope="module")
-def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def address(tmp_path_factory: pytest.TempPathFactory, module_store: dict[str, str]) -> Iterator[str]:
     """One `claret serve` (sandbox runtime, no GPUs) for the whole module: the CLI is what is under test."""
     folder = tmp_path_factory.mktemp("cli-server")
     port = free_port()
-    env = {**os.environ, "CLARET_GPUS": "", "CLARET_RUNTIME": "sandbox", "CLARET_STOP_GRACE": "1"}
+    env = {**os.environ, "CLARET_GPUS": "", "CLARET_RUNTIME": "sandbox", "CLARET_STOP_GRACE": "1", **module_store}
     command = [sys.executable, "-m", "claret", "serve", "--port", str(port), "--data-dir", str(folder / "data")]
     process = subprocess.Popen(command, env=env, cwd=folder, stderr=subprocess.DEVNULL)
     try:

@@ -33,6 +33,7 @@ def test_settings_from_environment_and_options() -> None:
     assert settings.metrics_port == 9464  # an optional int is an int too
     assert settings.queue == "database" and settings.takeover_after == 4.0
     assert Settings.load(environ={"CLARET_GPUS": ""}).gpus == ()  # declared: no GPU at all
+    assert Settings.load(environ={"CLARET_DATABASE_URL": ""}).database_url is None  # compose's empty ${X:-}
 
 
 @pytest.mark.parametrize(

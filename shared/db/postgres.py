@@ -40,6 +40,7 @@ T = TypeVar("T")
 log = get_logger(__name__)
 
 POOL_SIZE = 8
+CONNECT_WAIT_S = 30.0
 WRITE_ATTEMPTS = 50
 MIGRATION_LOCK = 0x434C_5254  # "CLRT": one advisory lock id for schema migrations
 RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
@@ -55,8 +56,18 @@ class PostgresDatabase(Database):
         self._listeners: list[tuple[asyncpg.Connection, str, Callable[..., None]]] = []
 
     @classmethod
-    async def connect(cls, url: str) -> PostgresDatabase:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE)
+    async def connect(cls, url: str, wait: float = CONNECT_WAIT_S) -> PostgresDatabase:
+        """Connect (waiting up to ``wait`` seconds for a server that is still starting) and migrate."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE)
+                break
+            except (OSError, asyncpg.CannotConnectNowError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.info("waiting for PostgreSQL", database=_without_password(url), reason=str(exc))
+                await asyncio.sleep(1)
         db = cls(pool, url)
         try:
             applied = await db._migrate()
