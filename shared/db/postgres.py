@@ -61,7 +61,8 @@ class PostgresDatabase(Database):
         deadline = time.monotonic() + wait
         while True:
             try:
-                pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE)
+                # All connections up front: a process's sockets stay as many while it serves.
+                pool = await asyncpg.create_pool(url, min_size=POOL_SIZE, max_size=POOL_SIZE)
                 break
             except (OSError, asyncpg.CannotConnectNowError) as exc:
                 if time.monotonic() > deadline:
