@@ -85,7 +85,11 @@ class PostgresDatabase(Database):
                 return await self._run(conn, fn)
 
     async def read_fast(self, fn: Callable[[Connection], T]) -> T:
-        return await self.read(fn)
+        """Without a transaction: its statements (a few rows by key) each see the latest commit, which
+        saves the two round trips of BEGIN and COMMIT on the most polled read (Jobs.Status)."""
+        with metrics.DB_SECONDS.labels("read").time():
+            async with self._pool.acquire() as conn:
+                return await self._run(conn, fn)
 
     async def write(self, fn: Callable[[Connection], T], *, queue: str | None = None) -> T:
         with metrics.DB_SECONDS.labels("write").time():
