@@ -206,7 +206,10 @@ async def started_job(db: Database, owner: str, priority: Priority = Priority.NO
     return job.id
 
 
-def queues(db: Database, gpus: int = 1) -> tuple[SharedQueue, SharedQueue]:
+async def queues(db: Database, gpus: int = 1) -> tuple[SharedQueue, SharedQueue]:
+    """Replicas "a" and "b", registered on node "n", each with its queue."""
+    for replica in ("a", "b"):
+        await db.write(lambda conn, replica=replica: rows.register(conn, replica, "n", 1e12))  # type: ignore[misc]
     capacity = Capacity(cpus=8, memory_mb=1024, gpu_ids=tuple(str(i) for i in range(gpus)))
     return (
         SharedQueue(db, capacity, node="n", replica="a"),
@@ -225,7 +228,7 @@ async def take(queue: SharedQueue, db: Database, running: list[str] | None = Non
 
 
 async def test_a_grant_goes_to_the_replica_that_runs_the_job_whoever_decides(db: Database) -> None:
-    queue_a, queue_b = queues(db)
+    queue_a, queue_b = await queues(db)
     job = await started_job(db, "a")
     await queue_a.submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU)])
     assert await take(queue_b, db) == []  # b decides, but the job is a's
@@ -235,7 +238,7 @@ async def test_a_grant_goes_to_the_replica_that_runs_the_job_whoever_decides(db:
 
 
 async def test_immediate_is_strict_across_replicas(db: Database) -> None:
-    queue_a, queue_b = queues(db)
+    queue_a, queue_b = await queues(db)
     holder, lower, immediate = (
         await started_job(db, "a"),
         await started_job(db, "a", Priority.LOWER),
@@ -251,7 +254,7 @@ async def test_immediate_is_strict_across_replicas(db: Database) -> None:
 
 
 async def test_concurrent_rounds_never_grant_a_gpu_twice(db: Database) -> None:
-    queue_a, queue_b = queues(db, gpus=2)
+    queue_a, queue_b = await queues(db, gpus=2)
     jobs = [await started_job(db, "a" if i % 2 else "b") for i in range(12)]
     for i, job in enumerate(jobs):
         await (queue_a if i % 2 else queue_b).submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU)])
@@ -280,9 +283,8 @@ async def test_the_database_refuses_a_second_holder_of_a_gpu(db: Database) -> No
 
 
 async def test_takeover_hands_out_again_the_grants_of_operators_that_never_started(db: Database) -> None:
-    queue_a, queue_b = queues(db, gpus=2)
-    await db.write(lambda conn: rows.register(conn, "a", 100.0))
-    await db.write(lambda conn: rows.register(conn, "b", 1e12))
+    queue_a, queue_b = await queues(db, gpus=2)
+    await db.write(lambda conn: conn.execute("UPDATE replicas SET heartbeat = 100 WHERE id = 'a'"))
     never_started, running = await started_job(db, "a"), await started_job(db, "a")
     await queue_a.submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU) for job in (never_started, running)])
     assert len(await take(queue_a, db)) == 2  # a picked both, then died before starting the first
@@ -300,7 +302,7 @@ async def test_takeover_hands_out_again_the_grants_of_operators_that_never_start
 
 
 async def test_a_grant_waits_while_its_job_is_adopted_and_is_given_back_when_the_job_stopped(db: Database) -> None:
-    (queue_a, _) = queues(db, gpus=2)
+    (queue_a, _) = await queues(db, gpus=2)
     adopting, stopped = await started_job(db, "a"), await started_job(db, "a")
     await queue_a.submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU) for job in (adopting, stopped)])
     await db.write(lambda conn: jobs_table.finish(conn, stopped, JobStatus.CANCELED, [], ids.now()))
@@ -308,3 +310,61 @@ async def test_a_grant_waits_while_its_job_is_adopted_and_is_given_back_when_the
     assert await take(queue_a, db, running=[adopting]) != []  # the adopted job's grant was kept for it
     history = await db.read(rows.history)
     assert {(h.job_id, h.released is None) for h in history} == {(adopting, True), (stopped, False)}
+
+
+async def add_operator(db: Database, job_id: str, status: int) -> None:
+    await db.write(
+        lambda conn: conn.execute(
+            "INSERT INTO operators (job_id, name, position, status, created) VALUES (?, 'op', 0, ?, 0)"
+            " ON CONFLICT (job_id, name) DO UPDATE SET status = excluded.status",
+            (job_id, status),
+        )
+    )
+
+
+async def test_a_restarted_replica_takes_again_the_grants_it_took_but_never_started(db: Database) -> None:
+    queue_a, _ = await queues(db)
+    job = await started_job(db, "a")
+    await add_operator(db, job, pb.JOB_OPERATOR_STATUS_PENDING)
+    await queue_a.submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU)])
+    assert len(await take(queue_a, db)) == 1  # taken, then the process died before starting it
+    assert await take(queue_a, db) == []
+    await queue_a.reclaim()  # the same replica, started again
+    assert [g.key for g in await take(queue_a, db)] == [(job, "op")]
+
+
+async def test_a_replica_taken_over_cannot_give_back_its_successors_grant(db: Database) -> None:
+    queue_a, queue_b = await queues(db)
+    job = await started_job(db, "a")
+    await add_operator(db, job, pb.JOB_OPERATOR_STATUS_RUNNING)
+    await queue_a.submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU)])
+    assert len(await take(queue_a, db)) == 1
+    await db.write(lambda conn: conn.execute("UPDATE replicas SET heartbeat = 100 WHERE id = 'a'"))
+    assert await db.write(lambda conn: rows.take_over(conn, "b", silent_since=1000.0)) == [job]
+    await queue_a.release((job, "op"))  # a stalled past its takeover, and comes back
+    assert [h.owner for h in await db.read(lambda conn: rows.held(conn, "n"))] == ["b"]
+    await queue_a.withdraw([(job, "op")])
+    await queue_b.release((job, "op"))
+    assert await db.read(lambda conn: rows.held(conn, "n")) == []
+
+
+async def test_the_sweep_gives_back_grants_of_operators_that_ended(db: Database) -> None:
+    queue_a, _ = await queues(db)
+    job = await started_job(db, "a")
+    await add_operator(db, job, pb.JOB_OPERATOR_STATUS_RUNNING)
+    await queue_a.submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU)])
+    assert len(await take(queue_a, db)) == 1
+    await db.write(lambda conn: rows.sweep(conn, 5.0))
+    assert len(await db.read(lambda conn: rows.held(conn, "n"))) == 1  # still running: still held
+    await add_operator(db, job, pb.JOB_OPERATOR_STATUS_COMPLETED)  # it ended; its replica died before releasing
+    await db.write(lambda conn: rows.sweep(conn, 6.0))
+    assert await db.read(lambda conn: rows.held(conn, "n")) == []
+
+
+async def test_a_node_grants_only_operators_of_jobs_run_on_it(db: Database) -> None:
+    queue_a, _ = await queues(db)
+    await db.write(lambda conn: rows.register(conn, "elsewhere", "m", 1e12))
+    theirs, ours = await started_job(db, "elsewhere"), await started_job(db, "a")
+    await queue_a.submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU) for job in (theirs, ours)])
+    assert [g.key for g in await take(queue_a, db)] == [(ours, "op")]
+    assert [h.job_id for h in await db.read(lambda conn: rows.held(conn, "n"))] == [ours]

@@ -136,8 +136,7 @@ class Executor:
         operators still running: all of them in a single jobs process; with replicas (``CLARET_QUEUE=
         database``), its own and those of no replica (a dead replica's wait for the takeover). Orphans go
         first, before this executor starts anything of its own."""
-        running = await self._db.read(table.running_operators)
-        for runtime_id in await self._runtime.remove_orphans(running):
+        for runtime_id in await self._runtime.remove_orphans(lambda: self._db.read(table.running_operators)):
             log.warning("removed an operator no job owns", runtime_id=runtime_id)
         every = self._settings.queue == "local"
         await self.adopt(await self._db.write(partial(table.adopt_in_flight, owner=self._replica, every=every)))
@@ -145,10 +144,14 @@ class Executor:
     async def adopt(self, job_ids: list[str]) -> None:
         """Carry on these in-flight jobs from what the database says, like after a restart."""
         for job_id in job_ids:
-            job = await self._db.read(partial(table.get, job_id=job_id))
-            if job is None or job.stopped is not None or job.id in self._runs:
+            try:
+                job = await self._db.read(partial(table.get, job_id=job_id))
+                if job is None or job.stopped is not None or job.id in self._runs:
+                    continue
+                operators = await self._db.read(partial(table.operators, job_id=job.id))
+            except Exception:  # the database failed us: the next jobs may still be carried on
+                log.exception("cannot read a job to carry it on", job_id=job_id)
                 continue
-            operators = await self._db.read(partial(table.operators, job_id=job.id))
             try:
                 await self._recover_job(job, operators)
             except Exception as exc:  # one job that cannot be carried on must not keep the service down
@@ -184,7 +187,11 @@ class Executor:
             run.submitted.add(name)
             run.ready_since[name] = time.monotonic()
             ready.append(Ready((run.job.id, name), priority(run.job), demand(run.model.operator(name))))
-        await self.queue.submit(ready)
+        try:
+            await self.queue.submit(ready)
+        except BaseException:  # not queued after all: the next call submits them again
+            run.submitted.difference_update(r.key[1] for r in ready)
+            raise
 
     async def pump(self) -> None:
         """Start what the queue grants now."""
@@ -403,6 +410,8 @@ class Executor:
                 f"operator(s) {', '.join(lost)} were lost while the jobs service was down",
                 also=lost_ended,
             )
+            for name in lost:  # what a shared ledger still holds for them goes back
+                await self.queue.release((job.id, name))
         elif faulted:
             await self._end(run, JobStatus.FAULTED, f"operator(s) {', '.join(faulted)} failed")
         elif run.finished():

@@ -163,7 +163,8 @@ class JobManager:
         if not await self._db.write(mark):
             raise ClaretError(ErrorCode.JOB_WRONG_STATE, f"job {job.id} was already started")
         job = dataclasses.replace(job, started=started, variables=dict(variables), timeout=model.timeout)
-        await self._executor.admit(job, model)
+        # Shielded: a client that leaves mid-Start must not leave a started job half queued.
+        await asyncio.shield(self._executor.admit(job, model))
         return job
 
     async def cancel(self, job_id: str, reason: str) -> JobRecord:
@@ -172,8 +173,8 @@ class JobManager:
         job = await self.get(job_id)
         message = f"canceled: {reason}" if reason else "canceled"
         if job.stopped is None and not await self._executor.cancel(job.id, JobStatus.CANCELED, message):
-            elsewhere = self._settings.queue == "database" and job.owner != self._settings.replica_id
-            if job.started is not None and elsewhere:
+            if job.started is not None and self._settings.queue == "database":
+                # Its owner (maybe this replica, adopting it right now) ends it at its next look.
                 await self._db.write(lambda conn: queue_table.request_cancel(conn, job.id, message))
                 await self._db.notify(WAKE_CHANNEL)
             else:

@@ -14,6 +14,7 @@ Both implementations apply the same policy, :class:`~services.jobs.scheduler.Sch
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,10 @@ class OperatorQueue(Protocol):
         """Hold again what a re-attached operator holds. ValueError when the node cannot hold it."""
         ...
 
+    async def reclaim(self) -> None:
+        """At start: grants this process took but did not start (it died in between) are to be taken again."""
+        ...
+
 
 class LocalQueue:
     """The scheduler of this process, as an :class:`OperatorQueue`."""
@@ -115,6 +120,9 @@ class LocalQueue:
 
     async def restore(self, grant: Grant) -> None:
         self.scheduler.restore(grant)
+
+    async def reclaim(self) -> None:
+        return None  # a new process starts with an empty scheduler
 
 
 class SharedQueue:
@@ -165,7 +173,7 @@ class SharedQueue:
 
     async def withdraw(self, keys: Collection[OperatorKey]) -> None:
         if keys:
-            await self._db.write(lambda conn: rows.dequeue(conn, keys))
+            await self._db.write(lambda conn: rows.dequeue(conn, keys, self._replica))
 
     async def take(self, running: Collection[str]) -> list[Grant]:
         running = frozenset(running)  # a snapshot: the round runs on the database thread
@@ -176,10 +184,13 @@ class SharedQueue:
 
     async def release(self, key: OperatorKey) -> None:
         at = self._clock()
-        await self._db.write(lambda conn: rows.release(conn, key, at))
+        await self._db.write(lambda conn: rows.release(conn, key, at, self._replica))
 
     async def restore(self, grant: Grant) -> None:
         await self._db.write(partial(self._restore, grant=grant), queue=self._lock)
+
+    async def reclaim(self) -> None:
+        await self._db.write(lambda conn: rows.reclaim(conn, self._replica))
 
     # -- in a transaction ---------------------------------------------------------------------------------
 
@@ -188,10 +199,13 @@ class SharedQueue:
         scheduler = Scheduler(self._capacity, ageing_s=self._ageing_s, clock=lambda: now)
         scheduler.restore_passes({Priority(p): value for p, value in rows.passes(conn, self._node).items()})
         for hold in rows.held(conn, self._node):
+            key = (hold.job_id, hold.operator)
             try:
-                scheduler.restore(Grant((hold.job_id, hold.operator), _demand(hold), hold.gpu_ids))
+                scheduler.restore(Grant(key, _demand(hold), hold.gpu_ids))
             except ValueError as exc:  # replicas of this node were given different capacities
                 log.warning("a grant does not fit this replica's capacity", job_id=hold.job_id, reason=str(exc))
+                with contextlib.suppress(ValueError):  # its GPUs at least are not to be granted again
+                    scheduler.restore(Grant(key, Demand(0, 0, len(hold.gpu_ids)), hold.gpu_ids))
         return scheduler
 
     def _round(self, conn: Connection, running: frozenset[str]) -> tuple[list[rows.Hold], bool]:
@@ -199,7 +213,7 @@ class SharedQueue:
         it granted something to another replica."""
         now = self._clock()
         scheduler = self._scheduler(conn, now)
-        for entry in rows.waiting(conn):
+        for entry in rows.waiting(conn, self._node):
             demand = Demand(entry.cpu, entry.memory_mb, entry.gpus)
             if scheduler.can_ever_fit(demand) is None:  # one that fits only another node is that node's to grant
                 scheduler.submit((entry.job_id, entry.operator), Priority(entry.priority), demand, since=entry.since)

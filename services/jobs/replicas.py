@@ -1,10 +1,12 @@
 """Jobs replicas sharing one database (``CLARET_QUEUE=database``): heartbeats, passed-on Cancels, takeovers.
 
 Each replica runs the jobs it started (``jobs.owner``); the queue and ledger they share are in
-``services/jobs/queue.py``. Every ``queue_poll`` seconds a replica
+``services/jobs/queue.py``. A replica writes its heartbeat every ``queue_poll`` seconds from the moment it
+registers (a task of its own, so a long recovery or takeover does not silence it), and every ``queue_poll``
+seconds, or when notified, it
 
-* writes its heartbeat and adopts the jobs of replicas silent for ``takeover_after`` seconds (their
-  operators are re-attached, as after a restart: Docker containers by name, sandboxes by process);
+* adopts the jobs of replicas silent for ``takeover_after`` seconds (their operators are re-attached, as
+  after a restart: Docker containers by name, sandboxes by process);
 * ends the jobs it runs whose Cancel (or Clara.Stop) reached another replica;
 * starts what the queue granted to it, including grants another replica's decision made.
 
@@ -41,32 +43,51 @@ class ReplicaLoop:
         self._db = db
         self._executor = executor
         self._replica = settings.replica_id
+        self._node = settings.node_name
         self._poll = settings.queue_poll
         self._takeover_after = settings.takeover_after
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self._taken_over = False
 
     async def register(self) -> None:
-        """Announce this replica (before it recovers its own jobs, so no other takes them meanwhile)."""
-        await self._db.write(partial(rows.register, replica=self._replica, at=time.time()))
-        log.info("jobs replica registered", replica=self._replica)
+        """Announce this replica and keep its heartbeat from now on: before it recovers its own jobs, so
+        that no other takes them over meanwhile, however long that takes."""
+        await self._announce()
+        self._tasks.append(asyncio.create_task(self._beat(), context=contextvars.Context()))
 
     async def start(self) -> None:
         """Look every ``queue_poll`` seconds, and at once when the store notifies (PostgreSQL)."""
         if await self._db.listen(WAKE_CHANNEL, self._wake.set):
             log.info("jobs replica woken by notifications", replica=self._replica)
-        self._task = asyncio.create_task(self._run(), context=contextvars.Context())
+        self._tasks.append(asyncio.create_task(self._run(), context=contextvars.Context()))
 
     async def stop(self) -> None:
         """Stop looking; the caller closes the executor, then calls :meth:`leave`."""
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._tasks.clear()
 
     async def leave(self) -> None:
         """Let the other replicas take this one's jobs over at once."""
         await self._db.write(partial(rows.mark_gone, replica=self._replica))
+
+    async def _announce(self) -> None:
+        await self._db.write(partial(rows.register, replica=self._replica, node=self._node, at=time.time()))
+        log.info("jobs replica registered", replica=self._replica, node=self._node)
+
+    async def _beat(self) -> None:
+        while True:
+            try:
+                if not await self._db.write(partial(rows.heartbeat, replica=self._replica, at=time.time())):
+                    self._taken_over = True  # the next look lets go of every job
+                    self._wake.set()
+            except Exception:  # the database may be briefly unavailable: the next beat tries again
+                log.exception("jobs replica heartbeat failed", replica=self._replica)
+            await asyncio.sleep(self._poll)
 
     async def _run(self) -> None:
         while True:
@@ -81,13 +102,14 @@ class ReplicaLoop:
             self._wake.clear()
 
     async def tick(self) -> None:
-        """One look: heartbeat and takeovers, passed-on Cancels, grants."""
-        alive, adopted = await self._db.write(self._heartbeat)
-        if not alive:
+        """One look: takeovers, passed-on Cancels, grants."""
+        if self._taken_over:
             log.error("this replica was taken over while it stalled; letting go of its jobs", replica=self._replica)
             await self._executor.abandon()
-            await self.register()
+            self._taken_over = False
+            await self._announce()
             return
+        adopted = await self._db.write(self._take_over)
         if adopted:
             log.warning("took over the jobs of a silent replica", replica=self._replica, jobs=adopted)
             await self._executor.adopt(adopted)
@@ -99,8 +121,7 @@ class ReplicaLoop:
                 await self._db.write(finish)
         await self._executor.pump()
 
-    def _heartbeat(self, conn: Connection) -> tuple[bool, list[str]]:
+    def _take_over(self, conn: Connection) -> list[str]:
         now = time.time()
-        if not rows.heartbeat(conn, self._replica, now):
-            return False, []
-        return True, rows.take_over(conn, self._replica, now - self._takeover_after)
+        rows.sweep(conn, now)  # grants of operators that ended, left by a replica that died at that moment
+        return rows.take_over(conn, self._replica, now - self._takeover_after)

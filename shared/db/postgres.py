@@ -108,8 +108,16 @@ class PostgresDatabase(Database):
             raise AssertionError("unreachable")
 
     async def _run(self, conn: asyncpg.Connection, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` on a worker thread. Cancelled, it still waits for ``fn`` to end before the transaction
+        around it is rolled back: a unit of work never goes on outside its transaction."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, fn, _Bridge(conn, loop))
+        work = loop.run_in_executor(self._threads, fn, _Bridge(conn, loop))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await work
+            raise
 
     async def problem(self) -> str | None:
         try:

@@ -76,13 +76,22 @@ def enqueue(conn: Connection, entries: Iterable[Queued]) -> None:
             )
 
 
-def dequeue(conn: Connection, keys: Iterable[Key]) -> None:
-    conn.executemany("DELETE FROM queue WHERE job_id = ? AND operator = ?", list(keys))
+def dequeue(conn: Connection, keys: Iterable[Key], owner: str) -> None:
+    """Withdraw waiting operators of jobs ``owner`` runs (not of one another replica took over meanwhile)."""
+    conn.executemany(
+        "DELETE FROM queue WHERE job_id = ? AND operator = ? AND job_id IN (SELECT id FROM jobs WHERE owner = ?)",
+        [(*key, owner) for key in keys],
+    )
 
 
-def waiting(conn: Connection) -> list[Queued]:
-    """Every waiting operator, in submission order."""
-    rows = conn.execute("SELECT job_id, operator, priority, cpu, memory_mb, gpus, since FROM queue ORDER BY seq")
+def waiting(conn: Connection, node: str) -> list[Queued]:
+    """The waiting operators of jobs run by replicas of ``node``, in submission order (a node grants its own
+    resources to operators that run on it; a job whose replica is gone waits for its takeover)."""
+    rows = conn.execute(
+        "SELECT q.job_id, q.operator, q.priority, q.cpu, q.memory_mb, q.gpus, q.since FROM queue q"
+        " JOIN jobs j ON j.id = q.job_id JOIN replicas r ON r.id = j.owner WHERE r.node = ? ORDER BY q.seq",
+        (node,),
+    )
     return [Queued(*row) for row in rows]
 
 
@@ -134,14 +143,32 @@ def grant(
     return owner
 
 
-def release(conn: Connection, key: Key, at: float) -> None:
-    """Give back what the operator holds (nothing happens when it holds nothing)."""
-    conn.execute(
-        "DELETE FROM gpu_holds WHERE ledger_id IN"
-        " (SELECT id FROM ledger WHERE job_id = ? AND operator = ? AND released IS NULL)",
-        key,
+def release(conn: Connection, key: Key, at: float, owner: str) -> None:
+    """Give back what the operator holds for ``owner`` (nothing happens when it holds nothing, or the grant
+    went to another replica with a takeover)."""
+    held = "job_id = ? AND operator = ? AND owner = ? AND released IS NULL"
+    conn.execute(f"DELETE FROM gpu_holds WHERE ledger_id IN (SELECT id FROM ledger WHERE {held})", (*key, owner))
+    conn.execute(f"UPDATE ledger SET released = ? WHERE {held}", (at, *key, owner))
+
+
+def sweep(conn: Connection, at: float) -> None:
+    """Give back the grants of operators that ended, whichever replica failed to (one that died between an
+    operator's end and its release)."""
+    ended = (
+        "SELECT l.id FROM ledger l JOIN operators o ON o.job_id = l.job_id AND o.name = l.operator"
+        " WHERE l.released IS NULL AND o.status IN (3, 4)"  # COMPLETED, FAULTED
     )
-    conn.execute("UPDATE ledger SET released = ? WHERE job_id = ? AND operator = ? AND released IS NULL", (at, *key))
+    conn.execute(f"DELETE FROM gpu_holds WHERE ledger_id IN ({ended})")
+    conn.execute(f"UPDATE ledger SET released = ? WHERE id IN ({ended})", (at,))
+
+
+def reclaim(conn: Connection, owner: str) -> None:
+    """At ``owner``'s start: grants it picked but whose operator never started are to be picked again."""
+    conn.execute(
+        "UPDATE ledger SET picked = 0 WHERE owner = ? AND picked = 1 AND released IS NULL AND EXISTS"
+        " (SELECT 1 FROM operators o WHERE o.job_id = ledger.job_id AND o.name = ledger.operator AND o.status = 1)",
+        (owner,),
+    )
 
 
 def pick(conn: Connection, owner: str) -> list[Hold]:
@@ -182,11 +209,11 @@ def save_passes(conn: Connection, node: str, values: Mapping[int, int]) -> None:
 # -- replicas ----------------------------------------------------------------------------------------------
 
 
-def register(conn: Connection, replica: str, at: float) -> None:
+def register(conn: Connection, replica: str, node: str, at: float) -> None:
     conn.execute(
-        "INSERT INTO replicas (id, heartbeat, started) VALUES (?, ?, ?)"
-        " ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat, started = excluded.started",
-        (replica, at, at),
+        "INSERT INTO replicas (id, node, heartbeat, started) VALUES (?, ?, ?, ?) ON CONFLICT (id)"
+        " DO UPDATE SET node = excluded.node, heartbeat = excluded.heartbeat, started = excluded.started",
+        (replica, node, at, at),
     )
 
 
@@ -210,7 +237,7 @@ def take_over(conn: Connection, replica: str, silent_since: float) -> list[str]:
     go, so one that comes back learns it was taken over. Grants of operators that never started are handed
     out again. Returns the adopted job ids, oldest first."""
     conn.execute("DELETE FROM replicas WHERE heartbeat < ? AND id != ?", (silent_since, replica))
-    orphaned = "owner IS DISTINCT FROM ? AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas))"
+    orphaned = "(owner IS NULL OR (owner <> ? AND owner NOT IN (SELECT id FROM replicas)))"
     adopted = conn.execute(
         f"UPDATE jobs SET owner = ? WHERE started IS NOT NULL AND stopped IS NULL AND {orphaned} RETURNING id, started",
         (replica, replica),
@@ -230,7 +257,8 @@ def request_cancel(conn: Connection, job_id: str, message: str) -> None:
 
 def request_cancel_all(conn: Connection, message: str, except_owner: str) -> None:
     conn.execute(
-        "UPDATE jobs SET cancel_request = ? WHERE started IS NOT NULL AND stopped IS NULL AND owner != ?",
+        "UPDATE jobs SET cancel_request = ? WHERE started IS NOT NULL AND stopped IS NULL"
+        " AND (owner IS NULL OR owner <> ?)",
         (message, except_owner),
     )
 

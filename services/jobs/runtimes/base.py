@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -82,9 +82,9 @@ class Runtime(Protocol):
         """Why operators cannot be started right now (engine down...), or None (a readiness check)."""
         ...
 
-    async def remove_orphans(self, running: set[tuple[str, str]]) -> list[str]:
-        """Remove operators this platform instance started that are not among ``running`` (job id,
-        operator name) any more; returns their runtime ids."""
+    async def remove_orphans(self, running: Callable[[], Awaitable[set[tuple[str, str]]]]) -> list[str]:
+        """Remove operators this platform instance started that are not among ``running()`` (job id,
+        operator name, read after the runtime listed its operators); returns their runtime ids."""
         ...
 
     async def close(self) -> None: ...

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,13 +212,17 @@ class DockerRuntime:
             return f"the Docker engine does not answer: {exc or type(exc).__name__}"
         return None
 
-    async def remove_orphans(self, running: set[tuple[str, str]]) -> list[str]:
-        """Remove containers of this instance whose operator is not running (e.g. left by a crash)."""
+    async def remove_orphans(self, running: Callable[[], Awaitable[set[tuple[str, str]]]]) -> list[str]:
+        """Remove containers of this instance whose operator is not running (e.g. left by a crash). The
+        containers are listed before ``running`` is read: another replica records an operator as running
+        before it creates its container, so a container listed here is never one too new to be recorded."""
         filters = json.dumps({"label": [f"{INSTANCE_LABEL}={self._instance}"]})
         removed = []
-        for container in await self._docker.containers.list(all=True, filters=filters):
+        containers = await self._docker.containers.list(all=True, filters=filters)
+        recorded = await running()
+        for container in containers:
             labels = container["Labels"] or {}
-            if (labels.get(JOB_LABEL), labels.get(OPERATOR_LABEL)) not in running:
+            if (labels.get(JOB_LABEL), labels.get(OPERATOR_LABEL)) not in recorded:
                 with contextlib.suppress(DockerError):
                     await container.delete(force=True)
                     removed.append(str(container.id))

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from services.jobs.runtimes.base import Exit, Handle, NeverStarted, OperatorSpec, RuntimeFailure
@@ -269,7 +270,7 @@ class SandboxRuntime:
     async def problem(self) -> str | None:
         return None if os.access(self._bwrap, os.X_OK) else f"bubblewrap ({self._bwrap}) is gone"
 
-    async def remove_orphans(self, running: set[tuple[str, str]]) -> list[str]:
+    async def remove_orphans(self, running: Callable[[], Awaitable[set[tuple[str, str]]]]) -> list[str]:
         """Nothing is removed: every sandbox the database knows is re-attached. One started in the instant
         between bwrap's start and the database write of its pid is not found (a known gap)."""
         return []

@@ -6,6 +6,7 @@ CREATE INDEX jobs_in_flight_by_owner ON jobs (owner) WHERE stopped IS NULL;
 
 CREATE TABLE replicas (
     id          TEXT PRIMARY KEY,
+    node        TEXT NOT NULL,                     -- whose resources it grants and runs operators on
     heartbeat   REAL NOT NULL,                     -- a replica silent for CLARET_TAKEOVER_AFTER s is taken over
     started     REAL NOT NULL
 );
