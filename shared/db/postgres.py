@@ -111,12 +111,12 @@ class PostgresDatabase(Database):
         """Run ``fn`` on a worker thread. Cancelled, it still waits for ``fn`` to end before the transaction
         around it is rolled back: a unit of work never goes on outside its transaction."""
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._threads, fn, _Bridge(conn, loop))
+        work = self._threads.submit(fn, _Bridge(conn, loop))
         try:
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
+            return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:  # a running thread cannot be cancelled: wait for it, then roll back
             with contextlib.suppress(BaseException):
-                await work
+                await asyncio.wrap_future(work)
             raise
 
     async def problem(self) -> str | None:
