@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from protos.nvidia.clara.platform import common_pb2
+from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc, common_pb2
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from services.jobs.queue import Ready, SharedQueue
 from services.jobs.scheduler import Capacity, Demand, Grant, Priority
@@ -179,6 +179,27 @@ async def test_a_cancel_reaches_the_replica_that_runs_the_job(tmp_path: Path) ->
                     break
                 await asyncio.sleep(0.05)
             assert not process_alive(runtime_id)
+
+
+async def test_clara_stop_reaches_the_jobs_of_every_replica(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with replicas(data, "a", "b") as served:
+        async with (
+            grpc.aio.insecure_channel(served["a"][0]) as channel_a,
+            grpc.aio.insecure_channel(served["b"][0]) as channel_b,
+        ):
+            a, b = Platform(channel_a, target(data)), Platform(channel_b, target(data))
+            pipeline = await a.pipeline(GPU_OPERATOR.format(sleep=60))
+            jobs = [await a.job(pipeline), await b.job(pipeline)]
+            await a.start(jobs[0].job_id.value)
+            await b.start(jobs[1].job_id.value)
+            for job in jobs:
+                await b.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
+
+            reply = await clara_pb2_grpc.ClaraStub(channel_b).Stop(clara_pb2.ClaraStopRequest())
+            assert reply.header.code == 0, reply.header.messages
+            finals = [await a.wait_stopped(job.job_id.value, within=10) for job in jobs]
+            assert [f.status for f in finals] == [pb.JOB_STATUS_CANCELED] * 2, [list(f.messages) for f in finals]
 
 
 # -- the shared queue's decisions, on one SQLite file ---------------------------------------------------------

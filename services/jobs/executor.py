@@ -179,6 +179,11 @@ class Executor:
         """Whether this executor runs the job now."""
         return job_id in self._runs
 
+    async def cancel_or_record(self, job_id: str, status: JobStatus, message: str) -> None:
+        """End a job: stop it where this executor runs it, else only record its end (nothing of it runs here)."""
+        if not await self.cancel(job_id, status, message):
+            await self._db.write(partial(table.finish, job_id=job_id, status=status, messages=[message], at=ids.now()))
+
     # -- scheduling ----------------------------------------------------------------------------------------
 
     async def _submit_ready(self, run: JobRun) -> None:

@@ -172,13 +172,13 @@ class JobManager:
         runs gets the request passed on: that replica ends it at its next look at the queue."""
         job = await self.get(job_id)
         message = f"canceled: {reason}" if reason else "canceled"
-        if job.stopped is None and not await self._executor.cancel(job.id, JobStatus.CANCELED, message):
-            if job.started is not None and self._settings.queue == "database":
-                # Its owner (maybe this replica, adopting it right now) ends it at its next look.
-                await self._db.write(lambda conn: queue_table.request_cancel(conn, job.id, message))
-                await self._db.notify(WAKE_CHANNEL)
-            else:
-                await self._db.write(lambda conn: table.finish(conn, job.id, JobStatus.CANCELED, [message], ids.now()))
+        passed_on = job.started is not None and self._settings.queue == "database" and not self._executor.runs(job.id)
+        if job.stopped is None and passed_on:
+            # Its owner (maybe this replica, adopting it right now) ends it at its next look.
+            await self._db.write(lambda conn: queue_table.request_cancel(conn, job.id, message))
+            await self._db.notify(WAKE_CHANNEL)
+        elif job.stopped is None:
+            await self._executor.cancel_or_record(job.id, JobStatus.CANCELED, message)
         return await self.get(job.id)
 
     async def status(self, job_id: str) -> JobView:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, cast
 
-from services.jobs.scheduler import DEFAULT_AGEING_S, Capacity, Demand, Grant, Priority, Scheduler
+from services.jobs.scheduler import DEFAULT_AGEING_S, Capacity, Demand, Grant, Priority, Scheduler, lacks
 from shared.db import Database
 from shared.db import queue as rows
 from shared.db.connection import Connection
@@ -160,7 +160,7 @@ class SharedQueue:
         return self._free
 
     def can_ever_fit(self, demand: Demand) -> str | None:
-        return Scheduler(self._capacity).can_ever_fit(demand)
+        return lacks(self._capacity, demand)
 
     async def submit(self, ready: Sequence[Ready]) -> None:
         if not ready:

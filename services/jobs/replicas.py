@@ -24,10 +24,8 @@ from functools import partial
 
 from services.jobs.executor import Executor
 from services.jobs.queue import WAKE_CHANNEL
-from shared import ids
 from shared.config import Settings
 from shared.db import Database
-from shared.db import jobs as jobs_table
 from shared.db import queue as rows
 from shared.db.connection import Connection
 from shared.db.jobs import JobStatus
@@ -114,11 +112,7 @@ class ReplicaLoop:
             log.warning("took over the jobs of a silent replica", replica=self._replica, jobs=adopted)
             await self._executor.adopt(adopted)
         for job_id, message in await self._db.read(partial(rows.cancel_requests, owner=self._replica)):
-            if not await self._executor.cancel(job_id, JobStatus.CANCELED, message):  # not running here (yet)
-                finish = partial(
-                    jobs_table.finish, job_id=job_id, status=JobStatus.CANCELED, messages=[message], at=ids.now()
-                )
-                await self._db.write(finish)
+            await self._executor.cancel_or_record(job_id, JobStatus.CANCELED, message)
         await self._executor.pump()
 
     def _take_over(self, conn: Connection) -> list[str]:

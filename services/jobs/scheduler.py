@@ -48,6 +48,7 @@ __all__ = [
     "Grant",
     "Priority",
     "Scheduler",
+    "lacks",
 ]
 
 
@@ -126,6 +127,19 @@ def _plural(count: int, unit: str) -> str:
     return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
 
 
+def lacks(capacity: Capacity, demand: Demand) -> str | None:
+    """None if a node of ``capacity`` could hold ``demand`` when empty, else what it lacks ("needs 3 GPUs; the
+    node has 2")."""
+    missing = []
+    if demand.cpu > capacity.cpus:
+        missing.append(f"needs {_plural(demand.cpu, 'CPU core')}; the node has {capacity.cpus}")
+    if demand.memory_mb > capacity.memory_mb:
+        missing.append(f"needs {demand.memory_mb} MB of memory; the node has {capacity.memory_mb} MB")
+    if demand.gpus > len(capacity.gpu_ids):
+        missing.append(f"needs {_plural(demand.gpus, 'GPU')}; the node has {len(capacity.gpu_ids)}")
+    return "; ".join(missing) or None
+
+
 class Scheduler:
     """Decides which waiting operators start now on one node of fixed capacity.
 
@@ -201,16 +215,8 @@ class Scheduler:
     # --- commands ----------------------------------------------------------------------------------------
 
     def can_ever_fit(self, demand: Demand) -> str | None:
-        """None if the node could hold ``demand`` when empty, else what it lacks ("needs 3 GPUs; the node has 2")."""
-        capacity = self._capacity
-        lacks = []
-        if demand.cpu > capacity.cpus:
-            lacks.append(f"needs {_plural(demand.cpu, 'CPU core')}; the node has {capacity.cpus}")
-        if demand.memory_mb > capacity.memory_mb:
-            lacks.append(f"needs {demand.memory_mb} MB of memory; the node has {capacity.memory_mb} MB")
-        if demand.gpus > len(capacity.gpu_ids):
-            lacks.append(f"needs {_plural(demand.gpus, 'GPU')}; the node has {len(capacity.gpu_ids)}")
-        return "; ".join(lacks) or None
+        """None if the node could hold ``demand`` when empty, else what it lacks (see :func:`lacks`)."""
+        return lacks(self._capacity, demand)
 
     def submit(self, key: Hashable, priority: Priority, demand: Demand, since: float | None = None) -> None:
         """Queue a ready operator (ready ``since`` that clock reading, default now). ValueError if it can

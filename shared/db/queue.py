@@ -222,10 +222,6 @@ def heartbeat(conn: Connection, replica: str, at: float) -> bool:
     return conn.execute("UPDATE replicas SET heartbeat = ? WHERE id = ?", (at, replica)).rowcount == 1
 
 
-def unregister(conn: Connection, replica: str) -> None:
-    conn.execute("DELETE FROM replicas WHERE id = ?", (replica,))
-
-
 def mark_gone(conn: Connection, replica: str) -> None:
     """A replica shutting down: others take its jobs over at their next look instead of after the silence."""
     conn.execute("UPDATE replicas SET heartbeat = 0 WHERE id = ?", (replica,))
