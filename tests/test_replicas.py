@@ -12,8 +12,8 @@ import asyncio
 import itertools
 import signal
 import subprocess
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 
 import grpc
@@ -157,49 +157,48 @@ async def twenty_gpu_operators_one_replica_killed(
         assert not intervals_overlap(spans), spans
 
 
-async def test_a_cancel_reaches_the_replica_that_runs_the_job(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+@asynccontextmanager
+async def two_replicas(data: Path) -> AsyncIterator[tuple[Platform, Platform]]:
+    """Replicas "a" and "b" on ``data``, and a client of each."""
     with replicas(data, "a", "b") as served:
         async with (
             grpc.aio.insecure_channel(served["a"][0]) as channel_a,
             grpc.aio.insecure_channel(served["b"][0]) as channel_b,
         ):
-            a, b = Platform(channel_a, target(data)), Platform(channel_b, target(data))
-            job = await a.job(await a.pipeline(GPU_OPERATOR.format(sleep=60)))
-            await a.start(job.job_id.value)
-            await a.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
-            runtime_id = await a.wait_runtime_id(job.job_id.value, "op")
+            yield Platform(channel_a, target(data)), Platform(channel_b, target(data))
 
-            reply = await b.jobs.Cancel(pb.JobsCancelRequest(job_id=common_pb2.Identifier(value=job.job_id.value)))
-            assert reply.header.code == 0, reply.header.messages
-            final = await b.wait_stopped(job.job_id.value, within=10)
-            assert final.status == pb.JOB_STATUS_CANCELED, final.messages
-            for _ in range(100):
-                if not process_alive(runtime_id):
-                    break
-                await asyncio.sleep(0.05)
-            assert not process_alive(runtime_id)
+
+async def test_a_cancel_reaches_the_replica_that_runs_the_job(tmp_path: Path) -> None:
+    async with two_replicas(tmp_path / "data") as (a, b):
+        job = await a.job(await a.pipeline(GPU_OPERATOR.format(sleep=60)))
+        await a.start(job.job_id.value)
+        await a.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
+        runtime_id = await a.wait_runtime_id(job.job_id.value, "op")
+
+        reply = await b.jobs.Cancel(pb.JobsCancelRequest(job_id=common_pb2.Identifier(value=job.job_id.value)))
+        assert reply.header.code == 0, reply.header.messages
+        final = await b.wait_stopped(job.job_id.value, within=10)
+        assert final.status == pb.JOB_STATUS_CANCELED, final.messages
+        for _ in range(100):
+            if not process_alive(runtime_id):
+                break
+            await asyncio.sleep(0.05)
+        assert not process_alive(runtime_id)
 
 
 async def test_clara_stop_reaches_the_jobs_of_every_replica(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    with replicas(data, "a", "b") as served:
-        async with (
-            grpc.aio.insecure_channel(served["a"][0]) as channel_a,
-            grpc.aio.insecure_channel(served["b"][0]) as channel_b,
-        ):
-            a, b = Platform(channel_a, target(data)), Platform(channel_b, target(data))
-            pipeline = await a.pipeline(GPU_OPERATOR.format(sleep=60))
-            jobs = [await a.job(pipeline), await b.job(pipeline)]
-            await a.start(jobs[0].job_id.value)
-            await b.start(jobs[1].job_id.value)
-            for job in jobs:
-                await b.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
+    async with two_replicas(tmp_path / "data") as (a, b):
+        pipeline = await a.pipeline(GPU_OPERATOR.format(sleep=60))
+        jobs = [await a.job(pipeline), await b.job(pipeline)]
+        await a.start(jobs[0].job_id.value)
+        await b.start(jobs[1].job_id.value)
+        for job in jobs:
+            await b.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
 
-            reply = await clara_pb2_grpc.ClaraStub(channel_b).Stop(clara_pb2.ClaraStopRequest())
-            assert reply.header.code == 0, reply.header.messages
-            finals = [await a.wait_stopped(job.job_id.value, within=10) for job in jobs]
-            assert [f.status for f in finals] == [pb.JOB_STATUS_CANCELED] * 2, [list(f.messages) for f in finals]
+        reply = await clara_pb2_grpc.ClaraStub(b.channel).Stop(clara_pb2.ClaraStopRequest())
+        assert reply.header.code == 0, reply.header.messages
+        finals = [await a.wait_stopped(job.job_id.value, within=10) for job in jobs]
+        assert [f.status for f in finals] == [pb.JOB_STATUS_CANCELED] * 2, [list(f.messages) for f in finals]
 
 
 # -- the shared queue's decisions, on one SQLite file ---------------------------------------------------------
