@@ -95,6 +95,16 @@ class Settings:
     """Seconds of silence after which another jobs replica takes a replica's jobs over (``database`` queue)."""
     queue_poll: float = 0.25
     """Seconds between a replica's looks at the shared queue, Cancels passed on, and heartbeats."""
+    operator_uid: int = 65532
+    """Host uid operators run as (never 0); the sandbox of a service that is not root runs them as its own user."""
+    operator_gid: int = 65532
+    """Host gid operators run as (never 0)."""
+    pids_limit: int = 4096
+    """Most processes and threads one operator may have at once."""
+    max_log_mb: int = 256
+    """Each operator's log keeps this many MiB, then a line saying the rest was dropped (and a job message)."""
+    max_output_mb: int = 10240
+    """Most MiB one job's operators may write into its payload; past it the operator faults."""
 
     @property
     def replica_id(self) -> str:
@@ -156,6 +166,9 @@ class Settings:
             raise ValueError(
                 f"queue_poll ({self.queue_poll}) must be positive and below takeover_after ({self.takeover_after})"
             )
+        for name in ("operator_uid", "operator_gid", "pids_limit", "max_log_mb", "max_output_mb"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive (0 would mean root or no limit): got {getattr(self, name)}")
         if not 0 < self.default_timeout <= self.max_timeout:
             raise ValueError("default_timeout must be positive and at most max_timeout")
 

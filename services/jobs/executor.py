@@ -45,6 +45,8 @@ from shared.pipeline_definition import Operator, Pipeline, load_pipeline_cached
 
 log = get_logger(__name__)
 
+MIB = 1024 * 1024
+
 
 def demand(operator: Operator) -> Demand:
     return Demand(cpu=operator.requests.cpu, memory_mb=operator.requests.memory, gpus=operator.requests.gpu)
@@ -239,6 +241,9 @@ class Executor:
                 OPERATOR_LABEL: operator.name,
                 INSTANCE_LABEL: self._settings.instance,
             },
+            user=(self._settings.operator_uid, self._settings.operator_gid),
+            pids_limit=self._settings.pids_limit,
+            max_log_bytes=self._settings.max_log_mb * MIB,
         )
 
     async def _run_operator(self, run: JobRun, name: str, grant: Grant) -> None:

@@ -40,6 +40,13 @@ class OperatorSpec:
     """stdout and stderr, interleaved in the order they were written, appended as they stream."""
     network: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    user: tuple[int, int] | None = None
+    """Host uid and gid the operator's processes run as; None leaves the runtime's own choice (the sandbox
+    of a service that is not root runs operators as the service's user)."""
+    pids_limit: int = 4096
+    """Most processes and threads the operator may have at once."""
+    max_log_bytes: int = 256 * 1024 * 1024
+    """The log file keeps this much of the operator's output, then :func:`truncation_marker`."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,13 @@ class Exit:
 
     code: int
     message: str = ""
+    log_truncated: bool = False
+    """The operator wrote more than ``OperatorSpec.max_log_bytes``: its log ends with the marker."""
+
+
+def truncation_marker(limit: int) -> bytes:
+    """The line that ends a log cut at ``limit`` bytes, so a reader knows output was dropped."""
+    return f"\n[claret: log truncated at {limit} bytes; the operator's further output was dropped]\n".encode()
 
 
 class Handle(Protocol):
