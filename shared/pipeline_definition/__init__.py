@@ -11,6 +11,11 @@ Choices where the definition-language notes leave room (DECISIONS.md "Pipelines"
 * Typed attributes are ignored before api 0.5.0; ``models`` are accepted at any version (NVIDIA tools do).
 * An input without ``name`` may read an upstream's only output even if it is named.
 * No two inputs/outputs of an operator may be mounted at the same container path.
+* An input/output ``path`` is rooted, without NUL and without a ``..`` segment (the runtime creates it as a
+  mount point, and ``..`` could climb out of the operator's root); ``//`` and a trailing ``/`` are accepted.
+  Names that become payload folders (operator, output, ``from``) are 1-255 of ``A-Z a-z 0-9 _ -``, so no
+  payload subpath can leave the payload.
+* ``requests``: an explicit ``cpu: 0`` or ``memory: 0`` means the default (1 CPU, 512 MB), never "no limit".
 * Scalars are read as written: ``tag: 18.10`` is ``"18.10"``; only ``true``/``false`` are booleans (YAML
   1.2), so ``on``/``yes`` stay strings. Whole numbers may be written ``2``, ``2.0`` or ``"2"``.
 * Parameter names match exactly (case-sensitive), like the environment variables they often feed.

@@ -99,7 +99,11 @@ def _no_space(section: Section, key: str, *, required: bool = False) -> str | No
 
 
 def read_requests(section: Section) -> Requests:
-    """``requests``: non-negative whole ``cpu``, ``gpu`` and ``memory`` (MB), with the 0.7.4 defaults."""
+    """``requests``: non-negative whole ``cpu``, ``gpu`` and ``memory`` (MB), with the 0.7.4 defaults.
+
+    An explicit 0 for ``cpu`` or ``memory`` means the default, never "unlimited": no definition can opt out of
+    the platform's limits. ``gpu: 0`` stays 0 (no GPU, the default anyway).
+    """
     requests = section.section("requests")
     if requests is None:
         return Requests()
@@ -108,9 +112,9 @@ def read_requests(section: Section) -> Requests:
     gpu = requests.integer("gpu", default.gpu, minimum=0)
     memory = requests.integer("memory", default.memory, minimum=0)
     return Requests(
-        cpu=default.cpu if cpu is None else cpu,
+        cpu=cpu or default.cpu,
         gpu=default.gpu if gpu is None else gpu,
-        memory=default.memory if memory is None else memory,
+        memory=memory or default.memory,
     )
 
 
@@ -120,10 +124,22 @@ def _read_timeout(section: Section, max_timeout: int) -> int | None:
 
 
 def _read_path(section: Section, *, required: bool) -> str | None:
+    """A container path: rooted, without NUL and without a ``..`` segment (``/a/../b``, ``/..``), since the
+    runtime creates it as a mount point and ``..`` could climb out of the operator's root; ``//`` and a
+    trailing ``/`` are harmless and accepted. A refused path is reported and read as None."""
     path = section.text("path", required=required)
-    if path is not None and not path.startswith("/"):
-        section.problems.invalid(section.at("path"), f"{path!r} must be rooted (start with '/')")
-    return path
+    if path is None:
+        return None
+    if not path.startswith("/"):
+        why = "must be rooted (start with '/')"
+    elif "\0" in path:
+        why = "must not contain a NUL character"
+    elif ".." in path.split("/"):
+        why = "must not contain a '..' segment"
+    else:
+        return path
+    section.problems.invalid(section.at("path"), f"{path!r} {why}")
+    return None
 
 
 def _read_input(entry: object, where: Where, version: ApiVersion, problems: Problems) -> tuple[Where, OperatorInput]:

@@ -5,6 +5,7 @@ random import graphs, random arguments)."""
 from __future__ import annotations
 
 import copy
+import posixpath
 from typing import Any
 
 import yaml
@@ -76,6 +77,12 @@ def consistent(pipeline: Pipeline) -> None:
     for op in pipeline.operators:
         assert all(position[up] < position[op.name] for up in op.upstream)
         assert op.container.image
+        for requests in (op.requests, *(service.requests for service in op.services)):
+            assert requests.cpu >= 1 and requests.memory >= 1 and requests.gpu >= 0
+        paths = [entry.path for entry in (*op.inputs, *op.outputs) if entry.path is not None]
+        assert all(path.startswith("/") and "\x00" not in path and ".." not in path.split("/") for path in paths)
+        folders = [i.payload_subpath for i in op.inputs] + [o.payload_subpath(op.name) for o in op.outputs]
+        assert all(posixpath.normpath(folder) == folder and not folder.startswith(("/", "..")) for folder in folders)
     assert 1 <= pipeline.timeout <= 1800
 
 
@@ -95,13 +102,13 @@ def _maybe(draw: st.DrawFn, proper: st.SearchStrategy[Any]) -> Any:
     return draw(scalars if draw(st.integers(0, 7)) == 3 else proper)
 
 
-_names = st.sampled_from(["a", "b", "c", "A"])
+_names = st.sampled_from(["a", "b", "c", "A", "..", "a/b"])
 _io = st.fixed_dictionaries(
     {},
     optional={
         "from": _maybe(_names),
         "name": _maybe(_names),
-        "path": _maybe(st.sampled_from(["/in", "/out", "rel", "/in/"])),
+        "path": _maybe(st.sampled_from(["/in", "/out", "rel", "/in/", "/in/../x", "/..", "/a\x00"])),
         "type": _maybe(st.sampled_from(["array", "string", "stream", "u8", "float64", "blob"])),
         "element-type": _maybe(st.sampled_from(["float32", "i16", "dicom"])),
         "shape": _maybe(st.lists(st.integers(-2, 4), max_size=3)),

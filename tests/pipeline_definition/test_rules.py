@@ -80,6 +80,20 @@ BROKEN: list[tuple[str, str, list[Edit], ErrorCode, tuple[str, ...]]] = [
         DEFINITION,
         ("output[0].path: is required",),
     ),
+    (
+        "input path climbs",
+        "0.4.0",
+        [(f"{SEG}.input.0.path", "/../oldroot/tmp/x/a")],
+        DEFINITION,
+        ("'seg': input[0].path", "'/../oldroot/tmp/x/a' must not contain a '..' segment"),
+    ),
+    (
+        "output path climbs",
+        "0.4.0",
+        [(f"{SEG}.output.1.path", "/render/../../x")],
+        DEFINITION,
+        ("'seg': output[1].path", "'/render/../../x' must not contain a '..' segment"),
+    ),
     ("path used twice", "0.4.0", [(f"{SEG}.output.1.path", "/input/")], DEFINITION, ("output[1].path", "used twice")),
     ("output names twice", "0.4.0", [(f"{SEG}.output.1.name", "MASK")], DEFINITION, ("output[1].name", "used twice")),
     (
@@ -110,6 +124,8 @@ BROKEN: list[tuple[str, str, list[Edit], ErrorCode, tuple[str, ...]]] = [
     ),
     ("operator version bad", "0.4.0", [(f"{SEG}.api-version", "0.9.0")], DEFINITION, ("'seg': api-version",)),
     ("cpu negative", "0.4.0", [(f"{SEG}.requests", {"cpu": -1})], DEFINITION, ("'seg': requests.cpu", "out of range")),
+    ("memory negative", "0.4.0", [(f"{SEG}.requests", {"memory": -1})], DEFINITION, ("requests.memory", "range")),
+    ("gpu negative", "0.4.0", [(f"{SEG}.requests", {"gpu": "-2"})], DEFINITION, ("requests.gpu", "out of range")),
     ("cpu fraction", "0.4.0", [(f"{SEG}.requests", {"cpu": 0.5})], DEFINITION, ("requests.cpu", "not a whole number")),
     ("memory text", "0.4.0", [(f"{SEG}.requests", {"memory": "4G"})], LOAD, ("requests.memory", "whole number")),
     ("requests a list", "0.4.0", [(f"{SEG}.requests", [1])], LOAD, ("'seg': requests", "expected a mapping")),
@@ -294,9 +310,25 @@ def test_container_defaults_and_stringified_values() -> None:
 
 
 def test_requests_accept_whole_numbers_in_any_spelling() -> None:
-    document = edited(base(), (f"{SEG}.requests", {"cpu": 2.0, "gpu": "1", "memory": 0}))
-    assert load(document).operator("seg").requests == Requests(cpu=2, gpu=1, memory=0)
+    document = edited(base(), (f"{SEG}.requests", {"cpu": 2.0, "gpu": "1", "memory": "256"}))
+    assert load(document).operator("seg").requests == Requests(cpu=2, gpu=1, memory=256)
     assert load(base()).operator("seg").requests == Requests(cpu=1, gpu=0, memory=512)
+
+
+@pytest.mark.parametrize("zero", [0, "0", 0.0, "+0", "-0"], ids=["int", "text", "float", "plus", "minus"])
+def test_zero_cpu_or_memory_means_the_default_not_unlimited(zero: object) -> None:
+    """``cpu: 0`` / ``memory: 0`` once opted out of every limit; they now mean 1 CPU and 512 MB. ``gpu: 0`` is
+    no GPU (the default anyway), for operators and services alike."""
+    document = edited(base(), (f"{SEG}.requests", {"cpu": zero, "gpu": zero, "memory": zero}))
+    assert load(document).operator("seg").requests == Requests(cpu=1, gpu=0, memory=512)
+    document = edited(
+        base(), (f"{SEG}.requests", {"cpu": zero, "memory": 64}), (f"{READER}.requests", {"memory": zero})
+    )
+    assert load(document).operator("seg").requests == Requests(cpu=1, gpu=0, memory=64)
+    assert load(document).operator("reader").requests == Requests(cpu=1, gpu=0, memory=512)
+    service = {**SVC, "requests": {"cpu": zero, "gpu": 1, "memory": zero}}
+    (loaded,) = load(edited(base(), (f"{SEG}.services", [service]))).operator("seg").services
+    assert loaded.requests == Requests(cpu=1, gpu=1, memory=512)
 
 
 def test_variables_are_stringified() -> None:
