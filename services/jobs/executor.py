@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-from services.jobs import environment
+from services.jobs import environment, outputs
 from services.jobs.queue import OperatorKey, OperatorQueue, Ready
 from services.jobs.runtimes.base import (
     INSTANCE_LABEL,
@@ -46,6 +46,8 @@ from shared.pipeline_definition import Operator, Pipeline, load_pipeline_cached
 log = get_logger(__name__)
 
 MIB = 1024 * 1024
+OUTPUT_CHECK_INTERVAL = 1.0
+"""Seconds between measurements of a running job's outputs against its quota."""
 
 
 def demand(operator: Operator) -> Demand:
@@ -83,6 +85,8 @@ class JobRun:
     handles: dict[str, Handle] = field(default_factory=dict)
     ending: bool = False
     deadline: asyncio.TimerHandle | None = None
+    watching_outputs: bool = False
+    """A task measures the job's outputs against its quota while operators run."""
 
     def ready(self) -> list[str]:
         """Operators not yet submitted whose upstream operators all completed, in declaration order."""
@@ -264,8 +268,7 @@ class Executor:
             await self._drop(run)
             return
         try:
-            for folder in environment.output_dirs(operator, self._store.path(run.job.payload_id)):
-                folder.mkdir(parents=True, exist_ok=True)
+            outputs.prepare(self._output_dirs(run, name), self._user)
             started = time.monotonic()
             handle = await self._runtime.start(self._spec(run, operator, grant.gpu_ids))
             metrics.RUNTIME_START_SECONDS.labels(self._runtime.name).observe(time.monotonic() - started)
@@ -284,6 +287,7 @@ class Executor:
             "operator started", job_id=run.job.id, operator=name, runtime_id=handle.runtime_id, gpus=list(grant.gpu_ids)
         )
         self._arm_deadline(run, run.job.timeout or self._settings.default_timeout)
+        self._watch_outputs(run)
         if run.ending:  # the job ended while this operator was starting
             self._spawn(handle.stop(self._settings.stop_grace))
         await self._follow(run, name, handle)
@@ -299,12 +303,62 @@ class Executor:
             exit = await _wait(handle)
         del run.handles[name]
         await self.queue.release((run.job.id, name))
+        exit = await self._check_outputs(run, name, exit)
         outcome = None if run.ending else self._outcome(run, name, exit)
         await self._record_exit(run, name, exit, handle.runtime_id, ends_job=outcome)
         if outcome is None and not run.ending:
             await self._submit_ready(run)
         self._forget_if_done(run)
         await self.pump()
+
+    # -- outputs and logs: limits ------------------------------------------------------------------------
+
+    @property
+    def _user(self) -> tuple[int, int]:
+        return self._settings.operator_uid, self._settings.operator_gid
+
+    def _output_dirs(self, run: JobRun, *names: str) -> list[Path]:
+        """The output folders of these operators of the job (of all of them when none is named)."""
+        payload_dir = self._store.path(run.job.payload_id)
+        chosen = [run.model.operator(n) for n in names] if names else run.model.operators
+        return [folder for op in chosen for folder in environment.output_dirs(op, payload_dir)]
+
+    def _over_quota(self, used: int) -> str | None:
+        quota = self._settings.max_output_mb
+        if used <= quota * MIB:
+            return None
+        return f"the job's outputs take {used / MIB:.1f} MiB, over its quota of {quota} MiB (CLARET_MAX_OUTPUT_MB)"
+
+    def _watch_outputs(self, run: JobRun) -> None:
+        """While the job has running operators, measure its outputs now and then; over the quota, it faults."""
+        if run.watching_outputs or run.ending:
+            return
+        run.watching_outputs = True
+
+        async def watch() -> None:
+            try:
+                while run.handles and not run.ending:
+                    await asyncio.sleep(OUTPUT_CHECK_INTERVAL)
+                    problem = self._over_quota(await asyncio.to_thread(outputs.usage, self._output_dirs(run)))
+                    if problem is not None and not run.ending:
+                        names = ", ".join(repr(n) for n in run.handles)
+                        await self._end(run, JobStatus.FAULTED, f"operator(s) {names} stopped: {problem}")
+            finally:
+                run.watching_outputs = False
+
+        self._spawn(watch())
+
+    async def _check_outputs(self, run: JobRun, name: str, exit: Exit) -> Exit:
+        """After an operator ended: sweep its outputs (no setuid file, nothing owned by root), note a cut
+        log in the job's messages, and fail it when the job's outputs went over the quota."""
+        await asyncio.to_thread(outputs.sweep, self._output_dirs(run, name), self._user)
+        if exit.log_truncated:
+            note = f"operator {name!r}: log truncated at {self._settings.max_log_mb} MiB (CLARET_MAX_LOG_MB)"
+            await self._db.write(partial(table.add_messages, job_id=run.job.id, messages=[note]))
+        if exit.code != 0 or run.ending:
+            return exit
+        problem = self._over_quota(await asyncio.to_thread(outputs.usage, self._output_dirs(run)))
+        return exit if problem is None else Exit(-1, problem, exit.log_truncated)
 
     def _outcome(self, run: JobRun, name: str, exit: Exit) -> tuple[JobStatus, str] | None:
         """How the job ends because this operator ended, or None when it goes on."""

@@ -277,6 +277,14 @@ def finish(conn: Connection, job_id: str, status: JobStatus, messages: Sequence[
     return True
 
 
+def add_messages(conn: Connection, job_id: str, messages: Sequence[str]) -> None:
+    """Append to a job's messages without ending it (a log that was cut, a warning)."""
+    row = conn.execute("SELECT messages FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is not None:
+        updated = json.dumps([*json.loads(row[0]), *messages])
+        conn.execute("UPDATE jobs SET messages = ? WHERE id = ?", (updated, job_id))
+
+
 def running_operators(conn: Connection) -> set[tuple[str, str]]:
     """(job id, operator name) of every operator recorded as running in a job still in flight, whichever
     replica started it (one of a stopped job is an orphan, left by a shutdown during its stop)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.jobs.runtimes.base import Runtime, RuntimeFailure
 from services.jobs.runtimes.docker import DockerRuntime, PathMapping
-from services.jobs.runtimes.sandbox import SandboxRuntime
+from services.jobs.runtimes.sandbox import SandboxRuntime, open_cgroups
 from shared.config import Settings
 from shared.logging import get_logger
 
@@ -15,7 +15,7 @@ async def open_runtime(settings: Settings) -> Runtime:
     """The configured runtime; ``auto`` takes Docker when an engine answers, else the sandbox."""
     runtime: Runtime
     if settings.runtime == "sandbox":
-        runtime = SandboxRuntime()
+        runtime = SandboxRuntime(cgroups=open_cgroups(settings.instance))
     else:
         paths = PathMapping(settings.payload_path, settings.host_payload_dir)
         try:
@@ -24,6 +24,6 @@ async def open_runtime(settings: Settings) -> Runtime:
             if settings.runtime == "docker":
                 raise
             log.info("no Docker engine; using the sandbox runtime", reason=str(exc))
-            runtime = SandboxRuntime()
+            runtime = SandboxRuntime(cgroups=open_cgroups(settings.instance))
     log.info("runtime", name=runtime.name, requested=settings.runtime)
     return runtime

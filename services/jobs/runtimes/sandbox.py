@@ -1,10 +1,27 @@
 """The ``sandbox`` runtime: each operator's command runs as a host process inside a bubblewrap sandbox.
 
 The sandbox shows the operator the paths a container would see (inputs read-only, outputs writable),
-the host's /usr and /etc read-only, a private /tmp, its own PID namespace and no network. The image
-is not used. stdout and stderr go straight to the operator's log file, so logs survive a restart of
-the service, and bwrap's ``--json-status-fd`` records the exit code in a status file beside the log so
-an operator that outlived a restart can be re-attached (through a pidfd: no polling) and its exit read.
+the host's /usr read-only, a minimal /etc (generated passwd and group, the host's loader cache and
+alternatives, nothing secret), a private /tmp, its own PID, IPC and UTS namespaces and no network. The
+image is not used. What keeps a hostile operator in (each point has a test in tests/test_sandbox_isolation.py):
+
+- A service running as root runs bwrap privileged (the mounts are made by root, so payloads may sit
+  in folders only root can enter) with no user namespace, which would map the sandbox to host root;
+  ``setpriv`` then switches the operator to the configured unprivileged uid and gid, with no
+  supplementary groups, no capabilities (bounding set emptied) and no_new_privs. A service that is not
+  root runs bwrap in a user namespace of its own user, with further user namespaces disabled.
+- A seccomp filter (:mod:`.seccomp`) refuses what a container runtime refuses by default: new
+  namespaces, mount, keyctl (the service's session keyring), ptrace, bpf, module loading...
+- bwrap itself starts with an empty environment and no inherited descriptor but its own, and the
+  operator with default signal dispositions (a service ignores SIGPIPE; ``yes | head`` must end).
+- A control group per operator (:mod:`.cgroups`) limits memory, cpu and processes. When the operator's
+  command ends, everything it left behind (a ``setsid`` child included) is killed with the group and
+  the sandbox's PID namespace.
+
+stdout and stderr go straight to the operator's log file, so logs survive a restart of the service; the
+runtime trims a log that grows past its cap. bwrap's ``--json-status-fd`` records the exit code in a
+status file beside the log so an operator that outlived a restart can be re-attached (through a pidfd:
+no polling) and its exit read.
 """
 
 from __future__ import annotations
@@ -16,17 +33,57 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from services.jobs.runtimes.base import Exit, Handle, NeverStarted, OperatorSpec, RuntimeFailure
+from services.jobs.runtimes import seccomp
+from services.jobs.runtimes.base import (
+    Exit,
+    Handle,
+    NeverStarted,
+    OperatorSpec,
+    RuntimeFailure,
+    truncation_marker,
+)
+from services.jobs.runtimes.cgroups import Cgroups, CgroupsUnavailable, Limits, OperatorGroup
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 
 HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 """Shown read-only (or as the same symlink, on merged-/usr systems) so that commands find their tools."""
+HOST_ETC = (
+    "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "timezone",
+    "nsswitch.conf",
+    "host.conf",
+    "hosts",
+    "resolv.conf",
+    "protocols",
+    "services",
+    "mime.types",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "ca-certificates",
+    "os-release",
+    "debian_version",
+)
+"""What the sandbox's /etc shows of the host's (where present): what programs read, nothing secret."""
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+FALLBACK_USER = (65532, 65532)
+"""Operators of a root service run as this uid and gid when the spec names no user (never as root)."""
+MIN_MEMORY_MB = 32
+"""The smallest memory limit: bwrap, setpriv and a shell need a few MB before the operator's code runs."""
 KILLED = 137
+TRIM_INTERVAL = 0.5
+"""Seconds between looks at the size of a running operator's log."""
+JOIN_CGROUP = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+"""sh script: write its own pid to each ``cgroup.procs`` given before ``--``, then exec the rest."""
 
 
 def status_path(spec: OperatorSpec) -> Path:
@@ -42,6 +99,11 @@ def ever_started(spec: OperatorSpec) -> bool:
         return False
 
 
+def limits(spec: OperatorSpec) -> Limits:
+    """The requests as limits: always some, whatever the requests say."""
+    return Limits(memory_bytes=max(spec.memory_mb, MIN_MEMORY_MB) << 20, cpus=max(spec.cpu, 1), pids=spec.pids_limit)
+
+
 @functools.cache
 def host_root() -> tuple[str, ...]:
     """bwrap arguments that show the host's system folders read-only (read once: they do not change)."""
@@ -52,34 +114,90 @@ def host_root() -> tuple[str, ...]:
             args += ["--symlink", os.readlink(host), f"/{name}"]
         elif host.is_dir():
             args += ["--ro-bind", str(host), f"/{name}"]
+    for name in HOST_ETC:
+        parent = Path("/etc", name).parent
+        args += ["--perms", "0755", "--dir", str(parent)] if parent != Path("/etc") else []
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     return tuple(args)
 
 
-def bwrap_arguments(spec: OperatorSpec, status_fd: int) -> list[str]:
-    """The bwrap command line for ``spec`` (the new root is an empty tmpfs; we add what it needs)."""
+def users(uid: int, gid: int) -> dict[str, bytes]:
+    """The sandbox's /etc/passwd and /etc/group: root, the operator's user and nobody, no one else."""
+    return {
+        "/etc/passwd": (
+            "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            f"operator:x:{uid}:{gid}:Claret operator:/tmp:/usr/sbin/nologin\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        ).encode(),
+        "/etc/group": f"root:x:0:\noperator:x:{gid}:\nnogroup:x:65534:\n".encode(),
+    }
+
+
+class Descriptors:
+    """Descriptors handed to bwrap (status file, seccomp filter, generated files); those made here are
+    closed after the spawn."""
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self._made: list[int] = []
+
+    def keep(self, fd: int) -> str:
+        self.fds.append(fd)
+        return str(fd)
+
+    def data(self, name: str, content: bytes) -> str:
+        """A memory file holding ``content``, read by bwrap from its start."""
+        fd = os.memfd_create(name)
+        self._made.append(fd)
+        os.write(fd, content)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return self.keep(fd)
+
+    def close(self) -> None:
+        for fd in self._made:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def bwrap_arguments(spec: OperatorSpec, fds: Descriptors, status_fd: int, drop_to: tuple[int, int] | None) -> list[str]:
+    """The bwrap command line for ``spec`` (the new root is an empty tmpfs; we add what it needs). With
+    ``drop_to`` (a root service) bwrap is privileged and setpriv switches to that uid and gid; without,
+    bwrap runs in a user namespace of the service's own (unprivileged) user."""
     if not spec.command:
         raise RuntimeFailure(
             f"operator {spec.operator!r} has no command: the sandbox runtime does not use "
             f"images, so container.command must say what to run"
         )
     # No --die-with-parent: a sandbox must outlive a crash of the service, which re-attaches to it.
-    args = ["bwrap", "--unshare-all", "--share-net" if spec.network else "--unshare-net", "--cap-drop", "ALL"]
-    args += host_root()
-    args += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/"]
+    args = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    args += [] if spec.network else ["--unshare-net"]
+    args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"] if drop_to is None else []
+    args += ["--perms", "0755", "--dir", "/etc", *host_root()]
+    uid, gid = drop_to or (os.getuid(), os.getgid())
+    for target, content in users(uid, gid).items():
+        args += ["--perms", "0644", "--ro-bind-data", fds.data(target, content), target]
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
+    args += ["--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/"]
     for mount in spec.mounts:
         args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
-    args += ["--clearenv"]
+    args += ["--seccomp", fds.data("seccomp", seccomp.program()), "--clearenv"]
     # The job and operator names are always there: find_sandbox() looks for them on the command line.
     identity = {"NVIDIA_CLARA_JOB_ID": spec.job_id, "NVIDIA_CLARA_STAGE_NAME": spec.operator}
-    env = {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": "/tmp",
-        **spec.env,
-        **identity,
-    }
-    for key, value in env.items():
+    for key, value in {"PATH": PATH, "HOME": "/tmp", **spec.env, **identity}.items():
         args += ["--setenv", key, value]
-    return [*args, "--json-status-fd", str(status_fd), "--", *spec.command]
+    args += ["--json-status-fd", fds.keep(status_fd), "--"]
+    if drop_to is not None:
+        args += [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
+    return [*args, *spec.command]
 
 
 def read_exit_code(path: Path) -> int | None:
@@ -140,22 +258,29 @@ def find_sandbox(job_id: str, operator: str) -> int | None:
     return None
 
 
-def spawn(bwrap: str, args: list[str], log_fd: int, status_fd: int) -> int:
-    """Start bwrap with posix_spawn: no fork of this multi-threaded process (gRPC's threads), so nothing
-    can run in a half-copied child before the exec. It leads a new session (signals reach its group);
-    stdin is /dev/null, stdout and stderr share the log file, and the status descriptor stays open."""
-    os.set_inheritable(status_fd, True)
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_DUP2, log_fd, 1),
-        (os.POSIX_SPAWN_DUP2, log_fd, 2),
-    ]
-    return os.posix_spawn(bwrap, [bwrap, *args[1:]], os.environ, file_actions=actions, setsid=True)
+def spawn(command: list[str], log_fd: int, fds: Descriptors) -> subprocess.Popen[bytes]:
+    """Start the sandbox: a new session (signals reach its group), stdin /dev/null, stdout and stderr to
+    the log file, only ``fds`` inherited besides, an environment of PATH alone, and the signal
+    dispositions a program expects (Python's ignored SIGPIPE is restored). No Python code runs in the
+    child between fork and exec, so forking this multi-threaded process is safe."""
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log_fd,
+        stderr=log_fd,
+        env={"PATH": PATH},
+        close_fds=True,
+        pass_fds=fds.fds,
+        start_new_session=True,
+        restore_signals=True,
+    )
 
 
-def watch_exit(pid: int, *, reap: bool) -> asyncio.Future[int | None]:
+def watch_exit(pid: int, reap: Callable[[], int | None] | None) -> asyncio.Future[int | None]:
     """A future for the end of ``pid``, through a pidfd (readable once the process ended: no polling).
-    A child of ours is reaped and its exit status given; another process's status is unknowable (None)."""
+    Whatever the sandbox left running is killed with its process group first, while the ended bwrap
+    still holds its pid, so the signal cannot reach a newcomer. A child of ours is reaped (``reap``) and
+    its exit status given; another process's status is unknowable (None)."""
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[int | None] = loop.create_future()
     pidfd = os.pidfd_open(pid)
@@ -163,10 +288,9 @@ def watch_exit(pid: int, *, reap: bool) -> asyncio.Future[int | None]:
     def on_exit() -> None:
         loop.remove_reader(pidfd)
         os.close(pidfd)
-        code = None
-        if reap:
-            with contextlib.suppress(ChildProcessError):
-                code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # the PID namespace's init: the namespace dies with it
+        code = reap() if reap is not None else None
         if not exited.done():
             exited.set_result(code)
 
@@ -174,27 +298,85 @@ def watch_exit(pid: int, *, reap: bool) -> asyncio.Future[int | None]:
     return exited
 
 
+class LogCap:
+    """Keeps a log file that the operator appends to directly at most ``limit`` bytes plus the marker."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self._path = path
+        self._marker = truncation_marker(limit)
+        self._limit = limit
+
+    def trim(self) -> bool:
+        """Cut what is past the cap (the marker once); True when the log was ever cut."""
+        try:
+            size = self._path.stat().st_size
+        except OSError:
+            return False
+        if size <= self._limit:
+            return False
+        with open(self._path, "r+b") as log_file:
+            log_file.seek(self._limit)
+            if log_file.read(len(self._marker)) != self._marker:
+                log_file.seek(self._limit)
+                log_file.write(self._marker)
+            log_file.truncate(self._limit + len(self._marker))
+        return True
+
+
 class SandboxHandle:
     """A sandboxed operator: the bwrap process leads its own process group, so signals reach the group."""
 
     def __init__(
-        self, pid: int, status_file: Path, exited: asyncio.Future[int | None], start_time: str | None = None
+        self,
+        pid: int,
+        spec: OperatorSpec,
+        exited: asyncio.Future[int | None],
+        group: OperatorGroup | None,
+        start_time: str | None = None,
     ) -> None:
         self.pid = pid
-        self._status_file = status_file
+        self._spec = spec
         self._exited = exited
+        self._group = group
         self._start_time = start_time or process_start_time(pid) or "0"
+        self._log = LogCap(spec.log_path, spec.max_log_bytes)
+        self._trimming = asyncio.get_running_loop().create_task(self._trim_while_running())
 
     @property
     def runtime_id(self) -> str:
         return f"{self.pid}:{self._start_time}"
 
+    async def _trim_while_running(self) -> None:
+        while not self._exited.done():
+            await asyncio.to_thread(self._log.trim)
+            await asyncio.wait([self._exited], timeout=TRIM_INTERVAL)
+
     async def wait(self) -> Exit:
         code = await asyncio.shield(self._exited)
-        recorded = read_exit_code(self._status_file)
-        if recorded is not None:
-            return Exit(recorded)
-        return Exit(KILLED if code is None else code, "the sandbox ended without reporting an exit code")
+        await asyncio.shield(self._trimming)
+        if self._group is not None:
+            await asyncio.to_thread(self._group.kill)
+        truncated = await asyncio.to_thread(self._log.trim)
+        recorded = read_exit_code(status_path(self._spec))
+        if recorded is None:
+            recorded, note = KILLED if code is None else code, "the sandbox ended without reporting an exit code"
+        else:
+            note = ""
+        message = self._limit_hit(recorded) or note
+        if self._group is not None:
+            self._group.remove()
+        return Exit(recorded, message, log_truncated=truncated)
+
+    def _limit_hit(self, code: int) -> str:
+        """Why a failed operator failed, when a limit of its group says so."""
+        if code == 0 or self._group is None:
+            return ""
+        if self._group.oom_killed():
+            limit = limits(self._spec).memory_bytes >> 20
+            return f"killed: out of memory (its limit is {limit} MB, from its memory request)"
+        if self._group.pids_exhausted():
+            return f"it reached its limit of {self._spec.pids_limit} processes and threads"
+        return ""
 
     async def stop(self, grace: float) -> None:
         """SIGTERM to the operator's processes, SIGKILL to the whole sandbox after ``grace`` seconds.
@@ -204,10 +386,10 @@ class SandboxHandle:
         """
         if self._exited.done():  # gone already; its pid may belong to someone else by now
             return
-        for pid in group_members(self.pid):
-            if pid != self.pid:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGTERM)
+        members = set(group_members(self.pid)) | (self._group.members() if self._group else set())
+        for pid in members - {self.pid}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(self._exited), grace)
         except TimeoutError:
@@ -216,32 +398,71 @@ class SandboxHandle:
             await asyncio.shield(self._exited)
 
 
+def open_cgroups(instance: str) -> Cgroups | None:
+    """The control groups operators get limits from, or None (with a warning saying why)."""
+    try:
+        cgroups = Cgroups.detect(instance)
+    except (CgroupsUnavailable, OSError) as exc:
+        log.warning("sandboxed operators run WITHOUT memory, cpu and process limits", reason=str(exc))
+        return None
+    log.info("sandbox limits from control groups", version=cgroups.version)
+    return cgroups
+
+
 class SandboxRuntime:
     name = "sandbox"
 
-    def __init__(self, bwrap: str = "bwrap") -> None:
-        path = shutil.which(bwrap)
+    def __init__(self, bwrap: str = "bwrap", cgroups: Cgroups | None = None) -> None:
+        path, setpriv = shutil.which(bwrap), shutil.which("setpriv")
         if path is None:
             raise RuntimeFailure("the sandbox runtime needs bubblewrap (Debian package 'bubblewrap')")
+        self._root = os.geteuid() == 0
+        if self._root and setpriv is None:
+            raise RuntimeFailure("the sandbox runtime run as root needs setpriv (Debian package 'util-linux')")
+        try:
+            seccomp.program()
+        except seccomp.UnsupportedArchitecture as exc:
+            raise RuntimeFailure(f"the sandbox runtime cannot filter system calls here: {exc}") from exc
         self._bwrap = path
+        self._cgroups = cgroups
+
+    def _user(self, spec: OperatorSpec) -> tuple[int, int] | None:
+        """Whom a root service drops to (never root); None for a service that is not root."""
+        if not self._root:
+            return None
+        uid, gid = spec.user or FALLBACK_USER
+        return (uid, gid) if uid != 0 and gid != 0 else FALLBACK_USER
+
+    def _group(self, spec: OperatorSpec) -> OperatorGroup | None:
+        return None if self._cgroups is None else self._cgroups.group(spec.job_id, spec.operator)
 
     async def start(self, spec: OperatorSpec) -> Handle:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command, group = [self._bwrap], None
+        if self._cgroups is not None:
+            try:
+                group = self._cgroups.create(spec.job_id, spec.operator, limits(spec))
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot make the control group of operator {spec.operator!r}: {exc}") from exc
+            command = ["/bin/sh", "-c", JOIN_CGROUP, "claret-join", *map(str, group.procs_files), "--", self._bwrap]
+        fds = Descriptors()
         # Opening two local files is instant; the child needs real descriptors, not async streams.
         with open(spec.log_path, "ab") as log_file, open(status_path(spec), "wb") as status:  # noqa: ASYNC230
-            args = bwrap_arguments(spec, status.fileno())
             try:
-                pid = spawn(self._bwrap, args, log_file.fileno(), status.fileno())
+                args = bwrap_arguments(spec, fds, status.fileno(), self._user(spec))
+                process = spawn([*command, *args[1:]], log_file.fileno(), fds)
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start bwrap for operator {spec.operator!r}: {exc}") from exc
+            finally:
+                fds.close()
         try:
-            exited = watch_exit(pid, reap=True)
+            exited = watch_exit(process.pid, process.wait)
         except OSError as exc:  # no pidfd (descriptors exhausted): do not leave it running unwatched
-            os.killpg(pid, signal.SIGKILL)
-            await asyncio.to_thread(os.waitpid, pid, 0)
+            os.killpg(process.pid, signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
             raise RuntimeFailure(f"cannot watch the sandbox of operator {spec.operator!r}: {exc}") from exc
-        log.debug("sandbox started", job_id=spec.job_id, operator=spec.operator, pid=pid)
-        return SandboxHandle(pid, status_path(spec), exited)
+        log.debug("sandbox started", job_id=spec.job_id, operator=spec.operator, pid=process.pid)
+        return SandboxHandle(process.pid, spec, exited, group)
 
     async def attach(self, spec: OperatorSpec, runtime_id: str | None) -> Handle | None:
         """Re-attach to a sandbox started by an earlier run of the service (it is no child of ours): by its
@@ -261,9 +482,9 @@ class SandboxRuntime:
                 return None
             exited = asyncio.get_running_loop().create_future()
             exited.set_result(None)
-            return SandboxHandle(pid, status_path(spec), exited, start_time)
+            return SandboxHandle(pid, spec, exited, self._group(spec), start_time)
         try:
-            return SandboxHandle(pid, status_path(spec), watch_exit(pid, reap=False), start_time)
+            return SandboxHandle(pid, spec, watch_exit(pid, None), self._group(spec), start_time)
         except OSError:  # it ended in between
             return await self.attach(spec, runtime_id)
 
