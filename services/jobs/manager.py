@@ -11,8 +11,8 @@ import dataclasses
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
+from services.jobs import logs
 from services.jobs.executor import Executor, demand
 from services.jobs.queue import WAKE_CHANNEL
 from services.jobs.scheduler import Priority
@@ -33,7 +33,6 @@ from shared.payload_store import PayloadStore
 from shared.pipeline_definition import Pipeline, load_pipeline_cached
 
 MAX_NAME_CHARS = 255
-LOG_LINES_PER_MESSAGE = 1000
 
 
 def check_job_name(name: str) -> str:
@@ -208,23 +207,10 @@ class JobManager:
                 f"job {view.job.id} has no operator named {operator_name!r}; it has "
                 f"{', '.join(op.name for op in view.operators)}",
             )
-        return _log_batches(self._executor.log_path(view.job.id, match))
+        return logs.batches(self._executor.log_path(view.job.id, match))
 
     async def add_metadata(self, job_id: str, new: Mapping[str, str]) -> dict[str, str]:
         return await self._metadata.add(ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job"), new)
 
     async def remove_metadata(self, job_id: str, keys: Iterable[str]) -> dict[str, str]:
         return await self._metadata.remove(ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job"), keys)
-
-
-async def _log_batches(path: Path) -> AsyncIterator[list[str]]:
-    lines = await asyncio.to_thread(_read_lines, path)
-    for start in range(0, len(lines), LOG_LINES_PER_MESSAGE):
-        yield lines[start : start + LOG_LINES_PER_MESSAGE]
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:  # the operator has not started yet
-        return []
