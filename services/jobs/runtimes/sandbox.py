@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import json
 import os
@@ -80,6 +81,7 @@ FALLBACK_USER = (65532, 65532)
 MIN_MEMORY_MB = 32
 """The smallest memory limit: bwrap, setpriv and a shell need a few MB before the operator's code runs."""
 KILLED = 137
+KEYCTL_JOIN_SESSION_KEYRING = 1
 TRIM_INTERVAL = 0.5
 """Seconds between looks at the size of a running operator's log."""
 JOIN_CGROUP = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
@@ -398,6 +400,14 @@ class SandboxHandle:
             await asyncio.shield(self._exited)
 
 
+def leave_session_keyring() -> None:
+    """Give this thread (the event loop's, which spawns every sandbox) a new, empty session keyring, so
+    operators do not inherit the keyring of the session that started the service, with its keys."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(seccomp.syscall_number("keyctl"), KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
+        log.warning("cannot leave the service's session keyring", reason=os.strerror(ctypes.get_errno()))
+
+
 def open_cgroups(instance: str) -> Cgroups | None:
     """The control groups operators get limits from, or None (with a warning saying why)."""
     try:
@@ -425,6 +435,7 @@ class SandboxRuntime:
             raise RuntimeFailure(f"the sandbox runtime cannot filter system calls here: {exc}") from exc
         self._bwrap = path
         self._cgroups = cgroups
+        leave_session_keyring()
 
     def _user(self, spec: OperatorSpec) -> tuple[int, int] | None:
         """Whom a root service drops to (never root); None for a service that is not root."""

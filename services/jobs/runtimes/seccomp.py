@@ -163,15 +163,24 @@ def _compiled(arch: str) -> bytes:
     return b"".join(struct.pack("<HBBI", *insn) for insn in _instructions(audit_arch, table))
 
 
+def _architecture(machine: str | None) -> str:
+    name = machine if machine is not None else platform.machine()
+    arch = ALIASES.get(name.lower(), name.lower())
+    if arch not in ARCHITECTURES:
+        supported = ", ".join(ARCHITECTURES)
+        raise UnsupportedArchitecture(f"no seccomp syscall table for architecture {name!r} (supported: {supported})")
+    return arch
+
+
+def syscall_number(name: str, machine: str | None = None) -> int:
+    """The number of one of the calls this filter names (``keyctl``...), on ``machine`` (this one by default)."""
+    return ARCHITECTURES[_architecture(machine)][1][name]
+
+
 def program(machine: str | None = None) -> bytes:
     """The filter for ``machine`` (``platform.machine()`` when None), as the packed ``struct sock_filter``
     array (native-endian, no header) that bwrap's ``--seccomp FD`` reads from a file descriptor.
 
     Built once per architecture. Raises :class:`UnsupportedArchitecture` for a machine with no table.
     """
-    name = machine if machine is not None else platform.machine()
-    arch = ALIASES.get(name.lower(), name.lower())
-    if arch not in ARCHITECTURES:
-        supported = ", ".join(ARCHITECTURES)
-        raise UnsupportedArchitecture(f"no seccomp syscall table for architecture {name!r} (supported: {supported})")
-    return _compiled(arch)
+    return _compiled(_architecture(machine))

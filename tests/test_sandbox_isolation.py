@@ -1,0 +1,240 @@
+"""A hostile operator against the sandbox runtime, through the real services, as the platform runs as root.
+
+Each test is one attack of an adversarial pass (the numbers are the findings it answers): it runs a real job
+whose operator tries the attack in real bubblewrap, and checks the attack failed, from the host's side where
+the host can tell. Tests of what both runtimes share (setuid files, quotas, request 0) are in
+tests/test_operator_limits.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protos.nvidia.clara.platform import jobs_pb2 as pb
+from services.jobs.runtimes import seccomp
+from services.jobs.runtimes.cgroups import Cgroups
+from shared.config import Settings
+from tests.conftest import make_settings, required, start_in_process
+from tests.jobs_flow import Platform
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the platform's set-up runs it as root; so do these attacks")
+
+SECRET = "claret-test-secret-6f1d"
+
+
+@asynccontextmanager
+async def platform_with(tmp_path: Path, **changes: object) -> AsyncIterator[Platform]:
+    """A real server on the sandbox runtime with these settings."""
+    settings: Settings = make_settings(tmp_path, runtime="sandbox", **changes)
+    server, resources = await start_in_process(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield Platform(channel, resources.settings.database_target)
+    finally:
+        await server.stop(grace=1)
+        await resources.close()
+
+
+@pytest.fixture
+async def clara(tmp_path: Path) -> AsyncIterator[Platform]:
+    async with platform_with(tmp_path) as platform:
+        yield platform
+
+
+def pipeline(command: str, requests: str = "") -> str:
+    return f"""api-version: 0.4.0
+name: attack
+operators:
+- name: op
+  container:
+    image: busybox
+    command: ["sh", "-c", {json.dumps(command)}]
+  {f"requests: {requests}" if requests else ""}
+  input: [{{path: /input}}]
+  output: [{{path: /output}}]
+"""
+
+
+async def run(clara: Platform, command: str, requests: str = "", within: float = 30) -> pb.JobsStatusResponse:
+    job = await clara.job(await clara.pipeline(pipeline(command, requests)))
+    await clara.start(job.job_id.value)
+    final = await clara.wait_stopped(job.job_id.value, within=within)
+    final.payload_id.value = job.payload_id.value
+    return final
+
+
+async def output(clara: Platform, final: pb.JobsStatusResponse, name: str) -> str:
+    return (await clara.download(final.payload_id.value, f"/operators/op/{name}")).decode()
+
+
+def sleepers(seconds: str) -> list[int]:
+    """Host processes running ``sleep <seconds>`` (each test sleeps for a number of its own)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", seconds.encode()]:
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_1_operators_are_not_host_root_and_cannot_write_sysctls(clara: Platform) -> None:
+    # Each write puts back the value it read, so this test changes nothing on the host even where it fails.
+    command = (
+        "id -u > /output/uid; id -g > /output/gid; grep CapEff /proc/self/status > /output/caps;"
+        " for f in kernel/core_pattern vm/drop_caches kernel/panic; do v=$(cat /proc/sys/$f);"
+        ' (printf %s "$v" > /proc/sys/$f) 2>/dev/null && echo $f >> /output/written; done;'
+        " unshare -U -r true 2>/dev/null && echo userns >> /output/written; touch /output/written"
+    )
+    final = await run(clara, command)
+    assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
+    assert (await output(clara, final, "uid")).strip() == "65532"
+    assert (await output(clara, final, "gid")).strip() == "65532"
+    assert (await output(clara, final, "caps")).split()[1] == "0000000000000000"
+    assert await output(clara, final, "written") == ""
+
+
+async def test_1_the_operator_user_is_configurable(tmp_path: Path) -> None:
+    async with platform_with(tmp_path, operator_uid=4321, operator_gid=4322) as clara:
+        final = await run(clara, "echo $(id -u):$(id -g) > /output/ids; echo x > /output/file")
+        assert (await output(clara, final, "ids")).strip() == "4321:4322"
+    files = list((tmp_path / "data" / "payloads").glob("*/operators/op/file"))
+    assert [(f.stat().st_uid, f.stat().st_gid) for f in files] == [(4321, 4322)]
+
+
+def test_1_root_is_refused_as_the_operator_user() -> None:
+    with pytest.raises(ValueError, match="operator_uid must be positive"):
+        Settings(operator_uid=0).validate()
+
+
+async def test_2_no_secret_reaches_the_sandbox(clara: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARET_TEST_SECRET", SECRET)  # in the service's environment from now on
+    leaked = os.open("/etc/hostname", os.O_RDONLY)  # a descriptor of the service's without close-on-exec
+    os.set_inheritable(leaked, True)
+    try:
+        final = await run(
+            clara,
+            "env > /output/env; cat /proc/1/environ > /output/init-env 2>/dev/null;"
+            " ls /proc/self/fd > /output/fds; ls /etc > /output/etc; cat /etc/shadow > /output/shadow 2>/dev/null;"
+            " cat /proc/keys > /output/keys 2>/dev/null; true",
+        )
+    finally:
+        os.close(leaked)
+    assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
+    for name in ("env", "init-env"):
+        assert "CLARET_" not in await output(clara, final, name)
+    assert (await output(clara, final, "fds")).split() == ["0", "1", "2", "3"]  # 3: ls reading the folder
+    assert "shadow" not in (await output(clara, final, "etc")).split()
+    assert await output(clara, final, "shadow") == ""
+
+
+async def test_2_the_services_session_keyring_is_out_of_reach(tmp_path: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    add_key = seccomp.syscall_number("add_key")
+    key = libc.syscall(add_key, b"user", SECRET.encode(), b"hunter2", 7, ctypes.c_int(-3))  # -3: session keyring
+    if key < 0:
+        required(f"cannot add a key to this session's keyring: {os.strerror(ctypes.get_errno())}")
+    async with platform_with(tmp_path) as clara:
+        final = await run(
+            clara,
+            "cat /proc/keys > /output/keys 2>&1;"
+            " python3 -c 'import ctypes; libc = ctypes.CDLL(None, use_errno=True);"
+            f" print(libc.syscall({seccomp.syscall_number('keyctl')}, 0, -3, 0), ctypes.get_errno())' > /output/keyctl",
+        )
+        assert SECRET not in await output(clara, final, "keys")
+        assert (await output(clara, final, "keyctl")).split() == ["-1", "1"]  # EPERM
+
+
+def unique_seconds() -> str:
+    """A sleep no other process has (so sleepers() finds this test's only)."""
+    return f"{300 + random.random() * 100:.6f}"
+
+
+async def test_4_nothing_outlives_a_job_that_ended(clara: Platform) -> None:
+    marker = unique_seconds()
+    final = await run(clara, f"(setsid sh -c 'sleep {marker}; echo late > /output/late' &); echo left it")
+    assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
+    assert sleepers(marker) == []
+
+
+async def test_4_nothing_outlives_a_cancelled_job(clara: Platform) -> None:
+    marker = unique_seconds()
+    job = await clara.job(await clara.pipeline(pipeline(f"(setsid sleep {marker} &); sleep {marker}")))
+    await clara.start(job.job_id.value)
+    await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
+    for _ in range(100):
+        if len(sleepers(marker)) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert len(sleepers(marker)) == 2
+    await clara.jobs.Cancel(pb.JobsCancelRequest(job_id=job.job_id))
+    final = await clara.wait_stopped(job.job_id.value)
+    assert final.status == pb.JOB_STATUS_CANCELED
+    assert sleepers(marker) == []
+
+
+async def test_5_sigpipe_has_its_default_disposition(clara: Platform) -> None:
+    final = await run(clara, "yes | head -n1 > /output/first", within=15)
+    assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
+    assert await output(clara, final, "first") == "y\n"
+
+
+async def test_6_memory_over_the_request_kills_the_operator_with_a_clear_message(clara: Platform) -> None:
+    final = await run(clara, "python3 -c 'x = b\"x\" * (200 << 20)'", requests="{memory: 64}")
+    assert final.status == pb.JOB_STATUS_FAULTED
+    assert any("out of memory" in m and "64 MB" in m for m in final.messages), final.messages
+
+
+async def test_9_memory_0_still_has_a_limit(clara: Platform) -> None:
+    final = await run(clara, "python3 -c 'x = b\"x\" * (700 << 20)'", requests="{memory: 0, cpu: 0}")
+    assert final.status == pb.JOB_STATUS_FAULTED
+    assert any("out of memory" in m and "512 MB" in m for m in final.messages), final.messages
+
+
+async def test_6_requests_become_the_limits_of_the_operators_control_group(clara: Platform) -> None:
+    job = await clara.job(await clara.pipeline(pipeline("sleep 30", requests="{cpu: 2, memory: 128}")))
+    await clara.start(job.job_id.value)
+    await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
+    group = Cgroups.detect("claret").group(job.job_id.value, "op")
+    limits = {
+        "memory": "memory.limit_in_bytes",
+        "cpu": "cpu.cfs_quota_us",
+        "pids": "pids.max",
+    }
+    if group.unified:
+        limits = {"memory": "memory.max", "cpu": "cpu.max", "pids": "pids.max"}
+    seen = {c: (group.folders[c] / name).read_text().split()[0] for c, name in limits.items()}
+    assert seen == {"memory": str(128 << 20), "cpu": "200000", "pids": "4096"}
+    for _ in range(200):  # RUNNING is recorded just before the sandbox starts
+        if len(group.members()) == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert len(group.members()) == 4  # bwrap, its namespace's init, the operator's shell and sleep
+    await clara.jobs.Cancel(pb.JobsCancelRequest(job_id=job.job_id))
+    await clara.wait_stopped(job.job_id.value)  # the job ends first, then its operators are stopped
+    for _ in range(300):
+        if not any(folder.exists() for folder in group.folders.values()):
+            break
+        await asyncio.sleep(0.01)
+    assert not any(folder.exists() for folder in group.folders.values())  # removed with the operator
+
+
+async def test_8_processes_are_limited(tmp_path: Path) -> None:
+    marker = unique_seconds()
+    async with platform_with(tmp_path, pids_limit=40) as clara:
+        final = await run(clara, f"for i in $(seq 100); do sleep {marker} & done; wait")
+    assert final.status == pb.JOB_STATUS_FAULTED
+    assert any("limit of 40 processes" in m for m in final.messages), final.messages
+    assert sleepers(marker) == []
