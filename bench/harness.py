@@ -119,7 +119,8 @@ def claret_server(
     port = free_port()
     log = workdir / f"{name}.log"
     environ = {k: v for k, v in os.environ.items() if k not in _OWN_ENV and not k.startswith("CLARET_")}
-    environ.update({"CLARET_GPUS": "", **(env or {})})
+    # 64 declared cores: every operator asks for at least one, and the throughput baselines run 8 at once.
+    environ.update({"CLARET_GPUS": "", "CLARET_CPUS": "64", **(env or {})})
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
             [

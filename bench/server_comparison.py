@@ -36,7 +36,7 @@ async def compare(configurations: dict[str, dict[str, str]], chosen: argparse.Na
             for channel in channels:
                 stack.push_async_callback(channel.close)
             clients[name] = [Clara(channel) for channel in channels]
-            text = one_operator_pipeline(COMMAND, mounts=False, requests="{cpu: 0}")
+            text = one_operator_pipeline(COMMAND, mounts=False, requests="{cpu: 1}")
             pipelines[name] = await clients[name][0].pipeline(text)
             await claret_round(clients[name], pipelines[name], 0.5)  # warm up
         for _ in range(chosen.rounds):

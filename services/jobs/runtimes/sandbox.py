@@ -311,17 +311,16 @@ class LogCap:
     def trim(self) -> bool:
         """Cut what is past the cap (the marker once); True when the log was ever cut."""
         try:
-            size = self._path.stat().st_size
-        except OSError:
-            return False
-        if size <= self._limit:
-            return False
-        with open(self._path, "r+b") as log_file:
-            log_file.seek(self._limit)
-            if log_file.read(len(self._marker)) != self._marker:
+            if self._path.stat().st_size <= self._limit:
+                return False
+            with open(self._path, "r+b") as log_file:
                 log_file.seek(self._limit)
-                log_file.write(self._marker)
-            log_file.truncate(self._limit + len(self._marker))
+                if log_file.read(len(self._marker)) != self._marker:
+                    log_file.seek(self._limit)
+                    log_file.write(self._marker)
+                log_file.truncate(self._limit + len(self._marker))
+        except OSError:  # the log is gone (its job deleted): nothing to keep small
+            return False
         return True
 
 
