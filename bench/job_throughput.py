@@ -4,9 +4,9 @@ Each client (its own channel) loops: Jobs.Create, Jobs.Start, Jobs.Status every 
 The pipeline has one operator running ``true`` that requests one core, and the server declares 64
 (``CLARET_CPUS``, bench/harness.py), so the scheduler may run all 8 at once, as the baseline does.
 Baseline: 8 concurrent loops spawning the same bare bubblewrap command (``bwrap_arguments``, spawned as
-``jobs_common.run_bwrap`` does) and awaiting it. Rounds alternate; the median round of each counts. The ratio is Claret's jobs/s to bare bwrap runs/s; the target is
-the absolute rate, and a job that ends other than HEALTHY fails it. Also printed: the server's CPU time per job
-and the Status polls each job took.
+``jobs_common.run_bwrap`` does) and awaiting it. Rounds alternate; the median round of each counts. The
+ratio is Claret's jobs/s to bare bwrap runs/s; the target is the absolute rate, and a job that ends other
+than HEALTHY fails it. Also printed: the server's CPU time per job and the Status polls each job took.
 
     .venv/bin/python bench/job_throughput.py [--clients 8] [--seconds 4] [--rounds 3]
 """
