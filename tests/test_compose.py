@@ -218,7 +218,7 @@ def test_official_client_flow_through_the_compose_stack(stack: Stack, official_p
     assert len(jobs) == 1, events  # the flow's second job was cancelled before it ran
     for operator in ("copier", "shouter"):
         actions = [event["action"] for event in events if event[OPERATOR_LABEL] == operator]
-        assert actions[:2] == ["create", "start"] and "die" in actions and actions[-1] == "destroy", events
+        assert actions[:3] == ["create", "attach", "start"] and "die" in actions and actions[-1] == "destroy", events
         assert {event["image"] for event in events if event[OPERATOR_LABEL] == operator} == {"busybox:latest"}
     assert not any("com.docker.compose.project" in event for event in events)
     # ... writing into the bind-mounted payload tree, at the host paths the services use

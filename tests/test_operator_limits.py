@@ -83,10 +83,14 @@ async def test_7_no_setuid_and_no_root_owned_file_is_left_in_the_payload(clara: 
 
 
 async def test_12_outputs_over_the_quota_fault_a_running_operator(clara: Platform) -> None:
-    final, _ = await run(clara, f"head -c {2 * QUOTA_MB * MIB} /dev/zero > /output/big; sleep 30")
+    command = f"head -c {2 * QUOTA_MB * MIB} /dev/zero > /output/big; sleep 30"
+    job = await clara.job(await clara.pipeline(pipeline(command)))
+    await clara.start(job.job_id.value)
+    final = await clara.wait_stopped(job.job_id.value, within=15)
     assert final.status == pb.JOB_STATUS_FAULTED
     assert any(f"over its quota of {QUOTA_MB} MiB" in m for m in final.messages), final.messages
-    assert final.operator_details[0].status == pb.JOB_OPERATOR_STATUS_FAULTED
+    # The job is recorded as ended first; its operator's end once the runtime stopped it.
+    await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_FAULTED)
 
 
 async def test_12_outputs_over_the_quota_fault_an_operator_that_ended_at_once(clara: Platform) -> None:

@@ -350,14 +350,20 @@ class Executor:
 
     async def _check_outputs(self, run: JobRun, name: str, exit: Exit) -> Exit:
         """After an operator ended: sweep its outputs (no setuid file, nothing owned by root), note a cut
-        log in the job's messages, and fail it when the job's outputs went over the quota."""
-        await asyncio.to_thread(outputs.sweep, self._output_dirs(run, name), self._user)
+        log (or what the runtime said of a success) in the job's messages, and fail it when the job's
+        outputs went over the quota."""
+        measure = exit.code == 0 and not run.ending
+
+        def settle() -> int:  # one trip to a thread: sweep this operator's folders, measure the job's
+            outputs.sweep(self._output_dirs(run, name), self._user)
+            return outputs.usage(self._output_dirs(run)) if measure else 0
+
+        problem = self._over_quota(await asyncio.to_thread(settle))
+        notes = [f"operator {name!r}: {exit.message}"] if exit.code == 0 and exit.message else []
         if exit.log_truncated:
-            note = f"operator {name!r}: log truncated at {self._settings.max_log_mb} MiB (CLARET_MAX_LOG_MB)"
-            await self._db.write(partial(table.add_messages, job_id=run.job.id, messages=[note]))
-        if exit.code != 0 or run.ending:
-            return exit
-        problem = self._over_quota(await asyncio.to_thread(outputs.usage, self._output_dirs(run)))
+            notes.append(f"operator {name!r}: log truncated at {self._settings.max_log_mb} MiB (CLARET_MAX_LOG_MB)")
+        if notes:  # a failure says its own in the job's end
+            await self._db.write(partial(table.add_messages, job_id=run.job.id, messages=notes))
         return exit if problem is None else Exit(-1, problem, exit.log_truncated)
 
     def _outcome(self, run: JobRun, name: str, exit: Exit) -> tuple[JobStatus, str] | None:
@@ -513,6 +519,7 @@ class Executor:
         except ValueError as exc:  # the node changed (fewer GPUs, less memory): it cannot be held any more
             log.warning("cannot hold a re-attached operator", job_id=run.job.id, operator=record.name, reason=str(exc))
             await handle.stop(0)
+            await _wait(handle)  # what removes its container, or its control group
             return False
         run.handles[record.name] = handle
         if record.runtime_id != handle.runtime_id:  # found by name: remember where it is from now on

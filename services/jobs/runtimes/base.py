@@ -59,6 +59,17 @@ class Exit:
     """The operator wrote more than ``OperatorSpec.max_log_bytes``: its log ends with the marker."""
 
 
+MIN_MEMORY_MB = 32
+"""The smallest memory limit an operator gets, on every runtime (a request of 0 means the 512 MB default
+already): well above Docker's own minimum (6 MB), enough for an init, a shell and a small script to
+start, and still a real bound."""
+
+
+def memory_limit_bytes(spec: OperatorSpec) -> int:
+    """The operator's memory request as the limit its runtime enforces."""
+    return max(spec.memory_mb, MIN_MEMORY_MB) * 1024 * 1024
+
+
 def truncation_marker(limit: int) -> bytes:
     """The line that ends a log cut at ``limit`` bytes, so a reader knows output was dropped."""
     return f"\n[claret: log truncated at {limit} bytes; the operator's further output was dropped]\n".encode()

@@ -15,15 +15,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 CONTROLLERS = ("memory", "cpu", "pids")
 CPU_PERIOD_US = 100_000
-KILL_ROUNDS = 50
-"""How often the group's process list is read again while killing (a fork may race each round)."""
 
 
 class CgroupsUnavailable(Exception):
@@ -66,32 +63,32 @@ class OperatorGroup:
         return folder is not None and _read_counters(folder / "pids.events").get("max", 0) > 0
 
     def kill(self) -> None:
-        """SIGKILL every process in the group, until none is left (or after :data:`KILL_ROUNDS` tries)."""
+        """SIGKILL every process in the group now (they are gone a moment later: see :meth:`remove`)."""
         if self.unified:
-            folder = next(iter(self.folders.values()))
             with contextlib.suppress(OSError):
-                (folder / "cgroup.kill").write_text("1")
-        for _ in range(KILL_ROUNDS):
-            pids = self.members()
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.002)
+                (next(iter(self.folders.values())) / "cgroup.kill").write_text("1")
+        for pid in self.members():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def members(self) -> set[int]:
-        pids: set[int] = set()
-        for procs in self.procs_files:
-            with contextlib.suppress(OSError):
-                pids.update(int(line) for line in procs.read_text().split())
-        return pids
+        """The group's processes (each is in every hierarchy's folder: one list says it)."""
+        try:
+            return {int(pid) for pid in (self.folders["pids"] / "cgroup.procs").read_text().split()}
+        except OSError:
+            return set()
 
-    def remove(self) -> None:
-        """Remove the group's folders (possible once its processes are gone)."""
+    def remove(self) -> bool:
+        """Remove the group's folders; False while processes (still dying) keep one of them."""
+        removed = True
         for folder in {*self.folders.values()}:
-            with contextlib.suppress(OSError):
+            try:
                 folder.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                removed = False
+        return removed
 
 
 class Cgroups:
@@ -146,8 +143,7 @@ class Cgroups:
             (memory / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
             with contextlib.suppress(OSError):  # memsw exists only with swap accounting
                 (memory / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
-            (cpu / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
-            (cpu / "cpu.cfs_quota_us").write_text(str(quota))
+            (cpu / "cpu.cfs_quota_us").write_text(str(quota))  # of the default period, CPU_PERIOD_US
         (pids / "pids.max").write_text(str(limits.pids))
         return group
 

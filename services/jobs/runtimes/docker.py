@@ -1,11 +1,17 @@
 """The ``docker`` runtime: one container per operator through the Docker Engine API (aiodocker).
 
-Inputs are bind-mounted read-only and outputs read-write at the declared paths; requests become
-``Memory``/``NanoCpus`` limits; granted GPUs become ``DeviceRequests`` with explicit ``DeviceIDs``.
-Containers run with an init process (so a stop signal reaches a shell that ignores signals as PID 1),
-no network unless asked, no new privileges, and labels that find them again after a restart.
-Completion comes from waiting on the container; logs stream into the operator's log file while it
-runs, and the container is removed once they are saved.
+Inputs are bind-mounted read-only and outputs read-write at the declared paths. Every container gets
+limits, whatever the requests say: memory (at least :data:`.base.MIN_MEMORY_MB`, no swap beyond it), cpus (at
+least one) and processes (``pids_limit``); granted GPUs become ``DeviceRequests`` with explicit
+``DeviceIDs``. Containers run as the spec's uid:gid (files they write are that user's, never root's),
+with an init process (so a stop signal reaches a shell that ignores signals as PID 1), every capability
+dropped, no new privileges, no network unless asked, and labels that find them again after a restart.
+
+Logs: the container's output is read live, as raw multiplexed bytes, from an ``/attach`` stream opened
+before the container starts (see :class:`.docker_logs.LogCopy` for why attach and not ``/logs?follow``), demultiplexed
+into the operator's log file up to ``max_log_bytes`` (then :func:`truncation_marker`, and the rest is
+drained and dropped). Completion is the container's exit *and* the end of that copy: nothing waits on a
+clock that could drop output. The container is removed once both are done.
 """
 
 from __future__ import annotations
@@ -31,16 +37,20 @@ from services.jobs.runtimes.base import (
     NeverStarted,
     OperatorSpec,
     RuntimeFailure,
+    memory_limit_bytes,
 )
+from services.jobs.runtimes.docker_logs import CappedLog, LogCopy, engine_log_config, open_stream
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 
-MB = 1024 * 1024
 
 
 CREATE_ATTEMPTS = 20
 """How often a create that meets a leftover of the same name is tried (0.1 s apart)."""
+MIN_CPUS = 1
+"""The smallest cpu limit, in cores (a request of 0 included)."""
+OUT_OF_MEMORY = "killed: out of memory (the operator's memory request is its limit)"
 
 
 class PathMapping:
@@ -60,17 +70,21 @@ class PathMapping:
 
 def container_config(spec: OperatorSpec, paths: PathMapping) -> dict[str, Any]:
     """The body of ``POST /containers/create`` for one operator."""
+    memory = memory_limit_bytes(spec)
     host_config: dict[str, Any] = {
         "Binds": [f"{paths.to_host(m.source)}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
         "Init": True,
         "NetworkMode": "bridge" if spec.network else "none",
         "SecurityOpt": ["no-new-privileges"],
         "CapDrop": ["ALL"],  # operators read and write files; they need no privilege beyond their own files
+        # Always limited, whatever the request (0 opted out once): memory with no swap beyond it, cpus,
+        # and processes (a fork bomb stops at the limit instead of exhausting the host's pids).
+        "Memory": memory,
+        "MemorySwap": memory,
+        "NanoCpus": max(spec.cpu, MIN_CPUS) * 1_000_000_000,
+        "PidsLimit": max(spec.pids_limit, 1),  # the engine reads 0 or less as no limit
+        "LogConfig": engine_log_config(spec),
     }
-    if spec.memory_mb > 0:
-        host_config["Memory"] = spec.memory_mb * MB
-    if spec.cpu > 0:
-        host_config["NanoCpus"] = spec.cpu * 1_000_000_000
     if spec.gpu_ids:
         host_config["DeviceRequests"] = [
             {"Driver": "nvidia", "DeviceIDs": list(spec.gpu_ids), "Capabilities": [["gpu"]]}
@@ -80,7 +94,16 @@ def container_config(spec: OperatorSpec, paths: PathMapping) -> dict[str, Any]:
         "Env": [f"{key}={value}" for key, value in spec.env.items()],
         "Labels": dict(spec.labels),
         "HostConfig": host_config,
+        # No TTY: the engine keeps stdout and stderr apart and serves them as a multiplexed stream of
+        # frames with 8-byte headers (LogCopy reads it raw); no stdin.
+        "Tty": False,
+        "OpenStdin": False,
+        "AttachStdin": False,
+        "AttachStdout": True,
+        "AttachStderr": True,
     }
+    if spec.user is not None:  # numeric: the image need not know the user; what it writes is that uid's
+        config["User"] = f"{spec.user[0]}:{spec.user[1]}"
     if spec.command:  # Docker CMD semantics: the image's entrypoint, if any, receives these as arguments
         config["Cmd"] = list(spec.command)
     return config
@@ -91,21 +114,15 @@ def container_name(spec: OperatorSpec) -> str:
 
 
 class DockerHandle:
-    """A running container; its logs are copied into the log file until it exits."""
+    """A running container; its output is copied into the log file until its streams end."""
 
-    def __init__(self, container: DockerContainer, log_path: Path, *, rewrite_log: bool = False) -> None:
+    def __init__(self, container: DockerContainer, logs: LogCopy) -> None:
         self._container = container
-        self._logs = asyncio.create_task(self._copy_logs(log_path, "wb" if rewrite_log else "ab"))
+        self._logs = logs
 
     @property
     def runtime_id(self) -> str:
         return str(self._container.id)
-
-    async def _copy_logs(self, path: Path, mode: str) -> None:
-        with contextlib.suppress(DockerError), open(path, mode) as out:  # noqa: ASYNC230 - local append
-            async for chunk in self._container.log(stdout=True, stderr=True, follow=True):
-                out.write(chunk.encode("utf-8", "replace"))
-                out.flush()
 
     async def wait(self) -> Exit:
         try:
@@ -113,17 +130,19 @@ class DockerHandle:
         except (DockerError, aiohttp.ClientError, TimeoutError) as exc:
             with contextlib.suppress(DockerError, aiohttp.ClientError):
                 await self._container.delete(force=True)  # it must not keep resources that are given back
+            self._logs.abandon()
             return Exit(-1, f"lost the container: {getattr(exc, 'message', exc)}")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._logs), 10)  # the stream ends with the container
+        copy_problem = await self._logs.finish()  # the engine ends the stream once the output is drained
         state = await self._inspect_state()
         with contextlib.suppress(DockerError):
             await self._container.delete(force=True)
+        truncated = self._logs.truncated
         if (error := (result.get("Error") or {}).get("Message")) or "StatusCode" not in result:
-            return Exit(-1, f"lost the container: {error or result}")
+            return Exit(-1, f"lost the container: {error or result}", log_truncated=truncated)
         code = int(result["StatusCode"])
-        message = "killed: out of memory (the operator's memory request is its limit)" if state.get("OOMKilled") else ""
-        return Exit(code, message)
+        messages = [OUT_OF_MEMORY] if state.get("OOMKilled") else []
+        messages += [copy_problem] if copy_problem else []
+        return Exit(code, "; ".join(messages), log_truncated=truncated)
 
     async def _inspect_state(self) -> dict[str, Any]:
         try:
@@ -160,14 +179,28 @@ class DockerRuntime:
 
     async def start(self, spec: OperatorSpec) -> Handle:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        container = await self._create(spec)
+        log_file = CappedLog(spec.log_path, spec.max_log_bytes, rewrite=False)
+        try:
+            container = await self._create(spec)
+        except BaseException:
+            log_file.close()
+            raise
+        try:
+            stream = await open_stream(container, restarted=False)  # before the start: from its first byte
+        except DockerError as exc:
+            log_file.close()
+            with contextlib.suppress(DockerError):
+                await container.delete(force=True)
+            raise RuntimeFailure(f"the Docker engine could not attach to the container: {exc.message}") from exc
+        logs = LogCopy(container, log_file, stream)
         try:
             await container.start()
         except DockerError as exc:
+            logs.abandon()
             with contextlib.suppress(DockerError):
                 await container.delete(force=True)
             raise RuntimeFailure(f"the Docker engine could not start the container: {exc.message}") from exc
-        return DockerHandle(container, spec.log_path)
+        return DockerHandle(container, logs)
 
     async def _create(self, spec: OperatorSpec) -> DockerContainer:
         """Create the operator's container. Its name is unique to this job and operator, so one that is
@@ -190,7 +223,8 @@ class DockerRuntime:
 
     async def attach(self, spec: OperatorSpec, runtime_id: str | None) -> Handle | None:
         """The container of an operator started before a restart (by id, else by its unique name); its
-        log file is rewritten whole from the engine's copy. A container that was created but never
+        log file is rewritten from the engine's copy (see :func:`engine_log_config`), which it then
+        follows to the end, under the same cap. A container that was created but never
         started is removed (its GPU grant may have changed) and reported as :class:`NeverStarted`."""
         try:
             container = await self._docker.containers.get(runtime_id or container_name(spec))
@@ -203,7 +237,8 @@ class DockerRuntime:
             with contextlib.suppress(DockerError):
                 await container.delete(force=True)
             raise NeverStarted(f"container {container.id} was created but never started")
-        return DockerHandle(container, spec.log_path, rewrite_log=True)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        return DockerHandle(container, LogCopy(container, CappedLog(spec.log_path, spec.max_log_bytes, rewrite=True)))
 
     async def problem(self) -> str | None:
         try:
