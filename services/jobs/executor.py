@@ -331,7 +331,7 @@ class Executor:
 
     def _watch_outputs(self, run: JobRun) -> None:
         """While the job has running operators, measure its outputs now and then; over the quota, it faults."""
-        if run.watching_outputs or run.ending:
+        if run.watching_outputs or run.ending or not self._output_dirs(run):
             return
         run.watching_outputs = True
 
@@ -352,13 +352,14 @@ class Executor:
         """After an operator ended: sweep its outputs (no setuid file, nothing owned by root), note a cut
         log (or what the runtime said of a success) in the job's messages, and fail it when the job's
         outputs went over the quota."""
+        own, every = self._output_dirs(run, name), self._output_dirs(run)
         measure = exit.code == 0 and not run.ending
 
         def settle() -> int:  # one trip to a thread: sweep this operator's folders, measure the job's
-            outputs.sweep(self._output_dirs(run, name), self._user)
-            return outputs.usage(self._output_dirs(run)) if measure else 0
+            outputs.sweep(own, self._user)
+            return outputs.usage(every) if measure else 0
 
-        problem = self._over_quota(await asyncio.to_thread(settle))
+        problem = self._over_quota(await asyncio.to_thread(settle)) if own or (measure and every) else None
         notes = [f"operator {name!r}: {exit.message}"] if exit.code == 0 and exit.message else []
         if exit.log_truncated:
             notes.append(f"operator {name!r}: log truncated at {self._settings.max_log_mb} MiB (CLARET_MAX_LOG_MB)")
