@@ -96,7 +96,8 @@ async def test_1_operators_are_not_host_root_and_cannot_write_sysctls(clara: Pla
         "id -u > /output/uid; id -g > /output/gid; grep CapEff /proc/self/status > /output/caps;"
         " for f in kernel/core_pattern vm/drop_caches kernel/panic; do v=$(cat /proc/sys/$f);"
         ' (printf %s "$v" > /proc/sys/$f) 2>/dev/null && echo $f >> /output/written; done;'
-        " unshare -U -r true 2>/dev/null && echo userns >> /output/written; touch /output/written"
+        " unshare -U -r true 2>/dev/null && echo userns >> /output/written; touch /output/written;"
+        " grep ' /proc/sys ' /proc/self/mountinfo | cut -d' ' -f6 > /output/procsys"
     )
     final = await run(clara, command)
     assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
@@ -104,6 +105,7 @@ async def test_1_operators_are_not_host_root_and_cannot_write_sysctls(clara: Pla
     assert (await output(clara, final, "gid")).strip() == "65532"
     assert (await output(clara, final, "caps")).split()[1] == "0000000000000000"
     assert await output(clara, final, "written") == ""
+    assert (await output(clara, final, "procsys")).split(",")[0] == "ro"
 
 
 async def test_1_the_operator_user_is_configurable(tmp_path: Path) -> None:

@@ -199,7 +199,9 @@ def bwrap_arguments(spec: OperatorSpec, fds: Descriptors, status_fd: int, drop_t
     args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"] if drop_to is None else []
     uid, gid = drop_to or (os.getuid(), os.getgid())
     args += [*host_root(), "--ro-bind", str(sandbox_etc(uid, gid)), "/etc"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
+    # /proc/sys read-only over the fresh /proc (its sysctls are the kernel's, not the sandbox's)
+    args += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev"]
+    args += ["--perms", "1777", "--tmpfs", "/dev/shm"]
     args += ["--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/"]
     for mount in spec.mounts:
         args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
