@@ -13,6 +13,8 @@ import ctypes
 import json
 import os
 import random
+import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +26,7 @@ from protos.nvidia.clara.platform import jobs_pb2 as pb
 from services.jobs.runtimes import seccomp
 from services.jobs.runtimes.cgroups import Cgroups
 from shared.config import Settings
-from tests.conftest import make_settings, required, start_in_process
+from tests.conftest import ROOT, make_settings, required, start_in_process
 from tests.jobs_flow import Platform
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the platform's set-up runs it as root; so do these attacks")
@@ -240,3 +242,55 @@ async def test_8_processes_are_limited(tmp_path: Path) -> None:
     assert final.status == pb.JOB_STATUS_FAULTED
     assert any("limit of 40 processes" in m for m in final.messages), final.messages
     assert sleepers(marker) == []
+
+
+UNPRIVILEGED_SERVICE = """
+import asyncio, sys
+from pathlib import Path
+from services.jobs.runtimes.base import Mount, OperatorSpec
+from services.jobs.runtimes.sandbox import SandboxRuntime, open_cgroups
+
+async def main() -> None:
+    work = Path(sys.argv[1])
+    spec = OperatorSpec(
+        job_id="e" * 32, operator="op", image="-", env={}, cpu=1, memory_mb=64, gpu_ids=(), user=(65532, 65532),
+        command=("sh", "-c", "id -u > /output/uid; unshare -U true 2>/dev/null && echo nested > /output/uid; exit 0"),
+        mounts=(Mount(work / "out", "/output", False),), log_path=work / "op.log",
+    )
+    runtime = SandboxRuntime(cgroups=open_cgroups("claret-test-unprivileged"))
+    print((await (await runtime.start(spec)).wait()).code)
+
+asyncio.run(main())
+"""
+
+
+def test_a_service_that_is_not_root_runs_operators_as_itself_without_user_namespaces() -> None:
+    """The sandbox of a service run by an ordinary user: bwrap in a user namespace of that user (its uid
+    stays the operator's), further user namespaces refused, and a warning that no limits apply."""
+    system_python = Path("/usr/bin/python3")
+    if not system_python.exists():
+        required("no /usr/bin/python3 to run a service as an unprivileged user")
+    uid = 4242
+    with tempfile.TemporaryDirectory() as folder:  # under /tmp: pytest's own folders are root's alone
+        work = Path(folder)
+        (work / "out").mkdir()
+        for path in (work, work / "out"):
+            os.chown(path, uid, uid)
+        result = run_unprivileged(uid, system_python, work)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[-1] == "0", result.stdout
+        assert (work / "out" / "uid").read_text().strip() == str(uid)
+    assert "WITHOUT memory, cpu and process limits" in result.stdout + result.stderr
+
+
+def run_unprivileged(uid: int, python: Path, work: Path) -> subprocess.CompletedProcess[str]:
+    """UNPRIVILEGED_SERVICE as ``uid``, with this project and its virtual environment's packages."""
+    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
+    as_user = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    return subprocess.run(
+        [*as_user, str(python), "-c", UNPRIVILEGED_SERVICE, str(work)],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(work), "PYTHONPATH": f"{ROOT}:{site}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
