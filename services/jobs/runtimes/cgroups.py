@@ -4,7 +4,8 @@ Each operator gets a group of its own below this service's group (``<own>/claret
 in every hierarchy that has the controller: cgroup v1 (one mount per controller) or v2 (one unified tree).
 A process joins by writing its pid to ``cgroup.procs`` before it execs the sandbox, so everything the
 operator forks is inside from the first instruction. At the end every process still in the group is
-killed (v2 ``cgroup.kill``; v1 by listing ``cgroup.procs`` until it is empty) and the group removed.
+killed (v2 ``cgroup.kill``; v1 each one ``cgroup.procs`` lists), and the group is removed once they are
+gone (the sandbox runtime retries, killing again, until it can).
 
 Both versions are written; this project's test machines have cgroup v1 only (hybrid layout, the unified
 tree holding no controllers), so the v2 path is untested there (README, "Untested here").

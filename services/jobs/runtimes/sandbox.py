@@ -488,6 +488,19 @@ class SandboxRuntime:
         uid, gid = spec.user or FALLBACK_USER
         return (uid, gid) if uid != 0 and gid != 0 else FALLBACK_USER
 
+    def _spawn(self, spec: OperatorSpec, command: list[str]) -> subprocess.Popen[bytes]:
+        """bwrap for ``spec`` after ``command`` (bwrap itself, or the wrapper that joins the control group)."""
+        fds = Descriptors()
+        # Opening two local files is instant; the child needs real descriptors, not async streams.
+        with open(spec.log_path, "ab") as log_file, open(status_path(spec), "wb") as status:
+            try:
+                args = bwrap_arguments(spec, fds, status.fileno(), self._user(spec))
+                return spawn([*command, *args[1:]], log_file.fileno(), fds)
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot start bwrap for operator {spec.operator!r}: {exc}") from exc
+            finally:
+                fds.close()
+
     def _group(self, spec: OperatorSpec) -> OperatorGroup | None:
         return None if self._cgroups is None else self._cgroups.group(spec.job_id, spec.operator)
 
@@ -500,16 +513,12 @@ class SandboxRuntime:
             except OSError as exc:
                 raise RuntimeFailure(f"cannot make the control group of operator {spec.operator!r}: {exc}") from exc
             command = ["/bin/sh", "-c", JOIN_CGROUP, "claret-join", *map(str, group.procs_files), "--", self._bwrap]
-        fds = Descriptors()
-        # Opening two local files is instant; the child needs real descriptors, not async streams.
-        with open(spec.log_path, "ab") as log_file, open(status_path(spec), "wb") as status:  # noqa: ASYNC230
-            try:
-                args = bwrap_arguments(spec, fds, status.fileno(), self._user(spec))
-                process = spawn([*command, *args[1:]], log_file.fileno(), fds)
-            except OSError as exc:
-                raise RuntimeFailure(f"cannot start bwrap for operator {spec.operator!r}: {exc}") from exc
-            finally:
-                fds.close()
+        try:
+            process = self._spawn(spec, command)
+        except BaseException:
+            if group is not None:
+                group.remove()
+            raise
         try:
             exited = watch_exit(process.pid, process.wait)
         except OSError as exc:  # no pidfd (descriptors exhausted): do not leave it running unwatched
