@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from protos.nvidia.clara.platform import (
     pipelines_pb2_grpc,
 )
 from protos.nvidia.clara.platform import pipelines_pb2 as ppb
+from tests.conftest import make_settings, start_in_process
 from tests.store import query
 
 DATA = Path(__file__).parent / "data"
@@ -117,6 +120,40 @@ class Platform:
 
     def runtime_ids(self, job_id: str) -> dict[str, str]:
         return runtime_ids(self.database, job_id)
+
+
+@asynccontextmanager
+async def serving(tmp_path: Path, **changes: object) -> AsyncIterator[Platform]:
+    """Every service in this event loop, with ``make_settings(tmp_path, **changes)``, and stubs for it."""
+    server, resources = await start_in_process(make_settings(tmp_path, **changes))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield Platform(channel, resources.settings.database_target, runtime=resources.settings.runtime)
+    finally:
+        await server.stop(grace=1)
+        await resources.close()
+
+
+def one_operator(command: str, *, requests: str = "", output: str = "/output") -> str:
+    """A pipeline of one operator ``op`` running ``sh -c command`` with /input and ``output`` mounted."""
+    return f"""api-version: 0.4.0
+name: one
+operators:
+- name: op
+  container:
+    image: busybox
+    command: ["sh", "-c", {json.dumps(command)}]
+  {f"requests: {requests}" if requests else ""}
+  input: [{{path: /input}}]
+  output: [{{path: {json.dumps(output)}}}]
+"""
+
+
+async def run_job(clara: Platform, text: str, within: float = 30) -> tuple[jobs_pb2.JobsStatusResponse, str]:
+    """Create, start and wait for a job of the pipeline ``text``: its final status and its payload id."""
+    job = await clara.job(await clara.pipeline(text))
+    await clara.start(job.job_id.value)
+    return await clara.wait_stopped(job.job_id.value, within=within), job.payload_id.value
 
 
 def runtime_ids(database: str | Path, job_id: str) -> dict[str, str]:

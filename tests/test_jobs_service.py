@@ -6,14 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from protos.nvidia.clara.platform import common_pb2
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from shared.errors import ErrorCode
-from tests.conftest import make_settings, start_in_process
-from tests.jobs_flow import DATA, Platform, containers_of, process_alive
+from tests.jobs_flow import DATA, Platform, containers_of, process_alive, serving
 
 BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
 
@@ -23,13 +21,8 @@ async def clara(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     """The same scenarios on both runtimes: a real server with the sandbox or the Docker runtime."""
     if request.param == "docker":
         request.getfixturevalue("docker_engine")
-    server, resources = await start_in_process(make_settings(tmp_path, runtime=request.param))
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield Platform(channel, resources.settings.database_target, runtime=request.param)
-    finally:
-        await server.stop(grace=1)
-        await resources.close()
+    async with serving(tmp_path, runtime=request.param) as platform:
+        yield platform
 
 
 def operator_alive(clara: Platform, job_id: str, runtime_id: str) -> bool:
@@ -298,13 +291,8 @@ async def test_reusable_input_payloads_are_copied_in_order(clara: Platform) -> N
 
 @pytest.fixture
 async def gpu_clara(tmp_path: Path) -> AsyncIterator[Platform]:
-    server, resources = await start_in_process(make_settings(tmp_path, gpus=("0", "1")))
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield Platform(channel, resources.settings.database_target)
-    finally:
-        await server.stop(grace=1)
-        await resources.close()
+    async with serving(tmp_path, gpus=("0", "1")) as platform:
+        yield platform
 
 
 async def test_one_gpu_operators_on_two_gpus_never_share_a_device(gpu_clara: Platform) -> None:

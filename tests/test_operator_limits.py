@@ -4,19 +4,16 @@ message), and hostile paths refused before any job exists."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from protos.nvidia.clara.platform import pipelines_pb2 as ppb
-from tests.conftest import make_settings, start_in_process
-from tests.jobs_flow import Platform
+from tests.jobs_flow import Platform, one_operator, run_job, serving
 
 MIB = 1024 * 1024
 QUOTA_MB = 5
@@ -28,33 +25,12 @@ async def clara(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     """A real server on either runtime, with a small output quota and log cap."""
     if request.param == "docker":
         request.getfixturevalue("docker_engine")
-    settings = make_settings(tmp_path, runtime=request.param, max_output_mb=QUOTA_MB, max_log_mb=LOG_CAP_MB)
-    server, resources = await start_in_process(settings)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield Platform(channel, resources.settings.database_target, runtime=request.param)
-    finally:
-        await server.stop(grace=1)
-        await resources.close()
-
-
-def pipeline(command: str, path: str = "/output") -> str:
-    return f"""api-version: 0.4.0
-name: limits
-operators:
-- name: op
-  container:
-    image: busybox
-    command: ["sh", "-c", {json.dumps(command)}]
-  input: [{{path: /input}}]
-  output: [{{path: {json.dumps(path)}}}]
-"""
+    async with serving(tmp_path, runtime=request.param, max_output_mb=QUOTA_MB, max_log_mb=LOG_CAP_MB) as platform:
+        yield platform
 
 
 async def run(clara: Platform, command: str) -> tuple[pb.JobsStatusResponse, str]:
-    job = await clara.job(await clara.pipeline(pipeline(command)))
-    await clara.start(job.job_id.value)
-    return await clara.wait_stopped(job.job_id.value), job.payload_id.value
+    return await run_job(clara, one_operator(command))
 
 
 def payload_tree(tmp_path: Path, payload_id: str) -> Path:
@@ -84,7 +60,7 @@ async def test_7_no_setuid_and_no_root_owned_file_is_left_in_the_payload(clara: 
 
 async def test_12_outputs_over_the_quota_fault_a_running_operator(clara: Platform) -> None:
     command = f"head -c {2 * QUOTA_MB * MIB} /dev/zero > /output/big; sleep 30"
-    job = await clara.job(await clara.pipeline(pipeline(command)))
+    job = await clara.job(await clara.pipeline(one_operator(command)))
     await clara.start(job.job_id.value)
     final = await clara.wait_stopped(job.job_id.value, within=15)
     assert final.status == pb.JOB_STATUS_FAULTED
@@ -106,7 +82,7 @@ async def test_12_outputs_under_the_quota_are_fine(clara: Platform) -> None:
 
 
 async def test_11_a_log_over_its_cap_is_cut_with_a_marker_and_a_job_message(clara: Platform) -> None:
-    job = await clara.job(await clara.pipeline(pipeline(f"yes 0123456789abcdef | head -c {5 * LOG_CAP_MB * MIB}")))
+    job = await clara.job(await clara.pipeline(one_operator(f"yes 0123456789abcdef | head -c {5 * LOG_CAP_MB * MIB}")))
     await clara.start(job.job_id.value)
     final = await clara.wait_stopped(job.job_id.value)
     assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
@@ -123,7 +99,7 @@ async def test_11_a_log_over_its_cap_is_cut_with_a_marker_and_a_job_message(clar
 async def test_3_paths_that_climb_are_refused_at_create(clara: Platform, path: str) -> None:
     async def requests() -> AsyncIterator[ppb.PipelinesCreateRequest]:
         yield ppb.PipelinesCreateRequest(
-            definition=ppb.PipelineDefinitionFile(path="p.yaml", content=pipeline("true", path=path))
+            definition=ppb.PipelineDefinitionFile(path="p.yaml", content=one_operator("true", output=path))
         )
 
     reply = await clara.pipelines.Create(requests())

@@ -10,68 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import os
 import random
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import grpc
 import pytest
 
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from services.jobs.runtimes import seccomp
 from services.jobs.runtimes.cgroups import Cgroups
 from shared.config import Settings
-from tests.conftest import ROOT, make_settings, required, start_in_process
-from tests.jobs_flow import Platform
+from tests.conftest import ROOT, required
+from tests.jobs_flow import Platform, one_operator, run_job, serving
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the platform's set-up runs it as root; so do these attacks")
 
 SECRET = "claret-test-secret-6f1d"
 
 
-@asynccontextmanager
-async def platform_with(tmp_path: Path, **changes: object) -> AsyncIterator[Platform]:
-    """A real server on the sandbox runtime with these settings."""
-    settings: Settings = make_settings(tmp_path, runtime="sandbox", **changes)
-    server, resources = await start_in_process(settings)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield Platform(channel, resources.settings.database_target)
-    finally:
-        await server.stop(grace=1)
-        await resources.close()
-
-
 @pytest.fixture
 async def clara(tmp_path: Path) -> AsyncIterator[Platform]:
-    async with platform_with(tmp_path) as platform:
+    async with serving(tmp_path, runtime="sandbox") as platform:
         yield platform
 
 
-def pipeline(command: str, requests: str = "") -> str:
-    return f"""api-version: 0.4.0
-name: attack
-operators:
-- name: op
-  container:
-    image: busybox
-    command: ["sh", "-c", {json.dumps(command)}]
-  {f"requests: {requests}" if requests else ""}
-  input: [{{path: /input}}]
-  output: [{{path: /output}}]
-"""
-
-
 async def run(clara: Platform, command: str, requests: str = "", within: float = 30) -> pb.JobsStatusResponse:
-    job = await clara.job(await clara.pipeline(pipeline(command, requests)))
-    await clara.start(job.job_id.value)
-    final = await clara.wait_stopped(job.job_id.value, within=within)
-    final.payload_id.value = job.payload_id.value
+    final, payload_id = await run_job(clara, one_operator(command, requests=requests), within)
+    final.payload_id.value = payload_id
     return final
 
 
@@ -111,7 +79,7 @@ async def test_1_operators_are_not_host_root_and_cannot_write_sysctls(clara: Pla
 
 
 async def test_1_the_operator_user_is_configurable(tmp_path: Path) -> None:
-    async with platform_with(tmp_path, operator_uid=4321, operator_gid=4322) as clara:
+    async with serving(tmp_path, runtime="sandbox", operator_uid=4321, operator_gid=4322) as clara:
         final = await run(clara, "echo $(id -u):$(id -g) > /output/ids; echo x > /output/file")
         assert (await output(clara, final, "ids")).strip() == "4321:4322"
     files = list((tmp_path / "data" / "payloads").glob("*/operators/op/file"))
@@ -150,7 +118,7 @@ async def test_2_the_services_session_keyring_is_out_of_reach(tmp_path: Path) ->
     key = libc.syscall(add_key, b"user", SECRET.encode(), b"hunter2", 7, ctypes.c_int(-3))  # -3: session keyring
     if key < 0:
         required(f"cannot add a key to this session's keyring: {os.strerror(ctypes.get_errno())}")
-    async with platform_with(tmp_path) as clara:
+    async with serving(tmp_path, runtime="sandbox") as clara:
         final = await run(
             clara,
             "cat /proc/keys > /output/keys 2>&1;"
@@ -175,7 +143,7 @@ async def test_4_nothing_outlives_a_job_that_ended(clara: Platform) -> None:
 
 async def test_4_nothing_outlives_a_cancelled_job(clara: Platform) -> None:
     marker = unique_seconds()
-    job = await clara.job(await clara.pipeline(pipeline(f"(setsid sleep {marker} &); sleep {marker}")))
+    job = await clara.job(await clara.pipeline(one_operator(f"(setsid sleep {marker} &); sleep {marker}")))
     await clara.start(job.job_id.value)
     await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
     for _ in range(100):
@@ -208,7 +176,7 @@ async def test_9_memory_0_still_has_a_limit(clara: Platform) -> None:
 
 
 async def test_6_requests_become_the_limits_of_the_operators_control_group(clara: Platform) -> None:
-    job = await clara.job(await clara.pipeline(pipeline("sleep 30", requests="{cpu: 2, memory: 128}")))
+    job = await clara.job(await clara.pipeline(one_operator("sleep 30", requests="{cpu: 2, memory: 128}")))
     await clara.start(job.job_id.value)
     await clara.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
     group = Cgroups.detect("claret").group(job.job_id.value, "op")
@@ -237,7 +205,7 @@ async def test_6_requests_become_the_limits_of_the_operators_control_group(clara
 
 async def test_8_processes_are_limited(tmp_path: Path) -> None:
     marker = unique_seconds()
-    async with platform_with(tmp_path, pids_limit=40) as clara:
+    async with serving(tmp_path, runtime="sandbox", pids_limit=40) as clara:
         final = await run(clara, f"for i in $(seq 100); do sleep {marker} & done; wait")
     assert final.status == pb.JOB_STATUS_FAULTED
     assert any("limit of 40 processes" in m for m in final.messages), final.messages
