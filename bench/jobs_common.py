@@ -30,6 +30,9 @@ from protos.nvidia.clara.platform import (
 from services.jobs.runtimes.base import Mount, OperatorSpec
 from services.jobs.runtimes.sandbox import Descriptors, bwrap_arguments
 
+OPERATOR_USER = (65532, 65532)
+"""The platform's default operator uid and gid (``CLARET_OPERATOR_UID``/``GID``)."""
+
 
 def one_operator_pipeline(command: list[str], *, mounts: bool = True, requests: str = "") -> str:
     """A one-operator pipeline (operator ``op``, image busybox), optionally with /input and /output."""
@@ -130,7 +133,7 @@ def bare_spec(work: Path, command: list[str], *, mounts: bool = True, index: int
         (payload / "input").mkdir(parents=True, exist_ok=True)
         (payload / "operators" / "op").mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:  # the operator runs as the platform's default operator user
-            os.chown(payload / "operators" / "op", 65532, 65532)
+            os.chown(payload / "operators" / "op", *OPERATOR_USER)
         found = (Mount(payload / "input", "/input", True), Mount(payload / "operators" / "op", "/output", False))
     job_id = os.urandom(16).hex()
     env = {
@@ -157,6 +160,7 @@ def bare_spec(work: Path, command: list[str], *, mounts: bool = True, index: int
         gpu_ids=(),
         log_path=work / "logs" / f"op-{index}.log",
         labels={"claret.job": job_id, "claret.operator": "op", "claret.instance": "claret-bench"},
+        user=OPERATOR_USER,
     )
 
 
@@ -169,7 +173,7 @@ async def run_bwrap(spec: OperatorSpec) -> int:
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
     status_path = spec.log_path.with_suffix(".status")
     fds = Descriptors()
-    drop_to = (65532, 65532) if os.geteuid() == 0 else None  # as the runtime runs operators
+    drop_to = OPERATOR_USER if os.geteuid() == 0 else None  # as the runtime runs operators
     with open(spec.log_path, "ab") as log_file, open(status_path, "wb") as status:  # noqa: ASYNC230
         process = subprocess.Popen(  # noqa: ASYNC220 - vfork: returns in well under a millisecond
             bwrap_arguments(spec, fds, status.fileno(), drop_to),
