@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import os
 import random
 import subprocess
@@ -262,3 +263,57 @@ def run_unprivileged(uid: int, python: Path, work: Path) -> subprocess.Completed
         text=True,
         timeout=60,
     )
+
+
+async def test_11_space_allocated_on_the_log_past_its_cap_is_freed(tmp_path: Path) -> None:
+    """fallocate with KEEP_SIZE on stdout takes disk without growing the log's size."""
+    keep_size = "import ctypes; ctypes.CDLL(None).fallocate(1, 1, ctypes.c_int64(0), ctypes.c_int64(64 << 20))"
+    async with serving(tmp_path, runtime="sandbox", max_log_mb=1) as clara:
+        final = await run(clara, f"python3 -c '{keep_size}'; sleep 1.2")
+        assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
+    (log,) = (tmp_path / "data" / "logs").glob("*/op.log")
+    assert log.stat().st_blocks * 512 <= 2 << 20
+
+
+async def test_1_pipeline_variables_never_reach_a_root_process(clara: Platform, tmp_path: Path) -> None:
+    """An upstream operator leaves a fake setpriv; the downstream one puts its folder first in PATH."""
+    fake = '#!/bin/sh\ntouch /out/ran-as-$(id -u)\nexec /usr/bin/setpriv "$@"\n'
+    plant = f"printf %s {json.dumps(fake)} > /output/setpriv; chmod 755 /output/setpriv"
+    text = f"""api-version: 0.4.0
+name: injection
+operators:
+- name: planter
+  container: {{image: busybox, command: ["/bin/sh", "-c", {json.dumps(plant)}]}}
+  output: [{{path: /output}}]
+- name: victim
+  container: {{image: busybox, command: ["/bin/sh", "-c", "/usr/bin/id -u > /out/uid"]}}
+  variables: {{PATH: /in, LD_PRELOAD: /in/setpriv}}
+  input: [{{from: planter, path: /in}}]
+  output: [{{path: /out}}]
+"""
+    final, payload_id = await run_job(clara, text)
+    assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
+    assert (await clara.download(payload_id, "/operators/victim/uid")).decode().strip() == "65532"
+    victim = tmp_path / "data" / "payloads" / payload_id / "operators" / "victim"
+    assert sorted(path.name for path in victim.iterdir()) == ["uid"]  # the fake never ran
+    details = await clara.download(payload_id, "/operators/planter/setpriv")
+    assert details.startswith(b"#!/bin/sh")  # the fake was there to be found
+
+
+@pytest.mark.parametrize(
+    ("paths", "refusal"),
+    [
+        (("/usr/local/sbin",), "cover /usr"),
+        (("/",), "cover /usr"),
+        (("/lib/x86_64-linux-gnu",), "cover /lib"),
+        (("/in", "/in/d/pwned"), "inside another mount (/in)"),
+    ],
+)
+async def test_1_mounts_over_system_folders_or_inside_other_mounts_are_refused(
+    clara: Platform, paths: tuple[str, ...], refusal: str
+) -> None:
+    outputs = ", ".join(f"{{name: o{i}, path: {p}}}" for i, p in enumerate(paths))
+    text = one_operator("true").replace('  output: [{path: "/output"}]', f"  output: [{outputs}]")
+    final, _ = await run_job(clara, text)
+    assert final.status == pb.JOB_STATUS_FAULTED
+    assert any(refusal in m for m in final.messages), final.messages

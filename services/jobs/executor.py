@@ -359,7 +359,11 @@ class Executor:
             outputs.sweep(own, self._user)
             return outputs.usage(every) if measure else 0
 
-        problem = self._over_quota(await asyncio.to_thread(settle)) if own or (measure and every) else None
+        try:
+            problem = self._over_quota(await asyncio.to_thread(settle)) if own or (measure and every) else None
+        except Exception:  # the operator's end must be recorded whatever its files did to the sweep
+            log.exception("cannot sweep an operator's outputs", job_id=run.job.id, operator=name)
+            problem = None
         notes = [f"operator {name!r}: {exit.message}"] if exit.code == 0 and exit.message else []
         if exit.log_truncated:
             notes.append(f"operator {name!r}: log truncated at {self._settings.max_log_mb} MiB (CLARET_MAX_LOG_MB)")
@@ -526,5 +530,6 @@ class Executor:
         if record.runtime_id != handle.runtime_id:  # found by name: remember where it is from now on
             await self._db.write(lambda c: table.operator_runtime_id(c, run.job.id, record.name, handle.runtime_id))
         self._spawn(self._follow(run, record.name, handle))
+        self._watch_outputs(run)
         log.info("operator re-attached", job_id=run.job.id, operator=record.name, runtime_id=handle.runtime_id)
         return True

@@ -27,13 +27,15 @@ def prepare(folders: Iterable[Path], user: tuple[int, int] | None) -> None:
 
 
 def usage(folders: Iterable[Path]) -> int:
-    """Bytes of disk the folders' contents take (blocks, so sparse files count as what they hold)."""
+    """Bytes of disk the folders' contents take (blocks, so sparse files count as what they hold). Walked
+    by descriptor: a running operator that swaps a folder for a link cannot lead the walk out."""
     total = 0
     for folder in folders:
-        for top, dirs, files in os.walk(folder):  # never follows links
-            for name in (*dirs, *files):
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(top, name)).st_blocks * 512
+        with contextlib.suppress(OSError):
+            for _top, dirs, files, dir_fd in os.fwalk(folder, follow_symlinks=False):
+                for name in (*dirs, *files):
+                    with contextlib.suppress(OSError):
+                        total += os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
     return total
 
 
@@ -42,28 +44,24 @@ def sweep(folders: Iterable[Path], user: tuple[int, int] | None) -> None:
     root (given to ``user``) when this service is root."""
     owner = user if os.geteuid() == 0 else None
     for folder in folders:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone, or (a service that is not root) made unreadable
             _sweep_one(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC), owner)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             for _top, dirs, files, dir_fd in os.fwalk(folder, follow_symlinks=False):
                 for name in (*dirs, *files):
-                    _sweep_entry(name, dir_fd, owner)
+                    with contextlib.suppress(OSError):
+                        _sweep_entry(name, dir_fd, owner)
 
 
 def _sweep_entry(name: str, dir_fd: int, owner: tuple[int, int] | None) -> None:
-    try:
-        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
+    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     if stat.S_ISLNK(info.st_mode):
         if owner is not None and info.st_uid == 0:
             os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
         return
     if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
         return  # a FIFO or socket: no privilege bits worth having, and opening one could block
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    with contextlib.suppress(FileNotFoundError):
-        _sweep_one(os.open(name, flags, dir_fd=dir_fd), owner)
+    _sweep_one(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd), owner)
 
 
 def _sweep_one(fd: int, owner: tuple[int, int] | None) -> None:

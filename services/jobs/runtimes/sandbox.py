@@ -6,14 +6,16 @@ alternatives, nothing secret), a private /tmp, its own PID, IPC and UTS namespac
 image is not used. What keeps a hostile operator in (each point has a test in tests/test_sandbox_isolation.py):
 
 - A service running as root runs bwrap privileged (the mounts are made by root, so payloads may sit
-  in folders only root can enter) with no user namespace, which would map the sandbox to host root;
-  ``setpriv`` then switches the operator to the configured unprivileged uid and gid, with no
-  supplementary groups, no capabilities (bounding set emptied) and no_new_privs. A service that is not
-  root runs bwrap in a user namespace of its own user, with further user namespaces disabled.
+  in folders only root can enter) with no user namespace, which would map the sandbox to host root,
+  keeping only CAP_SETUID and CAP_SETGID; ``setpriv`` then switches the operator to the configured
+  unprivileged uid and gid, with no supplementary groups, no capabilities and no_new_privs, and only
+  then ``env`` sets the pipeline's variables. No mount may cover the system's folders or sit inside
+  another mount (:func:`check_mounts`). A service that is not root runs bwrap in a user namespace of
+  its own user, with further user namespaces disabled.
 - A seccomp filter (:mod:`.seccomp`) refuses what a container runtime refuses by default: new
   namespaces, mount, keyctl (the service's session keyring), ptrace, bpf, module loading...
-- bwrap itself starts with an empty environment and no inherited descriptor but its own, and the
-  operator with default signal dispositions (a service ignores SIGPIPE; ``yes | head`` must end).
+- bwrap itself starts with PATH alone in its environment and no inherited descriptor but its own, and
+  the operator with default signal dispositions (a service ignores SIGPIPE; ``yes | head`` must end).
 - A control group per operator (:mod:`.cgroups`) limits memory, cpu and processes. When the operator's
   command ends, everything it left behind (a ``setsid`` child included) is killed with the group and
   the sandbox's PID namespace.
@@ -33,6 +35,7 @@ import ctypes
 import functools
 import json
 import os
+import posixpath
 import shutil
 import signal
 import subprocess
@@ -82,10 +85,16 @@ HOST_ETC = (
 """What the sandbox's /etc shows of the host's (where present): what programs read, nothing secret.
 Copied at the service's start (:func:`sandbox_etc`)."""
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SETPRIV = "/usr/bin/setpriv"
+ENV = "/usr/bin/env"
+"""Run by absolute path, from the host's /usr that no mount may cover (:func:`check_mounts`)."""
 FALLBACK_USER = (65532, 65532)
 """Operators of a root service run as this uid and gid when the spec names no user (never as root)."""
 KILLED = 137
 KEYCTL_JOIN_SESSION_KEYRING = 1
+ALLOCATION_SLACK = 1 << 20
+"""Space a log may hold allocated past its end (filesystems preallocate a little) before it is freed."""
+_LIBC = ctypes.CDLL(None, use_errno=True)
 TRIM_INTERVAL = 0.5
 """Seconds between looks at the size of a running operator's log."""
 JOIN_CGROUP = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
@@ -184,19 +193,48 @@ class Descriptors:
                 os.close(fd)
 
 
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/proc", "/dev", "/sys")
+"""No mount may cover these (nor ``/``): the programs run as root before the drop live there."""
+
+
+def check_mounts(spec: OperatorSpec) -> None:
+    """Refuse mounts a root bwrap must not make: over the system's folders (an operator's files would
+    replace setpriv or its libraries), or inside another mount (a link an upstream operator left there
+    would lead bwrap's mkdir, as root, anywhere on the host)."""
+    targets = [posixpath.normpath(mount.target) for mount in spec.mounts]
+    for target in targets:
+        covered = [p for p in SYSTEM_PATHS if target == "/" or target == p or target.startswith(p + "/")]
+        if covered:
+            raise RuntimeFailure(
+                f"operator {spec.operator!r}: the sandbox cannot mount at {target}: it would cover {covered[0]}"
+            )
+    for target in targets:
+        inside = [other for other in targets if other != target and target.startswith(other.rstrip("/") + "/")]
+        if inside:
+            raise RuntimeFailure(
+                f"operator {spec.operator!r}: the sandbox cannot mount {target} inside another mount ({inside[0]})"
+            )
+
+
 def bwrap_arguments(spec: OperatorSpec, fds: Descriptors, status_fd: int, drop_to: tuple[int, int] | None) -> list[str]:
     """The bwrap command line for ``spec`` (the new root is an empty tmpfs; we add what it needs). With
-    ``drop_to`` (a root service) bwrap is privileged and setpriv switches to that uid and gid; without,
-    bwrap runs in a user namespace of the service's own (unprivileged) user."""
+    ``drop_to`` (a root service) bwrap is privileged, keeps only CAP_SETUID and CAP_SETGID, and runs
+    setpriv (by its absolute path, in a fixed environment) to switch to that uid and gid; only then does
+    ``env`` give the operator its variables, so none of them (LD_PRELOAD, PATH...) reaches a root process.
+    Without ``drop_to``, bwrap runs in a user namespace of the service's own (unprivileged) user."""
     if not spec.command:
         raise RuntimeFailure(
             f"operator {spec.operator!r} has no command: the sandbox runtime does not use "
             f"images, so container.command must say what to run"
         )
+    check_mounts(spec)
     # No --die-with-parent: a sandbox must outlive a crash of the service, which re-attaches to it.
     args = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     args += [] if spec.network else ["--unshare-net"]
-    args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"] if drop_to is None else []
+    if drop_to is None:
+        args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    else:
+        args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     uid, gid = drop_to or (os.getuid(), os.getgid())
     args += [*host_root(), "--ro-bind", str(sandbox_etc(uid, gid)), "/etc"]
     # /proc/sys read-only over the fresh /proc (its sysctls are the kernel's, not the sandbox's)
@@ -208,19 +246,18 @@ def bwrap_arguments(spec: OperatorSpec, fds: Descriptors, status_fd: int, drop_t
     args += ["--seccomp", fds.data("seccomp", seccomp.program()), "--clearenv"]
     # The job and operator names are always there: find_sandbox() looks for them on the command line.
     identity = {"NVIDIA_CLARA_JOB_ID": spec.job_id, "NVIDIA_CLARA_STAGE_NAME": spec.operator}
-    for key, value in {"PATH": PATH, "HOME": "/tmp", **spec.env, **identity}.items():
+    operator_env = {"PATH": PATH, "HOME": "/tmp", **spec.env, **identity}
+    for key, value in ({"PATH": PATH, **identity} if drop_to else operator_env).items():
         args += ["--setenv", key, value]
     args += ["--json-status-fd", fds.keep(status_fd), "--"]
-    if drop_to is not None:
-        args += [
-            "setpriv",
-            f"--reuid={uid}",
-            f"--regid={gid}",
-            "--clear-groups",
-            "--no-new-privs",  # so no exec regains a capability: emptying the bounding set too costs 1 ms
-            "--",
-        ]
-    return [*args, *spec.command]
+    if drop_to is None:
+        return [*args, *spec.command]
+    if "=" in spec.command[0]:  # env would take it for a variable
+        raise RuntimeFailure(f"operator {spec.operator!r}: a command may not start with a word holding '='")
+    setpriv = [SETPRIV, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs"]
+    # no_new_privs: no exec regains a capability (emptying the bounding set too would cost 1 ms)
+    variables = [f"{key}={value}" for key, value in operator_env.items()]
+    return [*args, *setpriv, "--", ENV, "-i", *variables, *spec.command]
 
 
 def read_exit_code(path: Path) -> int | None:
@@ -330,19 +367,26 @@ class LogCap:
         self._limit = limit
 
     def trim(self) -> bool:
-        """Cut what is past the cap (the marker once); True when the log was ever cut."""
+        """Cut what is past the cap (the marker once), and free space allocated past the end without
+        being written (``fallocate`` with KEEP_SIZE); True when the log was ever cut."""
         try:
-            if self._path.stat().st_size <= self._limit:
+            info = self._path.stat()
+            allocated_past = info.st_blocks * 512 > max(info.st_size, self._limit) + ALLOCATION_SLACK
+            if info.st_size <= self._limit and not allocated_past:
                 return False
             with open(self._path, "r+b") as log_file:
-                log_file.seek(self._limit)
-                if log_file.read(len(self._marker)) != self._marker:
+                if info.st_size > self._limit:
                     log_file.seek(self._limit)
-                    log_file.write(self._marker)
-                log_file.truncate(self._limit + len(self._marker))
+                    if log_file.read(len(self._marker)) != self._marker:
+                        log_file.seek(self._limit)
+                        log_file.write(self._marker)
+                    log_file.truncate(self._limit + len(self._marker))
+                    log_file.flush()
+                if allocated_past:  # a truncate to its own size frees the blocks past the end
+                    log_file.truncate(log_file.seek(0, os.SEEK_END))
         except OSError:  # the log is gone (its job deleted): nothing to keep small
             return False
-        return True
+        return info.st_size > self._limit
 
 
 class SandboxHandle:
@@ -445,8 +489,7 @@ async def remove_group(group: OperatorGroup, within: float = 30.0) -> None:
 def leave_session_keyring() -> None:
     """Give this thread (the event loop's, which spawns every sandbox) a new, empty session keyring, so
     operators do not inherit the keyring of the session that started the service, with its keys."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(seccomp.syscall_number("keyctl"), KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
+    if _LIBC.syscall(seccomp.syscall_number("keyctl"), KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
         log.warning("cannot leave the service's session keyring", reason=os.strerror(ctypes.get_errno()))
 
 
@@ -465,12 +508,12 @@ class SandboxRuntime:
     name = "sandbox"
 
     def __init__(self, bwrap: str = "bwrap", cgroups: Cgroups | None = None) -> None:
-        path, setpriv = shutil.which(bwrap), shutil.which("setpriv")
+        path = shutil.which(bwrap)
         if path is None:
             raise RuntimeFailure("the sandbox runtime needs bubblewrap (Debian package 'bubblewrap')")
         self._root = os.geteuid() == 0
-        if self._root and setpriv is None:
-            raise RuntimeFailure("the sandbox runtime run as root needs setpriv (Debian package 'util-linux')")
+        if self._root and not (os.access(SETPRIV, os.X_OK) and os.access(ENV, os.X_OK)):
+            raise RuntimeFailure(f"the sandbox runtime run as root needs {SETPRIV} and {ENV} (util-linux, coreutils)")
         try:
             seccomp.program()
         except seccomp.UnsupportedArchitecture as exc:
