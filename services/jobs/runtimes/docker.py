@@ -195,11 +195,12 @@ class DockerRuntime:
         logs = LogCopy(container, log_file, stream)
         try:
             await container.start()
-        except DockerError as exc:
+        except (DockerError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             logs.abandon()
-            with contextlib.suppress(DockerError):
+            with contextlib.suppress(DockerError, aiohttp.ClientError, OSError):
                 await container.delete(force=True)
-            raise RuntimeFailure(f"the Docker engine could not start the container: {exc.message}") from exc
+            reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            raise RuntimeFailure(f"the Docker engine could not start the container: {reason}") from exc
         return DockerHandle(container, logs)
 
     async def _create(self, spec: OperatorSpec) -> DockerContainer:

@@ -144,10 +144,19 @@ def users(uid: int, gid: int) -> dict[str, str]:
     }
 
 
-@functools.cache
 def sandbox_etc(uid: int, gid: int) -> Path:
-    """The sandbox's /etc, made once per process (one bind mount is cheaper than one per file): copies of
-    the host's entries in :data:`HOST_ETC` as they are at the service's start, and :func:`users`."""
+    """The sandbox's /etc (one bind mount is cheaper than one per file): copies of the host's entries in
+    :data:`HOST_ETC` as they are at the service's start, and :func:`users`. Made again should a cleaner of
+    /tmp have removed it."""
+    etc = _sandbox_etc(uid, gid)
+    if not etc.is_dir():
+        _sandbox_etc.cache_clear()
+        etc = _sandbox_etc(uid, gid)
+    return etc
+
+
+@functools.cache
+def _sandbox_etc(uid: int, gid: int) -> Path:
     top = Path(tempfile.mkdtemp(prefix="claret-sandbox-"))  # 0700: no local user reaches it
     atexit.register(shutil.rmtree, top, ignore_errors=True)
     etc = top / "etc"
@@ -567,6 +576,9 @@ class SandboxRuntime:
         except OSError as exc:  # no pidfd (descriptors exhausted): do not leave it running unwatched
             os.killpg(process.pid, signal.SIGKILL)
             await asyncio.to_thread(process.wait)
+            if group is not None:
+                group.kill()
+                _in_background(remove_group(group))
             raise RuntimeFailure(f"cannot watch the sandbox of operator {spec.operator!r}: {exc}") from exc
         log.debug("sandbox started", job_id=spec.job_id, operator=spec.operator, pid=process.pid)
         return SandboxHandle(process.pid, spec, exited, group)
@@ -585,7 +597,10 @@ class SandboxRuntime:
             return None
         pid = int(pid_text)
         if pid == 0 or process_start_time(pid) != start_time:
-            if read_exit_code(status_path(spec)) is None:
+            if read_exit_code(status_path(spec)) is None:  # lost: what its group still holds goes
+                if (group := self._group(spec)) is not None:
+                    group.kill()
+                    _in_background(remove_group(group))
                 return None
             exited = asyncio.get_running_loop().create_future()
             exited.set_result(None)
