@@ -307,6 +307,9 @@ operators:
         (("/",), "cover /usr"),
         (("/lib/x86_64-linux-gnu",), "cover /lib"),
         (("/in", "/in/d/pwned"), "inside another mount (/in)"),
+        (("//usr/bin",), "cover /usr"),  # normpath keeps two leading slashes; the kernel does not
+        (("//etc",), "cover /etc"),
+        (("/in", "//in/d"), "inside another mount (/in)"),
     ],
 )
 async def test_1_mounts_over_system_folders_or_inside_other_mounts_are_refused(

@@ -49,6 +49,7 @@ from services.jobs.runtimes import seccomp
 from services.jobs.runtimes.base import (
     Exit,
     Handle,
+    Mount,
     NeverStarted,
     OperatorSpec,
     RuntimeFailure,
@@ -206,11 +207,16 @@ SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", 
 """No mount may cover these (nor ``/``): the programs run as root before the drop live there."""
 
 
+def mount_point(mount: Mount) -> str:
+    """Where ``mount`` goes, in one spelling: normpath keeps two leading slashes, which the kernel reads as one."""
+    return "/" + posixpath.normpath(mount.target).lstrip("/")
+
+
 def check_mounts(spec: OperatorSpec) -> None:
     """Refuse mounts a root bwrap must not make: over the system's folders (an operator's files would
     replace setpriv or its libraries), or inside another mount (a link an upstream operator left there
     would lead bwrap's mkdir, as root, anywhere on the host)."""
-    targets = [posixpath.normpath(mount.target) for mount in spec.mounts]
+    targets = [mount_point(mount) for mount in spec.mounts]
     for target in targets:
         covered = [p for p in SYSTEM_PATHS if target == "/" or target == p or target.startswith(p + "/")]
         if covered:
@@ -251,7 +257,7 @@ def bwrap_arguments(spec: OperatorSpec, fds: Descriptors, status_fd: int, drop_t
     args += ["--perms", "1777", "--tmpfs", "/dev/shm"]
     args += ["--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/"]
     for mount in spec.mounts:
-        args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
+        args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount_point(mount)]  # as checked
     args += ["--seccomp", fds.data("seccomp", seccomp.program()), "--clearenv"]
     # The job and operator names are always there: find_sandbox() looks for them on the command line.
     identity = {"NVIDIA_CLARA_JOB_ID": spec.job_id, "NVIDIA_CLARA_STAGE_NAME": spec.operator}
