@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiodocker
-import grpc
 import pytest
 
 from protos.nvidia.clara.platform import jobs_pb2 as pb
@@ -26,8 +25,7 @@ from services.jobs.runtimes import docker_logs
 from services.jobs.runtimes.base import MIN_MEMORY_MB, Exit, Mount, OperatorSpec, truncation_marker
 from services.jobs.runtimes.docker import DockerRuntime, PathMapping
 from services.jobs.runtimes.docker_logs import CappedLog, LogCopy, demultiplex
-from tests.conftest import make_settings, start_in_process
-from tests.jobs_flow import Platform, containers_of
+from tests.jobs_flow import containers_of, run_job, serving
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
@@ -309,16 +307,11 @@ async def test_a_stream_that_never_ends_after_the_exit_is_given_up_and_said(
 
 
 async def test_the_executor_runs_operators_as_the_configured_user_with_a_capped_log(tmp_path: Path) -> None:
-    settings = make_settings(
-        tmp_path, runtime="docker", operator_uid=USER[0], operator_gid=USER[1], max_log_mb=1, pids_limit=64
-    )
-    server, resources = await start_in_process(settings)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            clara = Platform(channel, settings.database_target, runtime="docker")
-            pids_max = "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max"
-            command = f"id -u; id -g; {pids_max}; {YES} | head -c {3 * MIB}"
-            pipeline = f"""api-version: 0.4.0
+    changes = {"operator_uid": USER[0], "operator_gid": USER[1], "max_log_mb": 1, "pids_limit": 64}
+    async with serving(tmp_path, runtime="docker", **changes) as clara:
+        pids_max = "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max"
+        command = f"id -u; id -g; {pids_max}; {YES} | head -c {3 * MIB}"
+        pipeline = f"""api-version: 0.4.0
 name: isolation
 operators:
 - name: op
@@ -327,16 +320,11 @@ operators:
     command: ["sh", "-c", {command!r}]
   requests: {{cpu: 1, memory: 64}}
 """
-            job = await clara.job(await clara.pipeline(pipeline))
-            await clara.start(job.job_id.value)
-            final = await clara.wait_stopped(job.job_id.value, within=20)
-            assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
-            assert any("log truncated at 1 MiB" in m for m in final.messages), final.messages
-            log_file = settings.logs_path / job.job_id.value / "op.log"
-            content = log_file.read_bytes()
-            assert content.startswith(f"{USER[0]}\n{USER[1]}\n64\n".encode())
-            assert len(content) == MIB + len(truncation_marker(MIB)) and content.endswith(truncation_marker(MIB))
-            assert containers_of(job.job_id.value) == []
-    finally:
-        await server.stop(grace=1)
-        await resources.close()
+        final, _ = await run_job(clara, pipeline, within=20)
+        assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
+        assert any("log truncated at 1 MiB" in m for m in final.messages), final.messages
+        log_file = tmp_path / "data" / "logs" / final.job_id.value / "op.log"
+        content = log_file.read_bytes()
+        assert content.startswith(f"{USER[0]}\n{USER[1]}\n64\n".encode())
+        assert len(content) == MIB + len(truncation_marker(MIB)) and content.endswith(truncation_marker(MIB))
+        assert containers_of(final.job_id.value) == []

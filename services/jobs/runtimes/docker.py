@@ -39,11 +39,10 @@ from services.jobs.runtimes.base import (
     RuntimeFailure,
     memory_limit_bytes,
 )
-from services.jobs.runtimes.docker_logs import CappedLog, LogCopy, engine_log_config, open_stream
+from services.jobs.runtimes.docker_logs import CappedLog, LogCopy, engine_log_config, error_text, open_stream
 from shared.logging import get_logger
 
 log = get_logger(__name__)
-
 
 
 CREATE_ATTEMPTS = 20
@@ -199,8 +198,7 @@ class DockerRuntime:
             logs.abandon()
             with contextlib.suppress(DockerError, aiohttp.ClientError, OSError):
                 await container.delete(force=True)
-            reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            raise RuntimeFailure(f"the Docker engine could not start the container: {reason}") from exc
+            raise RuntimeFailure(f"the Docker engine could not start the container: {error_text(exc)}") from exc
         return DockerHandle(container, logs)
 
     async def _create(self, spec: OperatorSpec) -> DockerContainer:

@@ -35,6 +35,11 @@ STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=
 """A log stream lasts as long as the operator; only connecting to the engine is bounded."""
 
 
+def error_text(exc: BaseException) -> str:
+    """What an error of the engine (its message) or of the connection to it says, never empty."""
+    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
+
+
 def engine_log_config(spec: OperatorSpec) -> dict[str, Any]:
     """The engine's own copy of the logs: a json-file bounded to about the operator's cap.
 
@@ -172,8 +177,7 @@ class LogCopy:
                 raise ConnectionError("the engine ended the stream while the operator still ran")
             return ""
         except Exception as exc:  # aiohttp's, the engine's, the disk's: said, never silent
-            reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            problem = f"the log stream from the Docker engine broke ({reason})"
+            problem = f"the log stream from the Docker engine broke ({error_text(exc)})"
             with contextlib.suppress(OSError, ValueError):
                 self._log_file.note(f"\n[claret: {problem}; output from here on may be missing]\n".encode())
             return f"{problem}: the log may miss output"
@@ -235,5 +239,3 @@ async def open_stream(container: DockerContainer, *, restarted: bool) -> aiohttp
         timeout=STREAM_TIMEOUT,
         read_until_eof=True,
     )
-
-

@@ -454,7 +454,7 @@ class SandboxHandle:
         if code == 0 or self._group is None:
             return ""
         if self._group.oom_killed():
-            limit = limits(self._spec).memory_bytes >> 20
+            limit = memory_limit_bytes(self._spec) >> 20
             return f"killed: out of memory (its limit is {limit} MB, from its memory request)"
         if self._group.pids_exhausted():
             return f"it reached its limit of {self._spec.pids_limit} processes and threads"
@@ -490,9 +490,10 @@ def _in_background(work: Coroutine[Any, Any, None]) -> None:
 
 
 async def remove_group(group: OperatorGroup, within: float = 30.0) -> None:
-    """Remove an operator's control group once its killed processes are gone (milliseconds, usually:
-    nobody waits for it), killing again whatever is still there."""
+    """Kill what is in an operator's control group and remove the group once those processes are gone
+    (milliseconds, usually: nobody waits for it), killing again whatever is still there."""
     deadline = time.monotonic() + within
+    group.kill()
     while not await asyncio.to_thread(group.remove):  # a memory group's rmdir takes a millisecond or so
         if time.monotonic() > deadline:
             log.warning("cannot remove a control group", folders=[str(f) for f in group.folders.values()])
@@ -583,7 +584,6 @@ class SandboxRuntime:
             os.killpg(process.pid, signal.SIGKILL)
             await asyncio.to_thread(process.wait)
             if group is not None:
-                group.kill()
                 _in_background(remove_group(group))
             raise RuntimeFailure(f"cannot watch the sandbox of operator {spec.operator!r}: {exc}") from exc
         log.debug("sandbox started", job_id=spec.job_id, operator=spec.operator, pid=process.pid)
@@ -605,7 +605,6 @@ class SandboxRuntime:
         if pid == 0 or process_start_time(pid) != start_time:
             if read_exit_code(status_path(spec)) is None:  # lost: what its group still holds goes
                 if (group := self._group(spec)) is not None:
-                    group.kill()
                     _in_background(remove_group(group))
                 return None
             exited = asyncio.get_running_loop().create_future()
