@@ -272,7 +272,7 @@ def finish(conn: Connection, job_id: str, status: JobStatus, messages: Sequence[
         return False
     conn.execute(
         "UPDATE jobs SET state = ?, status = ?, stopped = ?, messages = ? WHERE id = ?",
-        (int(JobState.STOPPED), int(status), at, json.dumps([*json.loads(row[0]), *messages]), job_id),
+        (int(JobState.STOPPED), int(status), at, _appended(row[0], messages), job_id),
     )
     return True
 
@@ -281,8 +281,12 @@ def add_messages(conn: Connection, job_id: str, messages: Sequence[str]) -> None
     """Append to a job's messages without ending it (a log that was cut, a warning)."""
     row = conn.execute("SELECT messages FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is not None:
-        updated = json.dumps([*json.loads(row[0]), *messages])
-        conn.execute("UPDATE jobs SET messages = ? WHERE id = ?", (updated, job_id))
+        conn.execute("UPDATE jobs SET messages = ? WHERE id = ?", (_appended(row[0], messages), job_id))
+
+
+def _appended(stored: str, messages: Sequence[str]) -> str:
+    """A job's stored messages (JSON) with ``messages`` after them."""
+    return json.dumps([*json.loads(stored), *messages])
 
 
 def running_operators(conn: Connection) -> set[tuple[str, str]]:
