@@ -253,12 +253,18 @@ def test_a_service_that_is_not_root_runs_operators_as_itself_without_user_namesp
 
 
 def run_unprivileged(uid: int, python: Path, work: Path) -> subprocess.CompletedProcess[str]:
-    """UNPRIVILEGED_SERVICE as ``uid``, with this project and its virtual environment's packages."""
-    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
+    """UNPRIVILEGED_SERVICE as ``uid``, with this project and its virtual environment's packages. The
+    checkout may sit below a folder only root may enter (CI clones into a fresh temporary folder), so the
+    user sees it bound at ``work/claret``, in a mount namespace of this command's own."""
+    view = work / "claret"
+    view.mkdir()
+    site = view / next((ROOT / ".venv" / "lib").glob("python3*/site-packages")).relative_to(ROOT)
+    bind_then_run = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+    in_own_mounts = ["unshare", "--mount", "--propagation", "private", "sh", "-c", bind_then_run, "sh"]
     as_user = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
     return subprocess.run(
-        [*as_user, str(python), "-c", UNPRIVILEGED_SERVICE, str(work)],
-        env={"PATH": "/usr/bin:/bin", "HOME": str(work), "PYTHONPATH": f"{ROOT}:{site}"},
+        [*in_own_mounts, str(ROOT), str(view), *as_user, str(python), "-c", UNPRIVILEGED_SERVICE, str(work)],
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(work), "PYTHONPATH": f"{view}:{site}"},
         capture_output=True,
         text=True,
         timeout=60,
