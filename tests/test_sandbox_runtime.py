@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,19 @@ async def test_a_started_sandbox_is_found_again_by_its_command_line(tmp_path: Pa
     assert found is not None and found.runtime_id == handle.runtime_id
     assert (await handle.wait()).code == 0
     assert (tmp_path / "logs" / "op.log").read_text() == "found\n"
+
+
+def test_a_sandbox_still_joining_its_control_group_is_found_by_its_command_line(tmp_path: Path) -> None:
+    """Before the sh that joins the control group has exec'd bwrap, its command line is sh's, with
+    bwrap's arguments after its own: a restart in that instant must not take the operator for never started."""
+    fds = sandbox.Descriptors()
+    with open(tmp_path / "status", "wb") as status:
+        args = sandbox.bwrap_arguments(spec(tmp_path), fds, status.fileno(), None)
+    fds.close()
+    joining = subprocess.Popen(["/bin/sh", "-c", "sleep 5", "claret-join", "--", *args], start_new_session=True)
+    try:
+        assert sandbox.find_sandbox("a" * 32, "op") == joining.pid
+        assert sandbox.find_sandbox("b" * 32, "op") is None
+    finally:
+        joining.kill()
+        joining.wait()

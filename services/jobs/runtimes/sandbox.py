@@ -316,17 +316,21 @@ def group_members(pgid: int) -> list[int]:
 
 def find_sandbox(job_id: str, operator: str) -> int | None:
     """The outer bwrap process (it leads its process group) running ``operator`` of ``job_id``, found by
-    the environment it was told to set, which its command line carries."""
+    the environment it was told to set, which its command line carries; also while it is still the ``sh``
+    that joins its control group before it execs bwrap (same pid, bwrap's arguments after its own)."""
     wanted = [("NVIDIA_CLARA_JOB_ID", job_id), ("NVIDIA_CLARA_STAGE_NAME", operator)]
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             args = Path(f"/proc/{entry.name}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            leads = os.getpgid(int(entry.name)) == int(entry.name)
         except OSError:
             continue
-        if not args or Path(args[0]).name != "bwrap" or os.getpgid(int(entry.name)) != int(entry.name):
+        bwrap = next((i for i, arg in enumerate(args) if Path(arg).name == "bwrap"), None)
+        if bwrap is None or not leads:
             continue
+        args = args[bwrap:]
         pairs = {(args[i + 1], args[i + 2]) for i, arg in enumerate(args[:-2]) if arg == "--setenv"}
         if all(pair in pairs for pair in wanted):
             return int(entry.name)
