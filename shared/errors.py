@@ -6,6 +6,7 @@ response's ``ResponseHeader`` (gRPC status stays OK).
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 
@@ -53,3 +54,12 @@ class ClaretError(Exception):
 
     def __repr__(self) -> str:
         return f"ClaretError({self.code.name}, {self.messages!r})"
+
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""What the kernel answers a write to a full volume (or past a quota)."""
+
+
+def storage_full(volume: str) -> ClaretError:
+    """``STORAGE_FULL`` naming the volume that is full, e.g. ``the payload volume (/data/payloads)``."""
+    return ClaretError(ErrorCode.STORAGE_FULL, f"storage full: no space left on {volume}")

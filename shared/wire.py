@@ -3,7 +3,8 @@
 gRPC status is always OK for domain errors: a :class:`ClaretError` becomes a negative
 ``ResponseHeader.code`` with its messages; any other exception becomes code -1, is logged with a
 traceback and never takes the server down. Unary (and client-streaming) handlers answer one response
-carrying that header; server-streaming handlers end with one message carrying it.
+carrying that header; server-streaming handlers end with one message carrying it. Every message of a
+server stream carries a header, as the API says.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def unary(response_type: Callable[..., Any]) -> Callable[[Handler], Handler]:
 
 
 def streaming(response_type: Callable[..., Any]) -> Callable[[StreamHandler], StreamHandler]:
-    """Wrap a server-streaming handler: an error ends the stream with one header-only message."""
+    """Wrap a server-streaming handler: every message carries a response header (OK unless the handler set
+    one), and an error ends the stream with one header-only message."""
 
     def decorate(handler: StreamHandler) -> StreamHandler:
         @functools.wraps(handler)
@@ -131,6 +133,7 @@ def streaming(response_type: Callable[..., Any]) -> Callable[[StreamHandler], St
             call = _Call(handler.__qualname__, context)
             try:
                 async for message in handler(self, request, context):
+                    message.header.SetInParent()  # present even when all its fields are defaults (code 0)
                     yield message
                     if context.cancelled():  # the client left: stop reading files for nobody
                         call.code = CANCELLED

@@ -33,6 +33,8 @@ from shared.payload_store import PayloadStore
 from shared.pipeline_definition import Pipeline, load_pipeline_cached
 
 MAX_NAME_CHARS = 255
+RUNNING_JOBS = JobFilter(states=(JobState.RUNNING,))
+"""What Jobs.List answers when given no filter."""
 
 
 def check_job_name(name: str) -> str:
@@ -141,7 +143,7 @@ class JobManager:
     async def start(self, job_id: str, variables: Mapping[str, str]) -> JobRecord:
         """Resolve templates with ``variables``, check every operator can ever fit, then queue the job."""
         job = await self.get(job_id)
-        if job.started is not None or job.stopped is not None:
+        if job.queued is not None or job.stopped is not None:
             raise ClaretError(ErrorCode.JOB_WRONG_STATE, f"job {job.id} was already started")
         model = self._load(job, dict(variables))
         misfits = [
@@ -151,17 +153,17 @@ class JobManager:
         ]
         if misfits:
             raise ClaretError(ErrorCode.JOB_CANNOT_FIT, *misfits)
-        started = ids.now()
+        queued = ids.now()
 
         def mark(conn: Connection) -> bool:
-            if not table.mark_started(conn, job.id, dict(variables), model.timeout, started, self._settings.replica_id):
+            if not table.mark_queued(conn, job.id, dict(variables), model.timeout, queued, self._settings.replica_id):
                 return False
             payloads_table.set_read_only(conn, job.payload_id)
             return True
 
         if not await self._db.write(mark):
             raise ClaretError(ErrorCode.JOB_WRONG_STATE, f"job {job.id} was already started")
-        job = dataclasses.replace(job, started=started, variables=dict(variables), timeout=model.timeout)
+        job = dataclasses.replace(job, queued=queued, variables=dict(variables), timeout=model.timeout)
         # Shielded: a client that leaves mid-Start must not leave a started job half queued.
         await asyncio.shield(self._executor.admit(job, model))
         return job
@@ -171,7 +173,7 @@ class JobManager:
         runs gets the request passed on: that replica ends it at its next look at the queue."""
         job = await self.get(job_id)
         message = f"canceled: {reason}" if reason else "canceled"
-        passed_on = job.started is not None and self._settings.queue == "database" and not self._executor.runs(job.id)
+        passed_on = job.queued is not None and self._settings.queue == "database" and not self._executor.runs(job.id)
         if job.stopped is None and passed_on:
             # Its owner (maybe this replica, adopting it right now) ends it at its next look.
             await self._db.write(lambda conn: queue_table.request_cancel(conn, job.id, message))
@@ -194,7 +196,9 @@ class JobManager:
         return view
 
     async def find(self, where: JobFilter) -> list[JobRecord]:
-        return await self._db.read(lambda conn: table.list_jobs(conn, where))
+        """Jobs.List: the jobs matching ``where``; no filter at all means the running jobs (the API's rule)."""
+        chosen = RUNNING_JOBS if where.is_empty() else where
+        return await self._db.read(lambda conn: table.list_jobs(conn, chosen))
 
     async def read_logs(self, job_id: str, operator_name: str) -> AsyncIterator[list[str]]:
         """The operator's log lines (stdout and stderr as they were written), in batches; what exists now."""

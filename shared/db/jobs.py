@@ -65,7 +65,10 @@ class JobRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     messages: tuple[str, ...] = ()
     timeout: float | None = None
+    queued: float | None = None
+    """When Start accepted the job (None before)."""
     started: float | None = None
+    """When its first operator started (None while it waits for resources)."""
     stopped: float | None = None
     owner: str | None = None
     """The jobs replica that runs the started job."""
@@ -80,6 +83,10 @@ class JobFilter:
     pipeline_ids: tuple[str, ...] = ()
     created_after: float | None = None
     completed_before: float | None = None
+
+    def is_empty(self) -> bool:
+        """Whether no field filters anything."""
+        return self == JobFilter()
 
 
 def _files_json(files: Sequence[DefinitionFile]) -> str:
@@ -103,6 +110,7 @@ def _job(row: Row) -> JobRecord:
         metadata=json.loads(row["metadata"]),
         messages=tuple(json.loads(row["messages"])),
         timeout=row["timeout"],
+        queued=row["queued"],
         started=row["started"],
         stopped=row["stopped"],
         owner=row["owner"],
@@ -127,7 +135,8 @@ def _operator(row: Row) -> OperatorRecord:
 def insert(conn: Connection, job: JobRecord, operators: Iterable[OperatorRecord]) -> None:
     conn.execute(
         "INSERT INTO jobs (id, pipeline_id, payload_id, name, priority, state, status, files, variables, metadata,"
-        " messages, timeout, created, started, stopped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " messages, timeout, created, queued, started, stopped)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             job.id,
             job.pipeline_id,
@@ -142,6 +151,7 @@ def insert(conn: Connection, job: JobRecord, operators: Iterable[OperatorRecord]
             json.dumps(job.messages),
             job.timeout,
             job.created,
+            job.queued,
             job.started,
             job.stopped,
         ),
@@ -157,7 +167,7 @@ def insert(conn: Connection, job: JobRecord, operators: Iterable[OperatorRecord]
 
 SUMMARY_COLUMNS = (
     "id, pipeline_id, payload_id, name, priority, state, status, variables, metadata, messages, timeout, created,"
-    " started, stopped, owner"
+    " queued, started, stopped, owner"
 )
 """Every column but the definition files, which Status and List never show and which can be large."""
 
@@ -198,7 +208,7 @@ def _filter_sql(where: JobFilter) -> tuple[list[str], list[object]]:
 
 def in_flight(conn: Connection) -> list[JobRecord]:
     """Started jobs that have not stopped."""
-    rows = conn.execute("SELECT * FROM jobs WHERE started IS NOT NULL AND stopped IS NULL ORDER BY started, id")
+    rows = conn.execute("SELECT * FROM jobs WHERE queued IS NOT NULL AND stopped IS NULL ORDER BY queued, id")
     return [_job(row) for row in rows]
 
 
@@ -207,20 +217,20 @@ def adopt_in_flight(conn: Connection, owner: str, *, every: bool) -> list[str]:
     jobs process), or those it owned already and those of no replica. Returns their ids, oldest first."""
     mine = "" if every else " AND (owner = ? OR owner IS NULL)"
     rows = conn.execute(
-        f"UPDATE jobs SET owner = ? WHERE started IS NOT NULL AND stopped IS NULL{mine} RETURNING id, started",
+        f"UPDATE jobs SET owner = ? WHERE queued IS NOT NULL AND stopped IS NULL{mine} RETURNING id, queued",
         (owner,) if every else (owner, owner),
     ).fetchall()
     return [row[0] for row in sorted(rows, key=lambda row: (row[1], row[0]))]
 
 
-def mark_started(
+def mark_queued(
     conn: Connection, job_id: str, variables: dict[str, str], timeout: float, at: float, owner: str
 ) -> bool:
-    """PENDING and never started -> started by replica ``owner`` (still PENDING until an operator runs).
-    False if not startable."""
+    """Start: a job never started -> queued, run by replica ``owner`` (PENDING, with no ``started`` time, until
+    its first operator runs). False if not startable."""
     cursor = conn.execute(
-        "UPDATE jobs SET started = ?, variables = ?, timeout = ?, owner = ?"
-        " WHERE id = ? AND started IS NULL AND stopped IS NULL",
+        "UPDATE jobs SET queued = ?, variables = ?, timeout = ?, owner = ?"
+        " WHERE id = ? AND queued IS NULL AND stopped IS NULL",
         (at, json.dumps(variables), timeout, owner, job_id),
     )
     return cursor.rowcount == 1
@@ -237,8 +247,9 @@ def operator_starting(conn: Connection, job_id: str, name: str, gpu_ids: Sequenc
     )
     if cursor.rowcount == 0:
         return False
-    conn.execute(
-        "UPDATE jobs SET state = ? WHERE id = ? AND state = ?", (int(JobState.RUNNING), job_id, int(JobState.PENDING))
+    conn.execute(  # the job's first operator: the job starts now
+        "UPDATE jobs SET state = ?, started = ? WHERE id = ? AND state = ?",
+        (int(JobState.RUNNING), at, job_id, int(JobState.PENDING)),
     )
     return True
 
@@ -259,20 +270,28 @@ def operator_runtime_id(conn: Connection, job_id: str, name: str, runtime_id: st
 def operator_finished(
     conn: Connection, job_id: str, name: str, status: OperatorStatus, exit_code: int | None, at: float
 ) -> None:
+    """The operator's end. One its job's end already recorded (stopped with it) only gains its exit code."""
     conn.execute(
-        "UPDATE operators SET status = ?, exit_code = ?, stopped = ? WHERE job_id = ? AND name = ?",
+        "UPDATE operators SET status = CASE WHEN stopped IS NULL THEN ? ELSE status END, exit_code = ?,"
+        " stopped = COALESCE(stopped, ?) WHERE job_id = ? AND name = ?",
         (int(status), exit_code, at, job_id, name),
     )
 
 
 def finish(conn: Connection, job_id: str, status: JobStatus, messages: Sequence[str], at: float) -> bool:
-    """End a job once: STOPPED with ``status``; messages are appended. False if it had already stopped."""
+    """End a job once: STOPPED with ``status``; messages are appended. Its operators still running end with it
+    (FAULTED: stopped before they completed), so no one ever sees a stopped job with a running operator.
+    False if it had already stopped."""
     row = conn.execute("SELECT messages FROM jobs WHERE id = ? AND stopped IS NULL", (job_id,)).fetchone()
     if row is None:
         return False
     conn.execute(
         "UPDATE jobs SET state = ?, status = ?, stopped = ?, messages = ? WHERE id = ?",
         (int(JobState.STOPPED), int(status), at, _appended(row[0], messages), job_id),
+    )
+    conn.execute(
+        "UPDATE operators SET status = ?, stopped = ? WHERE job_id = ? AND status = ?",
+        (int(OperatorStatus.FAULTED), at, job_id, int(OperatorStatus.RUNNING)),
     )
     return True
 
@@ -305,6 +324,6 @@ def counts(conn: Connection) -> tuple[list[tuple[int, int, int]], list[tuple[int
     jobs = conn.execute("SELECT state, status, count(*) FROM jobs GROUP BY state, status").fetchall()
     operators = conn.execute(
         "SELECT o.status, count(*) FROM operators o JOIN jobs j ON j.id = o.job_id"
-        " WHERE j.started IS NOT NULL AND j.stopped IS NULL GROUP BY o.status"
+        " WHERE j.queued IS NOT NULL AND j.stopped IS NULL GROUP BY o.status"
     ).fetchall()
     return [(r[0], r[1], r[2]) for r in jobs], [(r[0], r[1]) for r in operators]

@@ -34,6 +34,7 @@ import asyncpg
 from shared import metrics
 from shared.db import Database, migrations, split_statements
 from shared.db.connection import Conflict, Connection, Row
+from shared.errors import storage_full
 from shared.logging import get_logger
 
 T = TypeVar("T")
@@ -105,6 +106,8 @@ class PostgresDatabase(Database):
                     if attempt == WRITE_ATTEMPTS - 1:
                         raise
                     await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other one finish
+                except asyncpg.DiskFullError as exc:
+                    raise storage_full(f"the database server's volume ({self.name})") from exc
             raise AssertionError("unreachable")
 
     async def _run(self, conn: asyncpg.Connection, fn: Callable[[Connection], T]) -> T:

@@ -235,7 +235,7 @@ def take_over(conn: Connection, replica: str, silent_since: float) -> list[str]:
     conn.execute("DELETE FROM replicas WHERE heartbeat < ? AND id != ?", (silent_since, replica))
     orphaned = "(owner IS NULL OR (owner <> ? AND owner NOT IN (SELECT id FROM replicas)))"
     adopted = conn.execute(
-        f"UPDATE jobs SET owner = ? WHERE started IS NOT NULL AND stopped IS NULL AND {orphaned} RETURNING id, started",
+        f"UPDATE jobs SET owner = ? WHERE queued IS NOT NULL AND stopped IS NULL AND {orphaned} RETURNING id, queued",
         (replica, replica),
     ).fetchall()
     conn.execute(
@@ -253,7 +253,7 @@ def request_cancel(conn: Connection, job_id: str, message: str) -> None:
 
 def request_cancel_all(conn: Connection, message: str, except_owner: str) -> None:
     conn.execute(
-        "UPDATE jobs SET cancel_request = ? WHERE started IS NOT NULL AND stopped IS NULL"
+        "UPDATE jobs SET cancel_request = ? WHERE queued IS NOT NULL AND stopped IS NULL"
         " AND (owner IS NULL OR owner <> ?)",
         (message, except_owner),
     )

@@ -18,12 +18,15 @@ import aiosqlite
 from shared import metrics
 from shared.db import Database, migrations, split_statements
 from shared.db.connection import Conflict, Connection
+from shared.errors import storage_full
 from shared.logging import get_logger
 
 T = TypeVar("T")
 log = get_logger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
+SQLITE_FULL = 13
+"""The result code of a write that found the disk full."""
 
 
 class SqliteDatabase(Database):
@@ -77,7 +80,12 @@ class SqliteDatabase(Database):
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the database thread (every writer waits for
         the others, so ``queue`` needs nothing more)."""
         with metrics.DB_SECONDS.labels("write").time():
-            return await self._call(lambda conn: transaction(conn, fn))
+            try:
+                return await self._call(lambda conn: transaction(conn, fn))
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF == SQLITE_FULL:  # extended codes keep the primary in the low byte
+                    raise storage_full(f"the database volume ({self.path})") from exc
+                raise
 
     async def problem(self) -> str | None:
         """Why the database cannot be used right now, or None (a readiness check)."""
@@ -94,17 +102,23 @@ class SqliteDatabase(Database):
 
 
 def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` and commit, or roll back (also when the COMMIT itself fails: a full disk, say)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn)
+        conn.execute("COMMIT")
     except sqlite3.IntegrityError as exc:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise Conflict(str(exc)) from exc
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
-    conn.execute("COMMIT")
     return result
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:  # a failed COMMIT leaves it open; a statement may have rolled it back already
+        conn.execute("ROLLBACK")
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
