@@ -5,8 +5,9 @@ registry and no database here. Visibility rules (DECISIONS.md, Payloads):
 
 * A file appears only when complete: uploads and copies go to a hidden temporary next to the
   destination (prefix :data:`TEMP_PREFIX`) and are renamed over the final name with ``os.replace``,
-  which is atomic. A failed or cancelled upload removes its temporary; a crash leaves one behind, which
-  :meth:`PayloadStore.sweep_temporaries` removes at the next start.
+  which is atomic. A failed or cancelled upload removes its temporaries (:class:`PendingFiles`); a crash
+  leaves them behind, and :meth:`PayloadStore.sweep_temporaries` removes them at the next start.
+* A full volume (ENOSPC, EDQUOT) met by any write is ``STORAGE_FULL`` naming the volume, never an errno.
 * Deleting a payload first renames its directory to a tombstone (:data:`TOMBSTONE_PREFIX`), so no
   reader ever sees half of a payload.
 * Lookups never follow symbolic links and only ever return regular files, so a link planted by an
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from shared.errors import ClaretError, ErrorCode
+from shared.errors import FULL_ERRNOS, ClaretError, ErrorCode, storage_full
 
 RESERVED_PREFIX = ".claret-"
 """Names of our own bookkeeping entries start with this; uploads may not use it."""
@@ -52,6 +53,7 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO that raced in place of a regular file must not hang the event loop.
 _OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _OPEN_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_APPEND = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +171,8 @@ class PayloadStore:
     def create(self, payload_id: str) -> Path:
         """Make the payload directory and its ``input/`` folder; an existing payload is left as it is."""
         base = self.root / _checked_id(payload_id)
-        (base / INPUT_DIR).mkdir(parents=True, exist_ok=True)
+        with _volume_full_errors(self.root):
+            (base / INPUT_DIR).mkdir(parents=True, exist_ok=True)
         return base
 
     def exists(self, payload_id: str) -> bool:
@@ -213,39 +216,50 @@ class PayloadStore:
         files would stall the upload path for a guarantee nobody needs. ``before_commit`` runs between the
         last chunk and the rename: raising there discards the upload (the caller's last-moment checks).
         """
-        base = self.path(payload_id)
-        relative = normalise_name(name)
-        self.check_space()
-        target = base / relative
-        if _is_dir(target):
-            raise _invalid(name, payload_id, "it is a directory")
-        temp = self._open_temp(base, relative, name, payload_id)
-        try:
-            info = await _fill(temp, chunks, relative)
+        with self.pending_files(payload_id) as files:
+            relative = files.open(name)  # a refused name fails before the stream is read
+            async for chunk in chunks:
+                files.write(name, chunk)
             if before_commit is not None:
                 await before_commit()
-            _replace(temp, target, name, payload_id)
-        except BaseException as error:
-            _discard(temp)
-            _prune_empty_parents(base, target)
-            if isinstance(error, OSError) and not _is_dir(base):  # deleted while we wrote
-                raise ClaretError(ErrorCode.NO_SUCH_PAYLOAD, f"no payload {payload_id}") from error
-            raise
-        return info
+            return files.commit()[relative]
 
-    async def read_file(self, payload_id: str, name: str) -> tuple[FileInfo, FileChunks]:
-        """Resolve ``name`` with the case rules and open it; the chunks are at most ``chunk_size`` bytes."""
+    def pending_files(self, payload_id: str) -> PendingFiles:
+        """Temporaries for the files of one upload stream (see :class:`PendingFiles`), after the storage guard."""
+        files = PendingFiles(self, payload_id)
+        self.check_space()
+        return files
+
+    async def read_file(self, payload_id: str, name: str, fallback: str | None = None) -> tuple[FileInfo, FileChunks]:
+        """Resolve ``name`` (or ``fallback``, see :meth:`resolve`) and open it; chunks of at most ``chunk_size``."""
         base = self.path(payload_id)
-        found = self.resolve(payload_id, name)
+        found = self.resolve(payload_id, name, fallback)
         file, st = _open_regular(base, found.name[1:], name, payload_id)
         return _info(found.name[1:], st), FileChunks(file, self.chunk_size)
 
-    def resolve(self, payload_id: str, name: str) -> FileInfo:
+    def resolve(self, payload_id: str, name: str, fallback: str | None = None) -> FileInfo:
         """Find ``name`` (relative to the payload root) by the case rules of platform-api.md 4.2.
 
         The exact spelling wins; otherwise a single case-insensitive match is taken; several matches
-        without an exact one are ``AMBIGUOUS_NAME``; none is ``NO_SUCH_FILE``.
+        without an exact one are ``AMBIGUOUS_NAME``; none is ``NO_SUCH_FILE``. Only when ``name`` finds
+        nothing at all is ``fallback`` looked up, by the same rules (so an ambiguous ``name`` stays an error
+        rather than quietly meaning another file).
         """
+        try:
+            return self._resolve(payload_id, name)
+        except ClaretError as error:
+            if fallback is None or error.code is not ErrorCode.NO_SUCH_FILE:
+                raise
+        try:
+            return self._resolve(payload_id, fallback)
+        except ClaretError as error:
+            if error.code is not ErrorCode.NO_SUCH_FILE:
+                raise
+        raise ClaretError(
+            ErrorCode.NO_SUCH_FILE, f"no file {name!r} in payload {payload_id} (nor '/{normalise_name(fallback)}')"
+        )
+
+    def _resolve(self, payload_id: str, name: str) -> FileInfo:
         base = self.path(payload_id)
         segments = normalise_name(name).split("/")
         exact = _lstat_beneath(base, segments)
@@ -270,10 +284,11 @@ class PayloadStore:
         base = self.path(payload_id)
         return sorted((_info(rel, st) for rel, st in _walk_files(base)), key=lambda info: info.name)
 
-    def remove_file(self, payload_id: str, name: str) -> None:
-        """Delete one file (case rules apply) and the directories it leaves empty, except root and input/."""
+    def remove_file(self, payload_id: str, name: str, fallback: str | None = None) -> None:
+        """Delete one file (found as :meth:`resolve` finds it) and the directories it leaves empty, except
+        root and input/."""
         base = self.path(payload_id)
-        target = base / self.resolve(payload_id, name).name[1:]
+        target = base / self.resolve(payload_id, name, fallback).name[1:]
         try:
             os.unlink(target)
         except FileNotFoundError:  # a concurrent remove won
@@ -286,7 +301,8 @@ class PayloadStore:
         A name that collides with a file already in the target, ignoring case (also one copied from an
         earlier source), or that needs a directory where the target has a file (or the reverse), is
         ``INVALID_FILE_NAME`` and nothing of this source is copied. Each file appears whole; an I/O
-        error half way keeps the files copied so far. Blocking: run it off the event loop.
+        error half way keeps the files copied so far; a full volume is ``STORAGE_FULL``. Blocking: run it off
+        the event loop.
         """
         source = self.path(source_id)
         target = self.path(target_id)
@@ -296,16 +312,17 @@ class PayloadStore:
         self.check_space()
         for relative in files:
             destination = f"{prefix}/{relative}"
-            temp = self._open_temp(target, destination, destination, target_id)
-            try:
-                src, st = _open_regular(source, relative, relative, source_id)
-                with src, temp.file:
-                    shutil.copyfileobj(src, temp.file, WRITE_BUFFER)
-                    os.fchmod(temp.file.fileno(), stat.S_IMODE(st.st_mode))
-                _replace(temp, target / destination, destination, target_id)
-            except BaseException:
-                _discard(temp)
-                raise
+            with _volume_full_errors(self.root):
+                temp = self._open_temp(target, destination, destination, target_id)
+                try:
+                    src, st = _open_regular(source, relative, relative, source_id)
+                    with src, temp.file:
+                        shutil.copyfileobj(src, temp.file, WRITE_BUFFER)
+                        os.fchmod(temp.file.fileno(), stat.S_IMODE(st.st_mode))
+                    _replace(temp, target / destination, destination, target_id)
+                except BaseException:
+                    _discard(temp)
+                    raise
 
     def _check_no_collision(self, files: list[str], prefix: str, source_id: str, target_id: str) -> None:
         existing = {info.name[1:].casefold() for info in self.list_files(target_id)}
@@ -367,23 +384,127 @@ class PayloadStore:
         raise ClaretError(ErrorCode.INTERNAL, f"could not create a temporary for {name!r} in {payload_id}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Temp:
     """A file being written under a hidden name: visible once :func:`_replace` renames it."""
 
     path: Path
     file: BinaryIO
+    """Closed while :class:`PendingFiles` writes another file of the stream."""
 
 
-async def _fill(temp: _Temp, chunks: AsyncIterable[bytes], relative: str) -> FileInfo:
-    """Write the whole stream into the temporary and close it; returns the info of the finished file."""
-    size = 0
-    with temp.file as sink:
-        async for chunk in chunks:
-            sink.write(chunk)  # buffered: one syscall per WRITE_BUFFER, not per chunk
-            size += len(chunk)
-        mode = stat.S_IMODE(os.fstat(sink.fileno()).st_mode)
-    return FileInfo("/" + relative, size, mode)
+class PendingFiles:
+    """The files of one upload stream, each in its own hidden temporary until :meth:`commit` renames them.
+
+    Use it as a ``with`` block: leaving the block without a commit (an error, a cancelled stream) discards
+    every temporary, so a broken stream leaves nothing. The files' chunks may come in any interleaving;
+    each file is the concatenation of the chunks written to its name, in order. Only the file written last
+    is open: switching to another name closes the current temporary (flushing its buffer) and reopens the
+    other one for appending, so descriptors and buffer memory stay at one file's worth however many files
+    a stream carries and however they interleave.
+    """
+
+    def __init__(self, store: PayloadStore, payload_id: str) -> None:
+        self._store = store
+        self._payload_id = payload_id
+        self._base = store.path(payload_id)
+        self._temps: dict[str, _Temp] = {}
+        """By normalised relative name, in the order the names first came; committed ones leave."""
+        self._current: tuple[str, _Temp] | None = None
+        """The name as last written to and its (open) temporary."""
+
+    def __enter__(self) -> PendingFiles:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.discard()
+
+    def open(self, name: str) -> str:
+        """Make the temporary for ``name`` (relative to the payload root) unless it exists; its relative name.
+
+        Refused names (``INVALID_FILE_NAME``, also a name that is a directory) fail here, before any data.
+        """
+        relative = normalise_name(name)
+        if relative not in self._temps:
+            if _is_dir(self._base / relative):
+                raise _invalid(name, self._payload_id, "it is a directory")
+            with self._os_errors():
+                self._temps[relative] = self._store._open_temp(self._base, relative, name, self._payload_id)
+        return relative
+
+    def write(self, name: str, data: bytes) -> None:
+        """Append ``data`` to the file ``name``."""
+        if self._current is None or self._current[0] != name:
+            self._switch(name)
+        assert self._current is not None
+        with self._os_errors():
+            self._current[1].file.write(data)  # buffered: one syscall per WRITE_BUFFER, not per chunk
+
+    def commit(self) -> dict[str, FileInfo]:
+        """Close every temporary and rename each over its final name; the files by relative name.
+
+        Each file appears atomically, one after the other. A rename that fails (a directory took the name
+        meanwhile) keeps the files renamed before it and, on leaving the ``with`` block, discards the rest.
+        """
+        written: dict[str, FileInfo] = {}
+        with self._os_errors():
+            for temp in self._temps.values():
+                temp.file.close()  # the last flush: a full volume shows here at the latest
+            for relative, temp in list(self._temps.items()):
+                st = os.lstat(temp.path)
+                _replace(temp, self._base / relative, relative, self._payload_id)
+                del self._temps[relative]
+                written[relative] = _info(relative, st)
+        return written
+
+    def discard(self) -> None:
+        """Remove every temporary not committed and the directories made for it that stay empty."""
+        self._current = None
+        for relative, temp in self._temps.items():
+            _discard(temp)
+            _prune_empty_parents(self._base, self._base / relative)
+        self._temps.clear()
+
+    def _switch(self, name: str) -> None:
+        """Make ``name`` the open file: close the one written so far, reopen (or make) ``name``'s temporary."""
+        temp = self._temps[self.open(name)]
+        with self._os_errors():
+            if self._current is not None and self._current[1] is not temp:
+                self._current[1].file.close()
+            if temp.file.closed:
+                temp.file = _reopen(temp.path)
+        self._current = (name, temp)
+
+    @contextlib.contextmanager
+    def _os_errors(self) -> Iterator[None]:
+        """OSErrors as a client can act on them: a full volume, or the payload deleted while the stream ran."""
+        try:
+            with _volume_full_errors(self._store.root):
+                yield
+        except OSError as error:
+            if not _is_dir(self._base):
+                raise ClaretError(ErrorCode.NO_SUCH_PAYLOAD, f"no payload {self._payload_id}") from error
+            raise
+
+
+def _reopen(path: Path) -> BinaryIO:
+    """Open a temporary again for appending (never through a link planted in its place)."""
+    return open(os.open(path, _OPEN_APPEND), "ab", buffering=WRITE_BUFFER)
+
+
+@contextlib.contextmanager
+def _volume_full_errors(root: Path) -> Iterator[None]:
+    """Turn a full volume (ENOSPC, EDQUOT from a write, mkdir, open or close) into ``STORAGE_FULL`` naming it.
+
+    An errno tells a client nothing it can act on; this says which volume to free. The caller's cleanup
+    runs as for any exception, so nothing half-written stays, and the next write works once space is back.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in FULL_ERRNOS:
+            raise
+        raise storage_full(f"the payload volume ({root})") from error
 
 
 def _replace(temp: _Temp, target: Path, name: str, payload_id: str) -> None:

@@ -215,7 +215,7 @@ def job_of(owner: str, priority: Priority = Priority.NORMAL) -> JobRecord:
     now = ids.now()
     return JobRecord(
         id=ids.new_id(), pipeline_id=ids.new_id(), payload_id=ids.new_id(), name="job", priority=int(priority),
-        state=JobState.PENDING, status=JobStatus.HEALTHY, files=(), created=now, started=now, owner=owner,
+        state=JobState.PENDING, status=JobStatus.HEALTHY, files=(), created=now, queued=now, owner=owner,
     )  # fmt: skip
 
 

@@ -111,7 +111,11 @@ async def test_operator_recorded_as_starting_but_never_started_runs_afresh(tmp_p
             job = await clara.job(await clara.pipeline(SLOW_OPERATOR.format(sleep=0.1)))
     job_id = job.job_id.value
     now = time.time()  # what operator_starting leaves behind:
-    query(target(data), "UPDATE jobs SET started = ?, state = 2, timeout = 600 WHERE id = ?", (now, job_id))
+    query(
+        target(data),
+        "UPDATE jobs SET queued = ?, started = ?, state = 2, timeout = 600 WHERE id = ?",
+        (now, now, job_id),
+    )
     query(target(data), "UPDATE operators SET status = 2, started = ? WHERE job_id = ?", (now, job_id))
     if runtime == "sandbox":  # the status file was opened, bwrap not yet spawned
         (data / "logs" / job_id).mkdir(parents=True)
@@ -152,7 +156,9 @@ async def test_a_container_of_a_stopped_job_is_removed_at_start(tmp_path: Path) 
     job_id = job.job_id.value
     now = time.time()
     query(
-        target(data), "UPDATE jobs SET started = ?, stopped = ?, state = 3, status = 3 WHERE id = ?", (now, now, job_id)
+        target(data),
+        "UPDATE jobs SET queued = ?, started = ?, stopped = ?, state = 3, status = 3 WHERE id = ?",
+        (now, now, now, job_id),
     )
     query(target(data), "UPDATE operators SET status = 2, started = ? WHERE job_id = ?", (now, job_id))
     subprocess.run(

@@ -1,7 +1,9 @@
 """Payloads as the platform keeps them: records in the database, files in the payload store.
 
 Uploads to a job's payload land in ``input/`` and are refused once the job started; uploads to a
-reusable payload land at its root. Metadata belongs to reusable payloads only.
+reusable payload land at its root. Download and Remove take a name as Details lists it (relative to the
+payload root) and, for a job's payload, also the name as it was uploaded (see :func:`fallback_name`).
+A job's payload cannot be deleted until its job stopped. Metadata belongs to reusable payloads only.
 """
 
 from __future__ import annotations
@@ -25,6 +27,21 @@ def upload_name(record: PayloadRecord, name: str) -> str:
     if record.type is PayloadType.PIPELINE and relative.split("/", 1)[0] != "input":
         return f"input/{relative}"
     return relative
+
+
+def fallback_name(record: PayloadRecord, name: str) -> str | None:
+    """Where Download and Remove look for ``name`` when nothing answers to it at the payload root.
+
+    For a job's payload that is where Upload put it (``a.txt`` -> ``input/a.txt``, ``input/...`` not
+    doubled), so the name as uploaded and the name as Details lists it (``/input/a.txt``) both work. The
+    root comes first, each lookup with the case rules of :meth:`PayloadStore.resolve`: a name that matches
+    at the root (``/operators/x/out.txt``, ``/input/a.txt``) is taken as it is, and one that is ambiguous
+    there stays an error rather than meaning a file under ``input/``. A reusable payload has no fallback.
+    """
+    if record.type is not PayloadType.PIPELINE:
+        return None
+    landing = upload_name(record, name)
+    return None if landing == normalise_name(name) else landing
 
 
 class PayloadCatalog:
@@ -61,18 +78,32 @@ class PayloadCatalog:
             )
         return record
 
-    async def upload(self, record: PayloadRecord, name: str, chunks: AsyncIterable[bytes]) -> FileInfo:
-        """Write one file atomically; the reply names it as the client sent it, with the total size."""
+    async def upload(self, record: PayloadRecord, pieces: AsyncIterable[tuple[str, bytes]]) -> list[FileInfo]:
+        """Store the files of one upload stream: ``pieces`` are (file name, data) in arrival order.
 
-        async def still_writable() -> None:  # a job may have started while the file streamed in
-            await self.writable(record.id)
-
-        info = await self.store.write_file(record.id, upload_name(record, name), chunks, still_writable)
-        return FileInfo(name=name, size=info.size, mode=info.mode)
+        Each file is the data sent under its name (names that land on one file, see :func:`upload_name`,
+        are one file), in order, however the files interleave. Nothing is visible until the stream ended
+        and the payload is still writable (its job may have started meanwhile); then every file appears,
+        each atomically. Returns each file named as the client last sent it, with its total size, the file
+        of the last piece last.
+        """
+        names: dict[str, str] = {}  # landing name -> name as sent, most recently switched to last
+        sent: str | None = None
+        landing = ""
+        with self.store.pending_files(record.id) as files:
+            async for name, data in pieces:
+                if name != sent:  # consecutive pieces of one file skip the name rules
+                    sent, landing = name, upload_name(record, name)
+                    names.pop(landing, None)
+                    names[landing] = name
+                files.write(landing, data)
+            await self.writable(record.id)  # the last moment: nothing was renamed yet
+            written = files.commit()
+        return [FileInfo(name, written[landing].size, written[landing].mode) for landing, name in names.items()]
 
     async def download(self, payload_id: str, name: str) -> tuple[FileInfo, AsyncIterator[bytes]]:
         record = await self.get(payload_id)
-        return await self.store.read_file(record.id, name)
+        return await self.store.read_file(record.id, name, fallback_name(record, name))
 
     async def files(self, payload_id: str) -> tuple[PayloadRecord, list[FileInfo]]:
         record = await self.get(payload_id)
@@ -80,16 +111,17 @@ class PayloadCatalog:
 
     async def remove_file(self, payload_id: str, name: str) -> None:
         record = await self.writable(payload_id)
-        self.store.remove_file(record.id, name)
+        self.store.remove_file(record.id, name, fallback_name(record, name))
 
     async def delete(self, payload_id: str) -> None:
         record = await self.get(payload_id)
 
         def check_and_delete(conn: Connection) -> None:  # one transaction: a Start cannot slip between
-            if record.job_id is not None and table.job_in_flight(conn, record.job_id):
+            if record.job_id is not None and table.job_not_stopped(conn, record.job_id):
                 raise ClaretError(
                     ErrorCode.PAYLOAD_READ_ONLY,
-                    f"payload {record.id} belongs to job {record.job_id}, which has not stopped",
+                    f"payload {record.id} belongs to job {record.job_id}, which is pending or running: "
+                    "cancel the job or let it finish first",
                 )
             table.delete(conn, record.id)
 

@@ -53,33 +53,30 @@ class PayloadsServicer(payloads_pb2_grpc.PayloadsServicer):
     async def Upload(
         self, request_iterator: AsyncIterator[pb.PayloadsUploadRequest], context: Context
     ) -> pb.PayloadsUploadResponse:
-        """Chunks are concatenated in arrival order. A stream may carry several files one after the other:
-        a chunk naming another file starts the next one. The reply describes the last file."""
+        """One stream may carry several files, their chunks in any interleaving: each file is reassembled
+        from the chunks that name it, in order (``g "11"``, ``h "xx"``, ``g "22"`` is ``g = "1122"``). A chunk
+        without a name continues the file of the chunk before it (the CLI names only a file's first chunk;
+        the official client names every chunk). The files appear only once the stream ended normally, and
+        a broken or cancelled stream leaves none. The reply describes the file of the last chunk, with its
+        total size, named as the client sent it.
+        """
         requests = aiter(request_iterator)
-        current = await anext(requests, None)
-        if current is None:
+        first = await anext(requests, None)
+        if first is None:
             raise ClaretError(ErrorCode.INVALID_FILE_NAME, "the upload stream carried no file")
-        record = await self._catalog.writable(current.payload_id.value)
-        self._catalog.store.check_space()
-        info = None
-        while current is not None:
-            name, following = current.details.name, None
+        record = await self._catalog.writable(first.payload_id.value)
 
-            async def chunks(first: pb.PayloadsUploadRequest = current, name: str = name) -> AsyncIterator[bytes]:
-                nonlocal following
-                yield first.data
-                async for request in requests:
-                    if request.details.name and request.details.name != name:
-                        following = request
-                        return
-                    yield request.data
-                await settle_cancellation(context)
+        async def pieces() -> AsyncIterator[tuple[str, bytes]]:
+            name = first.details.name
+            yield name, first.data
+            async for request in requests:
+                name = request.details.name or name
+                yield name, request.data
+            await settle_cancellation(context)
 
-            info = await self._catalog.upload(record, name, chunks())
-            metrics.UPLOADED_BYTES.inc(info.size)
-            current = following
-        assert info is not None
-        return pb.PayloadsUploadResponse(header=ok_header(), details=file_details(info))
+        files = await self._catalog.upload(record, pieces())
+        metrics.UPLOADED_BYTES.inc(sum(info.size for info in files))
+        return pb.PayloadsUploadResponse(header=ok_header(), details=file_details(files[-1]))
 
     @streaming(pb.PayloadsDownloadResponse)
     async def Download(

@@ -64,7 +64,8 @@ def set_read_only(conn: Connection, payload_id: str) -> None:
     conn.execute("UPDATE payloads SET read_only = 1 WHERE id = ?", (payload_id,))
 
 
-def job_in_flight(conn: Connection, job_id: str) -> bool:
-    """True from the job's Start until it stopped (its operators may be reading the payload)."""
-    row = conn.execute("SELECT started, stopped FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return row is not None and row["started"] is not None and row["stopped"] is None
+def job_not_stopped(conn: Connection, job_id: str) -> bool:
+    """True while the job is pending or running: its payload must stay, for a later Start or for the
+    operators reading and writing it. Only ``stopped`` counts (set once, when the job ends)."""
+    row = conn.execute("SELECT stopped FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return row is not None and row["stopped"] is None
