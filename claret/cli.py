@@ -271,11 +271,20 @@ def stop() -> None:
 @client_options
 @click.pass_context
 def create_pipeline(ctx: click.Context, definition: Path) -> None:
-    """Register a pipeline; prints PIPELINE_ID:<id>."""
+    """Register a pipeline; prints PIPELINE_ID:<id>, and on stderr what the platform ignored in it."""
     s = session(ctx)
     files = definition_files(definition)
-    pipeline_id = s.client.create_pipeline(files)
-    s.output.result({"pipeline_id": pipeline_id, "files": [path for path, _ in files]}, f"PIPELINE_ID:{pipeline_id}")
+    created = s.client.create_pipeline(files)
+    for message in created.warnings:
+        click.echo(warning(message), err=True)
+    document = {"pipeline_id": created.pipeline_id, "files": [path for path, _ in files]}
+    s.output.result({**document, "warnings": list(created.warnings)}, f"PIPELINE_ID:{created.pipeline_id}")
+
+
+def warning(message: str) -> str:
+    """One ``warning: ...`` line: Claret writes the prefix itself, another platform's messages get it here."""
+    line = " ".join(message.split())  # one line, whatever the server wrote
+    return line if line.startswith("warning: ") else f"warning: {line}"
 
 
 @list_.command("pipeline")
@@ -384,15 +393,16 @@ def short(enum_value: str) -> str:
 @click.option("--state", "states", multiple=True, type=click.Choice(list(STATES), case_sensitive=False))
 @click.option("--status", "statuses", multiple=True, type=click.Choice(list(STATUSES), case_sensitive=False))
 @click.option("--pipeline", "pipelines", multiple=True, metavar="ID", help="Only jobs of this pipeline.")
+@click.option("--running", is_flag=True, help="Only running jobs (what the platform lists when given no filter).")
 @client_options
 @click.pass_context
 def list_jobs(
-    ctx: click.Context, states: tuple[str, ...], statuses: tuple[str, ...], pipelines: tuple[str, ...]
+    ctx: click.Context, states: tuple[str, ...], statuses: tuple[str, ...], pipelines: tuple[str, ...], running: bool
 ) -> None:
     """List jobs, all of them unless filtered (repeat a filter to widen it; different filters narrow)."""
     s = session(ctx)
     jobs = s.client.list_jobs(
-        [STATES[name.lower()] for name in states],
+        [STATES[name.lower()] for name in (*states, *(["running"] if running else []))],
         [STATUSES[name.lower()] for name in statuses],
         [s.client.resolve_pipeline(ref) for ref in pipelines],
     )

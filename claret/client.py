@@ -43,6 +43,8 @@ CHUNK_SIZE = 1024 * 1024
 API_VERSION = common_pb2.Version(major=0, minor=7, patch=4)
 USER_AGENT = f"claret-cli/{__version__}"
 MAX_CANDIDATES_SHOWN = 5
+ALL_STATES = (jobs_pb2.JOB_STATE_PENDING, jobs_pb2.JOB_STATE_RUNNING, jobs_pb2.JOB_STATE_STOPPED)
+"""Jobs.List filter meaning "every job": the platform answers no filter with the running jobs only."""
 
 Progress = Callable[[int], None]
 """Called with the number of bytes just sent or received."""
@@ -126,6 +128,15 @@ def _header() -> common_pb2.RequestHeader:
 def _check(header: common_pb2.ResponseHeader) -> None:
     if header.code < 0:
         raise ClientError("; ".join(header.messages) or "the platform failed without a message", header.code)
+
+
+@dataclass(frozen=True)
+class CreatedPipeline:
+    """What Pipelines.Create answered: the new id, and the messages of its successful header (the keys of
+    the definition the platform ignored, as warnings)."""
+
+    pipeline_id: str
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,7 +253,7 @@ class PlatformClient:
 
     # Pipelines
 
-    def create_pipeline(self, files: Sequence[tuple[str, str]]) -> str:
+    def create_pipeline(self, files: Sequence[tuple[str, str]]) -> CreatedPipeline:
         """Send the pipeline document first, then the files it imports (``(path, content)`` pairs)."""
         requests = [
             pipelines_pb2.PipelinesCreateRequest(
@@ -251,7 +262,7 @@ class PlatformClient:
             for path, content in files
         ]
         reply: pipelines_pb2.PipelinesCreateResponse = self._unary(self._pipelines.Create, iter(requests))
-        return reply.pipeline_id.value
+        return CreatedPipeline(reply.pipeline_id.value, tuple(reply.header.messages))
 
     def list_pipelines(self) -> list[PipelineDetails]:
         request = pipelines_pb2.PipelinesListRequest(header=_header())
@@ -306,7 +317,7 @@ class PlatformClient:
     ) -> list[JobDetails]:
         """Every job matching the filter (OR within a field, AND across fields); no filter lists all."""
         wire_filter = jobs_pb2.JobsListRequest.JobFilter(
-            has_state=states, has_status=statuses, pipeline_id=[_identifier(p) for p in pipeline_ids]
+            has_state=states or ALL_STATES, has_status=statuses, pipeline_id=[_identifier(p) for p in pipeline_ids]
         )
         request = jobs_pb2.JobsListRequest(header=_header(), filter=wire_filter)
         return [r.job_details for r in self._stream(self._jobs.List, request) if r.job_details.job_id.value]

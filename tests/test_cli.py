@@ -21,7 +21,7 @@ import grpc
 import pytest
 from click.testing import CliRunner, Result
 
-from claret.cli import main
+from claret.cli import main, warning
 from claret.client import ClientError, normalise_address, platform_address
 from claret.definition_files import definition_files
 from claret.transfers import download_plan, glob_match, select, split_remote, upload_plan
@@ -190,6 +190,39 @@ def test_create_pipeline_reports_the_platforms_refusal(address: str, tmp_path: P
     assert fails(address, "create", "pipeline", "-p", str(importing)) == (
         f"error: importing.yaml imports 'gone.yaml', but there is no file {tmp_path / 'gone.yaml'}"
     )
+
+
+def test_create_pipeline_warns_on_stderr_about_keys_the_platform_ignores(address: str, tmp_path: Path) -> None:
+    (tmp_path / "ops").mkdir()
+    written(tmp_path / "ops", "writer.yaml", "name: writer\ncontainer: {image: busybox}\nreqests: {cpu: 1}\n")
+    definition = written(
+        tmp_path,
+        "wild.yaml",
+        "api-version: 0.4.0\nname: wild\noperators:\n"
+        "- name: reader\n  container: {image: busybox, variables: {A: b}}\n  hostVolumePath: /data\n"
+        "  output: [{path: /out}]\n"
+        "- import: {path: ops/writer.yaml}\n  input: [{from: reader, path: /in}]\n",
+    )
+    unknown = "is not part of the pipeline definition language and is ignored"
+    warnings = [
+        f"warning: wild.yaml:5: key 'container.variables' of operator 'reader' {unknown}",
+        f"warning: wild.yaml:6: key 'hostVolumePath' of operator 'reader' {unknown}",
+        f"warning: ops/writer.yaml:3: key 'reqests' of operator 'writer' {unknown}",
+    ]
+    result = run("--host", address, "create", "pipeline", "-p", str(definition))
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines() == warnings
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("PIPELINE_ID:") and len(line.split(":", 1)[1]) == 32
+
+    scripted = run("--host", address, "create", "pipeline", "-p", str(definition), "--output", "json")
+    assert scripted.exit_code == 0 and scripted.stderr.splitlines() == warnings
+    assert json.loads(scripted.stdout)["warnings"] == warnings
+
+
+def test_warnings_are_one_line_each_and_labelled_whoever_wrote_them() -> None:
+    assert warning("warning: a.yaml:1: key 'x' is ignored") == "warning: a.yaml:1: key 'x' is ignored"
+    assert warning("ignored\n  key 'x'") == "warning: ignored key 'x'"
 
 
 def test_definition_files_follow_operator_and_service_imports_recursively(tmp_path: Path) -> None:

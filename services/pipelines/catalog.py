@@ -1,4 +1,8 @@
-"""Pipelines as the platform keeps them: validated on the way in, stored with their definition files."""
+"""Pipelines as the platform keeps them: validated on the way in, stored with their definition files.
+
+Create and Update answer the keys the loader ignored (as warning messages), so authors see their typos;
+nothing else reports them (Jobs loads the same files without them).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from shared.db import pipelines as table
 from shared.db.metadata import MetadataRows
 from shared.db.pipelines import PipelineRecord
 from shared.errors import ClaretError, ErrorCode
-from shared.pipeline_definition import DefinitionFile, Pipeline, load_pipeline
+from shared.pipeline_definition import DefinitionFile, LoadedDefinition, Pipeline, load_definition
 
 
 def merge_parts(parts: Iterable[tuple[str, str]]) -> list[DefinitionFile]:
@@ -31,6 +35,14 @@ def merge_parts(parts: Iterable[tuple[str, str]]) -> list[DefinitionFile]:
 
 
 @dataclass(frozen=True)
+class Created:
+    """A pipeline just stored: its id and the warnings of its definition (keys that were ignored)."""
+
+    pipeline_id: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PipelineView:
     """A stored pipeline with its loaded model (for the DAG)."""
 
@@ -44,20 +56,20 @@ class PipelineCatalog:
         self._settings = settings
         self._metadata = MetadataRows(db, "pipelines", _missing)
 
-    def load(self, files: Sequence[DefinitionFile]) -> Pipeline:
-        return load_pipeline(
+    def load(self, files: Sequence[DefinitionFile]) -> LoadedDefinition:
+        return load_definition(
             files, default_timeout=self._settings.default_timeout, max_timeout=self._settings.max_timeout
         )
 
     async def create(
         self, files: Sequence[DefinitionFile], pipeline_id: str | None = None, metadata: Mapping[str, str] | None = None
-    ) -> str:
-        model = self.load(files)
+    ) -> Created:
+        loaded = self.load(files)
         new_id = ids.new_id() if not pipeline_id else _key(pipeline_id)
         now = ids.now()
         record = PipelineRecord(
             id=new_id,
-            name=model.name,
+            name=loaded.pipeline.name,
             files=tuple(files),
             metadata=metadata_rules.validate(metadata or {}),
             created=now,
@@ -65,7 +77,7 @@ class PipelineCatalog:
         )
         if not await self._db.write(lambda conn: table.insert(conn, record)):
             raise ClaretError(ErrorCode.PIPELINE_STORE, f"pipeline id {new_id} is already taken")
-        return new_id
+        return Created(new_id, loaded.warnings)
 
     async def get(self, pipeline_id: str) -> PipelineRecord:
         key = _key(pipeline_id)
@@ -76,7 +88,7 @@ class PipelineCatalog:
 
     async def details(self, pipeline_id: str) -> PipelineView:
         record = await self.get(pipeline_id)
-        return PipelineView(record=record, model=self.load(record.files))
+        return PipelineView(record=record, model=self.load(record.files).pipeline)
 
     async def list(self) -> list[PipelineRecord]:
         return await self._db.read(table.list_all)
@@ -86,15 +98,16 @@ class PipelineCatalog:
         if not await self._db.write(lambda conn: table.delete(conn, key)):
             raise _missing(pipeline_id)
 
-    async def update(self, pipeline_id: str, files: Sequence[DefinitionFile]) -> None:
-        """Replace the definition for jobs created from now on; earlier jobs keep their own copy."""
+    async def update(self, pipeline_id: str, files: Sequence[DefinitionFile]) -> tuple[str, ...]:
+        """Replace the definition for jobs created from now on (earlier jobs keep their own copy); the
+        warnings of the new definition."""
         key = _key(pipeline_id)
-        model = self.load(files)
-        replaced = await self._db.write(
-            lambda conn: table.replace_definition(conn, key, model.name, tuple(files), ids.now())
-        )
+        loaded = self.load(files)
+        name = loaded.pipeline.name
+        replaced = await self._db.write(lambda conn: table.replace_definition(conn, key, name, tuple(files), ids.now()))
         if not replaced:
             raise _missing(pipeline_id)
+        return loaded.warnings
 
     async def add_metadata(self, pipeline_id: str, new: Mapping[str, str]) -> dict[str, str]:
         return await self._metadata.add(_key(pipeline_id), new)

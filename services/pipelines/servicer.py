@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from protos.nvidia.clara.platform import common_pb2, pipelines_pb2_grpc
 from protos.nvidia.clara.platform import pipelines_pb2 as pb
-from protos.nvidia.clara.platform import pipelines_pb2_grpc
 from services.pipelines.catalog import PipelineCatalog, merge_parts
 from shared.pipeline_definition import Pipeline
 from shared.wire import Context, identifier, ok_header, streaming, unary
@@ -22,6 +22,13 @@ def dag_nodes(model: Pipeline, names: tuple[str, ...] | None = None) -> list[Dag
     ]
 
 
+def warning_header(warnings: tuple[str, ...]) -> common_pb2.ResponseHeader:
+    """Success (code 0) naming what the definition's loader ignored: the API has no other place for it."""
+    header = ok_header()
+    header.messages.extend(warnings)
+    return header
+
+
 class PipelinesServicer(pipelines_pb2_grpc.PipelinesServicer):
     def __init__(self, catalog: PipelineCatalog) -> None:
         self._catalog = catalog
@@ -36,8 +43,10 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServicer):
             parts.append((request.definition.path, request.definition.content))
             pipeline_id = pipeline_id or request.pipeline_id.value
             metadata = metadata or dict(request.metadata)
-        new_id = await self._catalog.create(merge_parts(parts), pipeline_id or None, metadata)
-        return pb.PipelinesCreateResponse(header=ok_header(), pipeline_id=identifier(new_id))
+        created = await self._catalog.create(merge_parts(parts), pipeline_id or None, metadata)
+        return pb.PipelinesCreateResponse(
+            header=warning_header(created.warnings), pipeline_id=identifier(created.pipeline_id)
+        )
 
     @streaming(pb.PipelinesDetailsResponse)
     async def Details(
@@ -77,8 +86,8 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServicer):
         async for request in request_iterator:
             parts.append((request.definition.path, request.definition.content))
             pipeline_id = pipeline_id or request.pipeline_id.value
-        await self._catalog.update(pipeline_id, merge_parts(parts))
-        return pb.PipelinesUpdateResponse(header=ok_header())
+        warnings = await self._catalog.update(pipeline_id, merge_parts(parts))
+        return pb.PipelinesUpdateResponse(header=warning_header(warnings))
 
     @unary(pb.PipelinesAddMetadataResponse)
     async def AddMetadata(

@@ -20,11 +20,13 @@ Choices where the definition-language notes leave room (DECISIONS.md "Pipelines"
   1.2), so ``on``/``yes`` stay strings. Whole numbers may be written ``2``, ``2.0`` or ``"2"``.
 * Parameter names match exactly (case-sensitive), like the environment variables they often feed.
 * Imported service files are not templates: their ``args`` are ignored and placeholders kept as text.
+* Keys the language does not define (:mod:`keys`) are kept and ignored; :func:`load_definition` names
+  each (file, line, key path) for Create and Update to report as warnings.
 * Bounds against hostile input are in :mod:`shared.pipeline_definition.limits`.
 """
 
 from shared.pipeline_definition.files import DefinitionFile
-from shared.pipeline_definition.loader import load_pipeline, load_pipeline_cached
+from shared.pipeline_definition.loader import LoadedDefinition, load_definition, load_pipeline, load_pipeline_cached
 from shared.pipeline_definition.model import (
     DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
@@ -36,18 +38,22 @@ from shared.pipeline_definition.model import (
     Requests,
     Service,
 )
+from shared.pipeline_definition.problems import IgnoredKey
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_TIMEOUT",
     "Container",
     "DefinitionFile",
+    "IgnoredKey",
+    "LoadedDefinition",
     "Operator",
     "OperatorInput",
     "OperatorOutput",
     "Pipeline",
     "Requests",
     "Service",
+    "load_definition",
     "load_pipeline",
     "load_pipeline_cached",
 ]

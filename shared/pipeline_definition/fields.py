@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.pipeline_definition.parse import scalar_text
+from shared.pipeline_definition.parse import key_line, scalar_text
 from shared.pipeline_definition.problems import Problems, Where
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
@@ -123,6 +123,15 @@ class Section:
 
     def get(self, key: str) -> object:
         return self.body.get(key)
+
+    def ignore_unknown(self, known: frozenset[str]) -> None:
+        """Record each key of this mapping that is not in ``known`` (the language's keys here) as ignored.
+
+        Such keys are accepted as they always were; recording them lets Create name them to the author.
+        """
+        for key in self.body:
+            if key not in known:
+                self.problems.ignored(self.at(str(key)), key_line(self.body, key))
 
     def has(self, key: str) -> bool:
         return self.body.get(key) is not None

@@ -54,6 +54,11 @@ class FileSet:
         problems.raise_if_any()
         self.root = next(iter(self._files.values()))[0]
 
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every file's path, in the order the files were sent (the pipeline document first)."""
+        return tuple(path for path, _ in self._files.values())
+
     def _add(self, index: int, file: object) -> None:
         # Duck-typed so the Create servicer may pass its protobuf messages (same ``path``/``content``).
         raw_path, content = getattr(file, "path", None), getattr(file, "content", None)

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.errors import ErrorCode
-from shared.pipeline_definition import limits
+from shared.pipeline_definition import keys, limits
 from shared.pipeline_definition.fields import Section, kind_of, text
 from shared.pipeline_definition.files import FileSet
+from shared.pipeline_definition.parse import keep_lines
 from shared.pipeline_definition.problems import Problems, Where
 from shared.pipeline_definition.templates import Filler, bind, declared_parameters
 
@@ -78,12 +79,14 @@ class Importer:
             return None
         overrides = {key: value for key, value in section.body.items() if key != IMPORT}
         origin = {**inner.origin, **{str(key): where.file for key in overrides}}
-        return Declaration({**inner.body, **overrides}, origin, inner.home, inner.chain)
+        body = keep_lines({**inner.body, **overrides}, inner.body, section.body)
+        return Declaration(body, origin, inner.home, inner.chain)
 
     def _import_spec(self, section: Section, chain: tuple[str, ...]) -> _ImportSpec | None:
         spec = section.section(IMPORT)
         if spec is None:
             return None
+        spec.ignore_unknown(keys.IMPORT)
         raw_path = spec.text("path", required=True)
         args = self._args(spec)
         if raw_path is None or args is None:

@@ -21,4 +21,4 @@ MAX_IMPORTS = 512
 """Most import expansions in one definition (a file imported twice counts twice)."""
 
 MAX_MESSAGES = 50
-"""Most problems reported by one failed load; the rest are counted."""
+"""Most problems reported by one failed load, and most ignored keys named by one load; the rest are counted."""

@@ -3,23 +3,44 @@
 Order: parse the pipeline document, fill its template, read its keys, expand each operator's imports
 (filling the imported templates with their ``args``), build and check each operator, then check the
 references between operators and the DAG. Problems are collected and raised together as one ClaretError.
+Keys the language does not define are collected too, without failing the load: :func:`load_definition`
+returns them beside the pipeline for Create and Update to report; :func:`load_pipeline` (Jobs) drops them.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from shared.errors import ClaretError, ErrorCode
+from shared.pipeline_definition import keys
 from shared.pipeline_definition.fields import Section, kind_of
 from shared.pipeline_definition.files import DefinitionFile, FileSet
 from shared.pipeline_definition.imports import Importer
+from shared.pipeline_definition.limits import MAX_MESSAGES
 from shared.pipeline_definition.links import link
 from shared.pipeline_definition.model import DEFAULT_TIMEOUT, MAX_TIMEOUT, Operator, Pipeline
 from shared.pipeline_definition.operators import OperatorContext, build_operator
-from shared.pipeline_definition.problems import Problems, Where
+from shared.pipeline_definition.problems import IgnoredKey, Problems, Where
 from shared.pipeline_definition.templates import Declared, Filler, bind, declared_parameters
 from shared.pipeline_definition.versions import ApiVersion, format_version, read_version
+
+
+@dataclass(frozen=True)
+class LoadedDefinition:
+    """A loaded pipeline and the keys of its files that the language does not define (kept, ignored)."""
+
+    pipeline: Pipeline
+    ignored: tuple[IgnoredKey, ...] = ()
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """One message per ignored key, by file and line; past :data:`MAX_MESSAGES` only their count, so a
+        definition made of unknown keys cannot swell the answer beyond what gRPC carries."""
+        shown = tuple(key.message for key in self.ignored[:MAX_MESSAGES])
+        hidden = len(self.ignored) - len(shown)
+        return (*shown, f"warning: {hidden} more ignored keys are not listed") if hidden else shown
 
 
 def load_pipeline(
@@ -36,6 +57,17 @@ def load_pipeline(
     with INVALID_VARIABLES. With ``arguments`` None (Create/Update) every placeholder needs a default.
     Codes: PIPELINE_LOAD for unreadable YAML and wrong types, PIPELINE_DEFINITION for broken rules.
     """
+    return load_definition(files, arguments, default_timeout=default_timeout, max_timeout=max_timeout).pipeline
+
+
+def load_definition(
+    files: Sequence[DefinitionFile],
+    arguments: Mapping[str, str] | None = None,
+    *,
+    default_timeout: int = DEFAULT_TIMEOUT,
+    max_timeout: int = MAX_TIMEOUT,
+) -> LoadedDefinition:
+    """:func:`load_pipeline`, with the keys it ignored (file, line, key path), for Create and Update."""
     try:
         return _load(files, arguments, default_timeout, max_timeout)
     except ClaretError:
@@ -59,7 +91,7 @@ def _first_path(files: object) -> str:
 
 def _load(
     files: Sequence[DefinitionFile], arguments: Mapping[str, str] | None, default_timeout: int, max_timeout: int
-) -> Pipeline:
+) -> LoadedDefinition:
     problems = Problems()
     fileset = FileSet(files, problems)
     root = Where(fileset.root)
@@ -72,13 +104,14 @@ def _load(
     version = read_version(document, required=True)
     if version is None:
         problems.stop()
+    document.ignore_unknown(keys.PIPELINE)
     name = document.name("name", required=True)
     description = document.text("description", "") or ""
     pull_secrets = document.texts("pull-secrets")
     timeout = document.integer("timeout", default_timeout, minimum=1) or default_timeout
     operators = _operators(document, version, max_timeout, Importer(fileset, problems))
     problems.raise_if_any()
-    return Pipeline(
+    pipeline = Pipeline(
         api_version=format_version(version),
         name=name or "",
         description=description,
@@ -87,6 +120,14 @@ def _load(
         timeout=min(timeout, max_timeout),
         pull_secrets=pull_secrets,
     )
+    return LoadedDefinition(pipeline, _in_file_order(problems.ignored_keys, fileset.paths))
+
+
+def _in_file_order(ignored: Sequence[IgnoredKey], paths: Sequence[str]) -> tuple[IgnoredKey, ...]:
+    """As an author reads them: by file (in the order sent), then by line; a key of a file imported twice
+    stays in reading order, so its warnings (one per operator) are next to each other."""
+    rank = {path: index for index, path in enumerate(paths)}
+    return tuple(sorted(ignored, key=lambda key: (rank.get(key.file, len(rank)), key.line or 0)))
 
 
 def _bind_arguments(declared: Declared, arguments: Mapping[str, str] | None, root: Where) -> dict[str, str]:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from shared.pipeline_definition import keys
 from shared.pipeline_definition.fields import Section
 from shared.pipeline_definition.imports import Declaration, Importer
 from shared.pipeline_definition.model import (
@@ -57,6 +58,7 @@ def build_operator(declaration: Declaration, index: int, context: OperatorContex
     name = section.name("name", required=True)
     if name is not None:
         section.where = section.where.within(f"operator {name!r}")
+    section.ignore_unknown(keys.OPERATOR)
     version = read_version(section, required=False) or context.version
     inputs = [_read_input(entry, where, version, context.problems) for where, entry in section.items("input")]
     outputs = _read_outputs(section, version)
@@ -85,6 +87,7 @@ def read_container(section: Section) -> Container:
     container = section.section("container", required=True)
     if container is None:
         return Container(image="")
+    container.ignore_unknown(keys.CONTAINER)
     image = _no_space(container, "image", required=True)
     tag = _no_space(container, "tag") or DEFAULT_TAG
     return Container(image=image or "", tag=tag, command=container.texts("command"))
@@ -107,6 +110,7 @@ def read_requests(section: Section) -> Requests:
     requests = section.section("requests")
     if requests is None:
         return Requests()
+    requests.ignore_unknown(keys.REQUESTS)
     default = Requests()
     cpu = requests.integer("cpu", default.cpu, minimum=0)
     gpu = requests.integer("gpu", default.gpu, minimum=0)
@@ -146,6 +150,7 @@ def _read_input(entry: object, where: Where, version: ApiVersion, problems: Prob
     section = Section.of(entry, where, problems)
     if section is None:
         return where, OperatorInput()
+    section.ignore_unknown(keys.INPUT)
     typing = read_typing(section, version)
     return where, OperatorInput(
         path=_read_path(section, required=version < TYPED_IO or typing.on_disk),
@@ -173,6 +178,7 @@ def _read_output(
     section = Section.of(entry, where, problems)
     if section is None:
         return where, OperatorOutput()
+    section.ignore_unknown(keys.OUTPUT)
     typing = read_typing(section, version)
     return where, OperatorOutput(
         name=section.name("name", required=several or typing.type is not None),
@@ -210,6 +216,7 @@ def _read_models(section: Section) -> tuple[str, ...]:
         found = model.text("name", required=True) if model is not None else None
         if found is None or model is None:
             continue
+        model.ignore_unknown(keys.MODEL)
         if _MODEL_NAME.fullmatch(found):
             names.append((where.at("name"), found))
         else:
@@ -233,6 +240,7 @@ def _read_services(section: Section, declaration: Declaration, context: Operator
 def build_service(declaration: Declaration, where: Where, problems: Problems) -> Service:
     """One service: ``name``, ``container``, ``requests``, ``variables``, ``connections.http``."""
     section = Section(declaration.body, Where(declaration.home, where.scope, where.key), problems, declaration.origin)
+    section.ignore_unknown(keys.SERVICE)
     read_version(section, required=False)
     return Service(
         name=section.name("name", required=True) or "",
@@ -247,11 +255,13 @@ def _read_http(section: Section) -> tuple[tuple[str, int | None], ...]:
     connections = section.section("connections")
     if connections is None:
         return ()
+    connections.ignore_unknown(keys.CONNECTIONS)
     found: list[tuple[str, int | None]] = []
     for where, entry in connections.items("http"):
         http = Section.of(entry, where, section.problems)
         if http is None:
             continue
+        http.ignore_unknown(keys.HTTP)
         name = http.name("name", required=True, env=True)
         port = http.integer("port", None, minimum=_MIN_PORT, maximum=_MAX_PORT)
         if name is not None:

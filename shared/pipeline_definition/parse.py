@@ -5,11 +5,13 @@
 * Booleans follow YAML 1.2 (only ``true``/``false``): ``on``, ``yes``, ``n`` stay strings.
 * Dates stay strings, and numbers remember their source text (``tag: 18.10`` is the string ``18.10``
   where a string is wanted, not ``18.1``); see :func:`scalar_text`.
+* Mappings remember the line of each key (:class:`ParsedMapping`), so warnings can say where a key is.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 import yaml
@@ -47,6 +49,38 @@ def scalar_text(value: object) -> str | None:
     if isinstance(value, str | int | float):
         return str(value)
     return None
+
+
+class ParsedMapping(dict[object, object]):
+    """A mapping parsed from YAML, with the line (1-based) each of its keys was written on."""
+
+    __slots__ = ("key_lines",)
+
+    def __init__(
+        self, items: Mapping[object, object] | None = None, key_lines: Mapping[object, int] | None = None
+    ) -> None:
+        super().__init__(items or {})
+        self.key_lines: dict[object, int] = dict(key_lines or {})
+
+
+def key_line(mapping: Mapping[object, object], key: object) -> int | None:
+    """The line ``key`` of ``mapping`` was written on; None when the mapping was not parsed from YAML."""
+    return mapping.key_lines.get(key) if isinstance(mapping, ParsedMapping) else None
+
+
+def keep_lines(items: Mapping[object, object], *sources: Mapping[object, object]) -> ParsedMapping:
+    """``items`` (a copy or a merge of ``sources``) with each key's line from the last source that has it.
+
+    Template filling and import overrides build new mappings; this keeps the lines the author wrote.
+    """
+    lines = {
+        key: line
+        for source in sources
+        if isinstance(source, ParsedMapping)
+        for key, line in source.key_lines.items()
+        if key in items
+    }
+    return ParsedMapping(items, lines)
 
 
 class _LimitExceeded(yaml.YAMLError):
@@ -125,6 +159,16 @@ def _construct_text(loader: SafeConstructor, node: ScalarNode) -> str:
     return str(node.value)
 
 
+def _construct_mapping(loader: SafeConstructor, node: MappingNode) -> Iterator[ParsedMapping]:
+    """PyYAML's two-step construction (the empty mapping first, for aliases), keeping each key's line."""
+    mapping = ParsedMapping()
+    yield mapping
+    mapping.update(loader.construct_mapping(node))
+    # construct_mapping has flattened ``<<`` merges into node.value, merged keys first, so a key written in
+    # the mapping itself keeps its own line over the merged one (as its value wins too).
+    mapping.key_lines = {loader.construct_object(key): key.start_mark.line + 1 for key, _ in node.value}
+
+
 def _yaml12_resolvers() -> dict[str, list[tuple[str, re.Pattern[str]]]]:
     """PyYAML's implicit resolvers with YAML 1.2 booleans: ``yes``, ``no``, ``on``, ``off`` stay strings."""
     resolvers = {
@@ -143,6 +187,7 @@ _GuardedLoader.yaml_constructors = {
     "tag:yaml.org,2002:int": _construct_int,
     "tag:yaml.org,2002:float": _construct_float,
     "tag:yaml.org,2002:timestamp": _construct_text,
+    "tag:yaml.org,2002:map": _construct_mapping,
 }
 
 

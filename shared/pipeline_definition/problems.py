@@ -1,4 +1,8 @@
-"""Where a problem is (file, operator, key) and the collection of problems found by one load."""
+"""Where a problem is (file, operator, key) and the collection of problems found by one load.
+
+Problems fail the load; ignored keys (:class:`IgnoredKey`) do not, and are only collected, for Create and
+Update to name in their answer.
+"""
 
 from __future__ import annotations
 
@@ -31,11 +35,46 @@ class Where:
         return ": ".join(part for part in (self.file, self.scope, self.key) if part)
 
 
+@dataclass(frozen=True)
+class IgnoredKey:
+    """A key the definition language does not define, kept and ignored: where it was written.
+
+    ``key`` is its path from ``scope`` (``container.variables`` in ``operator 'x'``), or from the document
+    when ``scope`` is empty; ``line`` is 1-based, None only for a mapping not parsed from YAML.
+    """
+
+    file: str
+    line: int | None
+    key: str
+    scope: str = ""
+
+    @property
+    def message(self) -> str:
+        """``warning: pipeline.yaml:12: key 'container.variables' of operator 'x' is not part of ...``."""
+        place = self.file if self.line is None else f"{self.file}:{self.line}"
+        owner = f" of {self.scope}" if self.scope else ""
+        unknown = "is not part of the pipeline definition language and is ignored"
+        return f"warning: {place}: key {self.key!r}{owner} {unknown}"
+
+
 class Problems:
-    """Problems found so far. Load problems (syntax, types) outrank definition problems (rules)."""
+    """Problems found so far. Load problems (syntax, types) outrank definition problems (rules).
+
+    Ignored keys are collected beside them and never fail the load.
+    """
 
     def __init__(self) -> None:
         self._found: list[tuple[ErrorCode, str]] = []
+        self._ignored: list[IgnoredKey] = []
+
+    def ignored(self, where: Where, line: int | None) -> None:
+        """A key at ``where`` (written on ``line``) that the language does not define: kept, not used."""
+        self._ignored.append(IgnoredKey(where.file, line, where.key, where.scope))
+
+    @property
+    def ignored_keys(self) -> tuple[IgnoredKey, ...]:
+        """The ignored keys found so far, in the order they were read."""
+        return tuple(self._ignored)
 
     def malformed(self, where: Where, why: str) -> None:
         """A value of the wrong type or a file that cannot be read: -0x1101."""

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from shared.pipeline_definition.fields import NAME, Section
+from shared.pipeline_definition.parse import keep_lines
 from shared.pipeline_definition.problems import Problems, Where
 
 PARAMETERS = "parameters"
@@ -53,10 +54,12 @@ class Filler:
         self._problems = problems
 
     def document(self, body: Mapping[object, object], where: Where) -> dict[object, object]:
-        """A copy of a template document with its placeholders replaced, ``parameters`` left as is."""
-        return {
+        """A copy of a template document with its placeholders replaced, ``parameters`` left as is (each key
+        keeps the line it was written on, as in every mapping copied here)."""
+        filled = {
             key: value if key == PARAMETERS else self.value(value, where.at(str(key))) for key, value in body.items()
         }
+        return keep_lines(filled, body)
 
     def value(self, value: object, where: Where) -> object:
         if isinstance(value, str):
@@ -64,7 +67,7 @@ class Filler:
         if isinstance(value, list):
             return [self.value(entry, where.at(i)) for i, entry in enumerate(value)]
         if isinstance(value, Mapping):
-            return {key: self.value(entry, where.at(str(key))) for key, entry in value.items()}
+            return keep_lines({key: self.value(entry, where.at(str(key))) for key, entry in value.items()}, value)
         return value
 
     def _replace(self, match: re.Match[str], where: Where) -> str:
