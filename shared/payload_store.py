@@ -433,12 +433,15 @@ class PendingFiles:
         return relative
 
     def write(self, name: str, data: bytes) -> None:
-        """Append ``data`` to the file ``name``."""
+        """Append ``data`` to the file ``name``. The hot path of every upload: no context manager per chunk."""
         if self._current is None or self._current[0] != name:
             self._switch(name)
         assert self._current is not None
-        with self._os_errors():
+        try:
             self._current[1].file.write(data)  # buffered: one syscall per WRITE_BUFFER, not per chunk
+        except OSError:
+            with self._os_errors():  # translated once it failed
+                raise
 
     def commit(self) -> dict[str, FileInfo]:
         """Close every temporary and rename each over its final name; the files by relative name.
