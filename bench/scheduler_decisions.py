@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.jobs.scheduler import Capacity, Demand, Priority, Scheduler
+from services.jobs.model import Priority
+from services.jobs.scheduler import Capacity, Demand, Scheduler
 
 SHAPES = [
     Demand(cpu=1, memory_mb=512, gpus=0),  # dicom reader / writer

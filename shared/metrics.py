@@ -47,13 +47,8 @@ DB_SECONDS = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 5),
 )
 
-JOB_STATES = {1: "pending", 2: "running", 3: "stopped"}
-JOB_STATUSES = {1: "healthy", 2: "faulted", 3: "canceled", 4: "evicted", 5: "terminated"}
-OPERATOR_STATUSES = {1: "pending", 2: "running", 3: "completed", 4: "faulted"}
-
-
-Counts = tuple[list[tuple[int, int, int]], list[tuple[int, int]]]
-"""(state, status, jobs) rows and (operator status, operators) rows."""
+Counts = tuple[list[tuple[str, str, int]], list[tuple[str, int]]]
+"""(state, status, jobs) rows and (operator status, operators) rows, states and statuses by name."""
 
 
 class DatabaseCollector(Collector):
@@ -81,9 +76,9 @@ class DatabaseCollector(Collector):
         jobs, operators = self._families()
         job_rows, operator_rows = self._count()
         for state, status, count in job_rows:
-            jobs.add_metric([JOB_STATES.get(state, str(state)), JOB_STATUSES.get(status, str(status))], count)
+            jobs.add_metric([state, status], count)
         for status, count in operator_rows:
-            operators.add_metric([OPERATOR_STATUSES.get(status, str(status))], count)
+            operators.add_metric([status], count)
         yield jobs
         yield operators
 

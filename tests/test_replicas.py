@@ -21,14 +21,13 @@ import pytest
 
 from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc, common_pb2
 from protos.nvidia.clara.platform import jobs_pb2 as pb
+from services.jobs import job_table, queue_table
+from services.jobs.model import JobRecord, JobState, JobStatus, Priority
 from services.jobs.queue import Ready, SharedQueue
-from services.jobs.scheduler import Capacity, Demand, Grant, Priority
+from services.jobs.scheduler import Capacity, Demand, Grant
 from shared import ids
 from shared.db import Database
-from shared.db import jobs as jobs_table
-from shared.db import queue as rows
 from shared.db.connection import Conflict
-from shared.db.jobs import JobRecord, JobState, JobStatus
 from tests.conftest import serve_process
 from tests.jobs_flow import Platform, process_alive
 from tests.store import query, target
@@ -145,7 +144,7 @@ async def twenty_gpu_operators_one_replica_killed(
     # The ledger's history agrees: one grant per operator, the GPU it saw, never two holders at once.
     db = await Database.open(database)
     try:
-        history = await db.read(rows.history)
+        history = await db.read(queue_table.history)
         left = await db.read(lambda conn: conn.execute("SELECT count(*) FROM gpu_holds").fetchone()[0])
     finally:
         await db.close()
@@ -221,7 +220,7 @@ def job_of(owner: str, priority: Priority = Priority.NORMAL) -> JobRecord:
 
 async def started_job(db: Database, owner: str, priority: Priority = Priority.NORMAL) -> str:
     job = job_of(owner, priority)
-    await db.write(lambda conn: jobs_table.insert(conn, job, []))
+    await db.write(lambda conn: job_table.insert(conn, job, []))
     await db.write(lambda conn: conn.execute("UPDATE jobs SET owner = ? WHERE id = ?", (owner, job.id)))
     return job.id
 
@@ -229,7 +228,7 @@ async def started_job(db: Database, owner: str, priority: Priority = Priority.NO
 async def queues(db: Database, gpus: int = 1) -> tuple[SharedQueue, SharedQueue]:
     """Replicas "a" and "b", registered on node "n", each with its queue."""
     for replica in ("a", "b"):
-        await db.write(lambda conn, replica=replica: rows.register(conn, replica, "n", 1e12))  # type: ignore[misc]
+        await db.write(lambda conn, replica=replica: queue_table.register(conn, replica, "n", 1e12))  # type: ignore[misc]
     capacity = Capacity(cpus=8, memory_mb=1024, gpu_ids=tuple(str(i) for i in range(gpus)))
     return (
         SharedQueue(db, capacity, node="n", replica="a"),
@@ -296,10 +295,10 @@ async def test_concurrent_rounds_never_grant_a_gpu_twice(db: Database) -> None:
 
 async def test_the_database_refuses_a_second_holder_of_a_gpu(db: Database) -> None:
     first, second = await started_job(db, "a"), await started_job(db, "b")
-    await db.write(lambda conn: rows.grant(conn, "n", (first, "op"), 0, 1, ["0"], 1.0, "a"))
+    await db.write(lambda conn: queue_table.grant(conn, "n", (first, "op"), 0, 1, ["0"], 1.0, "a"))
     with pytest.raises(Conflict):
-        await db.write(lambda conn: rows.grant(conn, "n", (second, "op"), 0, 1, ["0"], 2.0, "b"))
-    assert await db.read(lambda conn: [h.job_id for h in rows.history(conn)]) == [first]
+        await db.write(lambda conn: queue_table.grant(conn, "n", (second, "op"), 0, 1, ["0"], 2.0, "b"))
+    assert await db.read(lambda conn: [h.job_id for h in queue_table.history(conn)]) == [first]
 
 
 async def test_takeover_hands_out_again_the_grants_of_operators_that_never_started(db: Database) -> None:
@@ -315,20 +314,20 @@ async def test_takeover_hands_out_again_the_grants_of_operators_that_never_start
             (never_started, pb.JOB_OPERATOR_STATUS_PENDING, running, pb.JOB_OPERATOR_STATUS_RUNNING),
         )
     )
-    adopted = await db.write(lambda conn: rows.take_over(conn, "b", silent_since=1000.0))
+    adopted = await db.write(lambda conn: queue_table.take_over(conn, "b", silent_since=1000.0))
     assert sorted(adopted) == sorted([never_started, running])
     assert [g.key for g in await take(queue_b, db)] == [(never_started, "op")]  # the running one is re-attached
-    assert await db.write(lambda conn: rows.heartbeat(conn, "a", 2000.0)) is False  # a learns it was taken over
+    assert await db.write(lambda conn: queue_table.heartbeat(conn, "a", 2000.0)) is False  # a learns it was taken over
 
 
 async def test_a_grant_waits_while_its_job_is_adopted_and_is_given_back_when_the_job_stopped(db: Database) -> None:
     (queue_a, _) = await queues(db, gpus=2)
     adopting, stopped = await started_job(db, "a"), await started_job(db, "a")
     await queue_a.submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU) for job in (adopting, stopped)])
-    await db.write(lambda conn: jobs_table.finish(conn, stopped, JobStatus.CANCELED, [], ids.now()))
+    await db.write(lambda conn: job_table.finish(conn, stopped, JobStatus.CANCELED, [], ids.now()))
     assert await take(queue_a, db, running=[]) == []  # neither job is carried on here yet
     assert await take(queue_a, db, running=[adopting]) != []  # the adopted job's grant was kept for it
-    history = await db.read(rows.history)
+    history = await db.read(queue_table.history)
     assert {(h.job_id, h.released is None) for h in history} == {(adopting, True), (stopped, False)}
 
 
@@ -360,12 +359,12 @@ async def test_a_replica_taken_over_cannot_give_back_its_successors_grant(db: Da
     await queue_a.submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU)])
     assert len(await take(queue_a, db)) == 1
     await db.write(lambda conn: conn.execute("UPDATE replicas SET heartbeat = 100 WHERE id = 'a'"))
-    assert await db.write(lambda conn: rows.take_over(conn, "b", silent_since=1000.0)) == [job]
+    assert await db.write(lambda conn: queue_table.take_over(conn, "b", silent_since=1000.0)) == [job]
     await queue_a.release((job, "op"))  # a stalled past its takeover, and comes back
-    assert [h.owner for h in await db.read(lambda conn: rows.held(conn, "n"))] == ["b"]
+    assert [h.owner for h in await db.read(lambda conn: queue_table.held(conn, "n"))] == ["b"]
     await queue_a.withdraw([(job, "op")])
     await queue_b.release((job, "op"))
-    assert await db.read(lambda conn: rows.held(conn, "n")) == []
+    assert await db.read(lambda conn: queue_table.held(conn, "n")) == []
 
 
 async def test_the_sweep_gives_back_grants_of_operators_that_ended(db: Database) -> None:
@@ -374,17 +373,17 @@ async def test_the_sweep_gives_back_grants_of_operators_that_ended(db: Database)
     await add_operator(db, job, pb.JOB_OPERATOR_STATUS_RUNNING)
     await queue_a.submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU)])
     assert len(await take(queue_a, db)) == 1
-    await db.write(lambda conn: rows.sweep(conn, 5.0))
-    assert len(await db.read(lambda conn: rows.held(conn, "n"))) == 1  # still running: still held
+    await db.write(lambda conn: queue_table.sweep(conn, 5.0))
+    assert len(await db.read(lambda conn: queue_table.held(conn, "n"))) == 1  # still running: still held
     await add_operator(db, job, pb.JOB_OPERATOR_STATUS_COMPLETED)  # it ended; its replica died before releasing
-    await db.write(lambda conn: rows.sweep(conn, 6.0))
-    assert await db.read(lambda conn: rows.held(conn, "n")) == []
+    await db.write(lambda conn: queue_table.sweep(conn, 6.0))
+    assert await db.read(lambda conn: queue_table.held(conn, "n")) == []
 
 
 async def test_a_node_grants_only_operators_of_jobs_run_on_it(db: Database) -> None:
     queue_a, _ = await queues(db)
-    await db.write(lambda conn: rows.register(conn, "elsewhere", "m", 1e12))
+    await db.write(lambda conn: queue_table.register(conn, "elsewhere", "m", 1e12))
     theirs, ours = await started_job(db, "elsewhere"), await started_job(db, "a")
     await queue_a.submit([Ready((job, "op"), Priority.NORMAL, ONE_GPU) for job in (theirs, ours)])
     assert [g.key for g in await take(queue_a, db)] == [(ours, "op")]
-    assert [h.job_id for h in await db.read(lambda conn: rows.held(conn, "n"))] == [ours]
+    assert [h.job_id for h in await db.read(lambda conn: queue_table.held(conn, "n"))] == [ours]

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.jobs.scheduler import Capacity, Demand, Grant, Priority, Scheduler
+from services.jobs.model import Priority
+from services.jobs.scheduler import Capacity, Demand, Grant, Scheduler
 
 H, N, L, IMM = Priority.HIGHER, Priority.NORMAL, Priority.LOWER, Priority.IMMEDIATE
 ONE_GPU = Demand(cpu=1, memory_mb=256, gpus=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from protos.nvidia.clara.platform import clara_pb2_grpc, jobs_pb2_grpc
+from services.jobs import job_table, queue_table
 from services.jobs.clara_servicer import ClaraServicer
 from services.jobs.executor import Executor
 from services.jobs.manager import JobManager
@@ -16,8 +17,6 @@ from services.jobs.servicer import JobsServicer
 from shared import gpus, metrics
 from shared.config import Settings
 from shared.db import Database
-from shared.db import jobs as jobs_table
-from shared.db import queue as queue_table
 from shared.resources import Resources
 from shared.server import Service, ServicerSet
 
@@ -53,7 +52,7 @@ async def build(resources: Resources) -> Service:
     loop = asyncio.get_running_loop()
 
     def count() -> metrics.Counts:  # on the metrics server's thread
-        return asyncio.run_coroutine_threadsafe(resources.db.read(jobs_table.counts), loop).result(timeout=10)
+        return asyncio.run_coroutine_threadsafe(resources.db.read(job_table.counts), loop).result(timeout=10)
 
     collectors = [
         metrics.DatabaseCollector(count),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.jobs.model import JobRecord
 from services.jobs.runtimes.base import Mount
-from shared.db.jobs import JobRecord
 from shared.pipeline_definition import Operator
 
 

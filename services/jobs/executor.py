@@ -20,7 +20,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-from services.jobs import environment, outputs
+from services.jobs import environment, job_table, outputs
+from services.jobs.model import JobRecord, JobStatus, OperatorRecord, OperatorStatus
 from services.jobs.queue import OperatorKey, OperatorQueue, Ready
 from services.jobs.runtimes.base import (
     INSTANCE_LABEL,
@@ -32,13 +33,11 @@ from services.jobs.runtimes.base import (
     OperatorSpec,
     Runtime,
 )
-from services.jobs.scheduler import Demand, Grant, Priority
+from services.jobs.scheduler import Demand, Grant
 from shared import ids, metrics
 from shared.config import Settings
 from shared.db import Database
-from shared.db import jobs as table
 from shared.db.connection import Connection
-from shared.db.jobs import JobRecord, JobStatus, OperatorRecord, OperatorStatus
 from shared.logging import get_logger
 from shared.payload_store import PayloadStore
 from shared.pipeline_definition import Operator, Pipeline, load_pipeline_cached
@@ -52,10 +51,6 @@ OUTPUT_CHECK_INTERVAL = 1.0
 
 def demand(operator: Operator) -> Demand:
     return Demand(cpu=operator.requests.cpu, memory_mb=operator.requests.memory, gpus=operator.requests.gpu)
-
-
-def priority(job: JobRecord) -> Priority:
-    return Priority(job.priority) if job.priority in Priority._value2member_map_ else Priority.NORMAL
 
 
 async def _wait(handle: Handle) -> Exit:
@@ -142,19 +137,19 @@ class Executor:
         operators still running: all of them in a single jobs process; with replicas (``CLARET_QUEUE=
         database``), its own and those of no replica (a dead replica's wait for the takeover). Orphans go
         first, before this executor starts anything of its own."""
-        for runtime_id in await self._runtime.remove_orphans(lambda: self._db.read(table.running_operators)):
+        for runtime_id in await self._runtime.remove_orphans(lambda: self._db.read(job_table.running_operators)):
             log.warning("removed an operator no job owns", runtime_id=runtime_id)
         every = self._settings.queue == "local"
-        await self.adopt(await self._db.write(partial(table.adopt_in_flight, owner=self._replica, every=every)))
+        await self.adopt(await self._db.write(partial(job_table.adopt_in_flight, owner=self._replica, every=every)))
 
     async def adopt(self, job_ids: list[str]) -> None:
         """Carry on these in-flight jobs from what the database says, like after a restart."""
         for job_id in job_ids:
             try:
-                job = await self._db.read(partial(table.get, job_id=job_id))
+                job = await self._db.read(partial(job_table.get, job_id=job_id))
                 if job is None or job.stopped is not None or job.id in self._runs:
                     continue
-                operators = await self._db.read(partial(table.operators, job_id=job.id))
+                operators = await self._db.read(partial(job_table.operators, job_id=job.id))
             except Exception:  # the database failed us: the next jobs may still be carried on
                 log.exception("cannot read a job to carry it on", job_id=job_id)
                 continue
@@ -188,7 +183,9 @@ class Executor:
     async def cancel_or_record(self, job_id: str, status: JobStatus, message: str) -> None:
         """End a job: stop it where this executor runs it, else only record its end (nothing of it runs here)."""
         if not await self.cancel(job_id, status, message):
-            await self._db.write(partial(table.finish, job_id=job_id, status=status, messages=[message], at=ids.now()))
+            await self._db.write(
+                partial(job_table.finish, job_id=job_id, status=status, messages=[message], at=ids.now())
+            )
 
     # -- scheduling ----------------------------------------------------------------------------------------
 
@@ -197,7 +194,7 @@ class Executor:
         for name in run.ready():
             run.submitted.add(name)
             run.ready_since[name] = time.monotonic()
-            ready.append(Ready((run.job.id, name), priority(run.job), demand(run.model.operator(name))))
+            ready.append(Ready((run.job.id, name), run.job.priority, demand(run.model.operator(name))))
         try:
             await self.queue.submit(ready)
         except BaseException:  # not queued after all: the next call submits them again
@@ -256,7 +253,7 @@ class Executor:
             return
         operator = run.model.operator(name)
         starting = partial(
-            table.operator_starting,
+            job_table.operator_starting,
             job_id=run.job.id,
             name=name,
             gpu_ids=grant.gpu_ids,
@@ -272,7 +269,7 @@ class Executor:
             started = time.monotonic()
             handle = await self._runtime.start(self._spec(run, operator, grant.gpu_ids))
             metrics.RUNTIME_START_SECONDS.labels(self._runtime.name).observe(time.monotonic() - started)
-            metrics.QUEUE_WAIT_SECONDS.labels(priority(run.job).name.lower()).observe(
+            metrics.QUEUE_WAIT_SECONDS.labels(run.job.priority.name.lower()).observe(
                 started - run.ready_since.pop(name, started)
             )
         except Exception as exc:  # RuntimeFailure, OSError, or a client library's own: the operator never ran
@@ -282,7 +279,7 @@ class Executor:
             await self.pump()
             return
         run.handles[name] = handle
-        await self._db.write(lambda conn: table.operator_runtime_id(conn, run.job.id, name, handle.runtime_id))
+        await self._db.write(lambda conn: job_table.operator_runtime_id(conn, run.job.id, name, handle.runtime_id))
         log.info(
             "operator started", job_id=run.job.id, operator=name, runtime_id=handle.runtime_id, gpus=list(grant.gpu_ids)
         )
@@ -368,7 +365,7 @@ class Executor:
         if exit.log_truncated:
             notes.append(f"operator {name!r}: log truncated at {self._settings.max_log_mb} MiB (CLARET_MAX_LOG_MB)")
         if notes:  # a failure says its own in the job's end
-            await self._db.write(partial(table.add_messages, job_id=run.job.id, messages=notes))
+            await self._db.write(partial(job_table.add_messages, job_id=run.job.id, messages=notes))
         return exit if problem is None else Exit(-1, problem, exit.log_truncated)
 
     def _outcome(self, run: JobRun, name: str, exit: Exit) -> tuple[JobStatus, str] | None:
@@ -387,7 +384,7 @@ class Executor:
         metrics.OPERATORS_FINISHED.labels(status.name.lower()).inc()
         log.info("operator ended", job_id=run.job.id, operator=name, runtime_id=runtime_id, exit_code=exit.code)
         finished = partial(
-            table.operator_finished, job_id=run.job.id, name=name, status=status, exit_code=exit.code, at=ids.now()
+            job_table.operator_finished, job_id=run.job.id, name=name, status=status, exit_code=exit.code, at=ids.now()
         )
         if ends_job is None:
             await self._db.write(finished)
@@ -418,7 +415,7 @@ class Executor:
         def record(conn: Connection) -> None:
             if also is not None:
                 also(conn)
-            table.finish(conn, run.job.id, status, messages, ids.now())
+            job_table.finish(conn, run.job.id, status, messages, ids.now())
 
         await self._db.write(record)
         log.info("job ended", job_id=run.job.id, status=status.name, reason=message)
@@ -435,7 +432,7 @@ class Executor:
     async def _drop(self, run: JobRun) -> None:
         """Stop carrying on a job that ended, or changed hands, behind this executor's back: the operators of
         an ended job are stopped, those of a job another replica took over are left to it."""
-        job = await self._db.read(partial(table.get, job_id=run.job.id, files=False))
+        job = await self._db.read(partial(job_table.get, job_id=run.job.id, files=False))
         if not run.ending:
             await self._stop_waiting(run)
             log.info("job ended or taken over elsewhere", job_id=run.job.id)
@@ -477,7 +474,7 @@ class Executor:
 
             def lost_ended(conn: Connection) -> None:
                 for name in lost:
-                    table.operator_finished(conn, job.id, name, OperatorStatus.FAULTED, None, ids.now())
+                    job_table.operator_finished(conn, job.id, name, OperatorStatus.FAULTED, None, ids.now())
 
             await self._end(
                 run,
@@ -505,7 +502,7 @@ class Executor:
         try:
             handle = await self._runtime.attach(spec, record.runtime_id)
         except NeverStarted as reason:
-            await self._db.write(lambda conn: table.operator_not_started(conn, run.job.id, record.name))
+            await self._db.write(lambda conn: job_table.operator_not_started(conn, run.job.id, record.name))
             await self.queue.release((run.job.id, record.name))  # a shared ledger may still hold its grant
             run.submitted.discard(record.name)  # queued again below, with a fresh grant
             log.info(
@@ -528,7 +525,7 @@ class Executor:
             return False
         run.handles[record.name] = handle
         if record.runtime_id != handle.runtime_id:  # found by name: remember where it is from now on
-            await self._db.write(lambda c: table.operator_runtime_id(c, run.job.id, record.name, handle.runtime_id))
+            await self._db.write(lambda c: job_table.operator_runtime_id(c, run.job.id, record.name, handle.runtime_id))
         self._spawn(self._follow(run, record.name, handle))
         self._watch_outputs(run)
         log.info("operator re-attached", job_id=run.job.id, operator=record.name, runtime_id=handle.runtime_id)

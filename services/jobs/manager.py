@@ -10,22 +10,28 @@ import asyncio
 import dataclasses
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
-from services.jobs import logs
+from services.jobs import job_table, logs, queue_table
 from services.jobs.executor import Executor, demand
+from services.jobs.model import (
+    RUNNING_JOBS,
+    JobFilter,
+    JobRecord,
+    JobState,
+    JobStatus,
+    JobView,
+    OperatorRecord,
+    OperatorStatus,
+    Priority,
+)
 from services.jobs.queue import WAKE_CHANNEL
-from services.jobs.scheduler import Priority
 from shared import ids
 from shared import metadata as metadata_rules
 from shared.config import Settings
 from shared.db import Database
-from shared.db import jobs as table
 from shared.db import payloads as payloads_table
 from shared.db import pipelines as pipelines_table
-from shared.db import queue as queue_table
 from shared.db.connection import Connection
-from shared.db.jobs import JobFilter, JobRecord, JobState, JobStatus, OperatorRecord, OperatorStatus
 from shared.db.metadata import MetadataRows
 from shared.db.payloads import PayloadRecord, PayloadType
 from shared.errors import ClaretError, ErrorCode
@@ -33,8 +39,6 @@ from shared.payload_store import PayloadStore
 from shared.pipeline_definition import Pipeline, load_pipeline_cached
 
 MAX_NAME_CHARS = 255
-RUNNING_JOBS = JobFilter(states=(JobState.RUNNING,))
-"""What Jobs.List answers when given no filter."""
 
 
 def check_job_name(name: str) -> str:
@@ -48,14 +52,6 @@ def check_job_name(name: str) -> str:
     if any(unicodedata.category(ch) == "Cc" for ch in name):
         raise ClaretError(ErrorCode.INVALID_JOB_NAME, f"job name {name!r} contains control characters")
     return name
-
-
-@dataclass(frozen=True)
-class JobView:
-    """A job with its operators, for Status."""
-
-    job: JobRecord
-    operators: list[OperatorRecord]
 
 
 class JobManager:
@@ -87,7 +83,7 @@ class JobManager:
             pipeline_id=key,
             payload_id=ids.new_id(),
             name=check_job_name(name),
-            priority=priority if priority in Priority._value2member_map_ else Priority.NORMAL,
+            priority=Priority.of(priority),
             state=JobState.PENDING,
             status=JobStatus.HEALTHY,
             files=pipeline.files,
@@ -112,7 +108,7 @@ class JobManager:
 
             def record(conn: Connection) -> None:
                 payloads_table.insert(conn, payload)
-                table.insert(conn, job, operators)
+                job_table.insert(conn, job, operators)
 
             await self._db.write(record)
         except BaseException:
@@ -135,7 +131,7 @@ class JobManager:
 
     async def get(self, job_id: str) -> JobRecord:
         key = ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job")
-        job = await self._db.read(lambda conn: table.get(conn, key))
+        job = await self._db.read(lambda conn: job_table.get(conn, key))
         if job is None:
             raise ClaretError(ErrorCode.NO_SUCH_JOB, f"no job with id {job_id!r}")
         return job
@@ -156,7 +152,9 @@ class JobManager:
         queued = ids.now()
 
         def mark(conn: Connection) -> bool:
-            if not table.mark_queued(conn, job.id, dict(variables), model.timeout, queued, self._settings.replica_id):
+            if not job_table.mark_queued(
+                conn, job.id, dict(variables), model.timeout, queued, self._settings.replica_id
+            ):
                 return False
             payloads_table.set_read_only(conn, job.payload_id)
             return True
@@ -187,8 +185,8 @@ class JobManager:
         key = ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job")
 
         def read(conn: Connection) -> JobView | None:
-            job = table.get(conn, key, files=False)
-            return None if job is None else JobView(job=job, operators=table.operators(conn, key))
+            job = job_table.get(conn, key, files=False)
+            return None if job is None else JobView(job=job, operators=job_table.operators(conn, key))
 
         view = await self._db.read_fast(read)
         if view is None:
@@ -198,7 +196,7 @@ class JobManager:
     async def find(self, where: JobFilter) -> list[JobRecord]:
         """Jobs.List: the jobs matching ``where``; no filter at all means the running jobs (the API's rule)."""
         chosen = RUNNING_JOBS if where.is_empty() else where
-        return await self._db.read(lambda conn: table.list_jobs(conn, chosen))
+        return await self._db.read(lambda conn: job_table.list_jobs(conn, chosen))
 
     async def read_logs(self, job_id: str, operator_name: str) -> AsyncIterator[list[str]]:
         """The operator's log lines (stdout and stderr as they were written), in batches; what exists now."""

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, cast
 
-from services.jobs.scheduler import DEFAULT_AGEING_S, Capacity, Demand, Grant, Priority, Scheduler, lacks
+from services.jobs import queue_table
+from services.jobs.model import Priority
+from services.jobs.scheduler import DEFAULT_AGEING_S, Capacity, Demand, Grant, Scheduler, lacks
 from shared.db import Database
-from shared.db import queue as rows
 from shared.db.connection import Connection
 from shared.logging import get_logger
 
@@ -167,13 +168,14 @@ class SharedQueue:
             return
         now = self._clock()
         entries = [
-            rows.Queued(*r.key, int(r.priority), r.demand.cpu, r.demand.memory_mb, r.demand.gpus, now) for r in ready
+            queue_table.Queued(*r.key, int(r.priority), r.demand.cpu, r.demand.memory_mb, r.demand.gpus, now)
+            for r in ready
         ]
-        await self._db.write(lambda conn: rows.enqueue(conn, entries))
+        await self._db.write(lambda conn: queue_table.enqueue(conn, entries))
 
     async def withdraw(self, keys: Collection[OperatorKey]) -> None:
         if keys:
-            await self._db.write(lambda conn: rows.dequeue(conn, keys, self._replica))
+            await self._db.write(lambda conn: queue_table.dequeue(conn, keys, self._replica))
 
     async def take(self, running: Collection[str]) -> list[Grant]:
         running = frozenset(running)  # a snapshot: the round runs on the database thread
@@ -184,21 +186,21 @@ class SharedQueue:
 
     async def release(self, key: OperatorKey) -> None:
         at = self._clock()
-        await self._db.write(lambda conn: rows.release(conn, key, at, self._replica))
+        await self._db.write(lambda conn: queue_table.release(conn, key, at, self._replica))
 
     async def restore(self, grant: Grant) -> None:
         await self._db.write(partial(self._restore, grant=grant), queue=self._lock)
 
     async def reclaim(self) -> None:
-        await self._db.write(lambda conn: rows.reclaim(conn, self._replica))
+        await self._db.write(lambda conn: queue_table.reclaim(conn, self._replica))
 
     # -- in a transaction ---------------------------------------------------------------------------------
 
     def _scheduler(self, conn: Connection, now: float) -> Scheduler:
         """A scheduler holding what the ledger says is held on this node, with the saved stride passes."""
         scheduler = Scheduler(self._capacity, ageing_s=self._ageing_s, clock=lambda: now)
-        scheduler.restore_passes({Priority(p): value for p, value in rows.passes(conn, self._node).items()})
-        for hold in rows.held(conn, self._node):
+        scheduler.restore_passes({Priority(p): value for p, value in queue_table.passes(conn, self._node).items()})
+        for hold in queue_table.held(conn, self._node):
             key = (hold.job_id, hold.operator)
             try:
                 scheduler.restore(Grant(key, _demand(hold), hold.gpu_ids))
@@ -208,12 +210,12 @@ class SharedQueue:
                     scheduler.restore(Grant(key, Demand(0, 0, len(hold.gpu_ids)), hold.gpu_ids))
         return scheduler
 
-    def _round(self, conn: Connection, running: frozenset[str]) -> tuple[list[rows.Hold], bool]:
+    def _round(self, conn: Connection, running: frozenset[str]) -> tuple[list[queue_table.Hold], bool]:
         """One decision for the whole queue on this node: the grants this replica is to start, and whether
         it granted something to another replica."""
         now = self._clock()
         scheduler = self._scheduler(conn, now)
-        for entry in rows.waiting(conn, self._node):
+        for entry in queue_table.waiting(conn, self._node):
             demand = Demand(entry.cpu, entry.memory_mb, entry.gpus)
             if scheduler.can_ever_fit(demand) is None:  # one that fits only another node is that node's to grant
                 scheduler.submit((entry.job_id, entry.operator), Priority(entry.priority), demand, since=entry.since)
@@ -222,27 +224,29 @@ class SharedQueue:
         for grant in grants:
             demand = grant.demand
             key = cast(OperatorKey, grant.key)
-            owner = rows.grant(conn, self._node, key, demand.cpu, demand.memory_mb, grant.gpu_ids, now, self._replica)
+            owner = queue_table.grant(
+                conn, self._node, key, demand.cpu, demand.memory_mb, grant.gpu_ids, now, self._replica
+            )
             for_others |= owner != self._replica
         if grants:
-            rows.save_passes(conn, self._node, {int(p): value for p, value in scheduler.passes.items()})
+            queue_table.save_passes(conn, self._node, {int(p): value for p, value in scheduler.passes.items()})
         self._free = scheduler.free
-        picked = rows.pick(conn, self._replica)
+        picked = queue_table.pick(conn, self._replica)
         later = [hold for hold in picked if hold.job_id not in running]
         if later:  # jobs being adopted get theirs at a later call; an ended job's grants are given back
-            rows.unpick_or_release(conn, [hold.id for hold in later], now)
+            queue_table.unpick_or_release(conn, [hold.id for hold in later], now)
         return [hold for hold in picked if hold.job_id in running], for_others
 
     def _restore(self, conn: Connection, grant: Grant) -> None:
         key = cast(OperatorKey, grant.key)
-        current = rows.holder(conn, key)
+        current = queue_table.holder(conn, key)
         if current is not None:
             if current.gpu_ids != grant.gpu_ids:
                 raise ValueError(f"the ledger grants {key} GPUs {list(current.gpu_ids)}, not {list(grant.gpu_ids)}")
             return
         self._scheduler(conn, self._clock()).restore(grant)  # ValueError when the node cannot hold it now
         demand = grant.demand
-        rows.grant(
+        queue_table.grant(
             conn,
             self._node,
             key,
@@ -255,5 +259,5 @@ class SharedQueue:
         )
 
 
-def _demand(hold: rows.Hold) -> Demand:
+def _demand(hold: queue_table.Hold) -> Demand:
     return Demand(hold.cpu, hold.memory_mb, len(hold.gpu_ids))

@@ -22,13 +22,13 @@ import contextvars
 import time
 from functools import partial
 
+from services.jobs import queue_table
 from services.jobs.executor import Executor
+from services.jobs.model import JobStatus
 from services.jobs.queue import WAKE_CHANNEL
 from shared.config import Settings
 from shared.db import Database
-from shared.db import queue as rows
 from shared.db.connection import Connection
-from shared.db.jobs import JobStatus
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -71,16 +71,16 @@ class ReplicaLoop:
 
     async def leave(self) -> None:
         """Let the other replicas take this one's jobs over at once."""
-        await self._db.write(partial(rows.mark_gone, replica=self._replica))
+        await self._db.write(partial(queue_table.mark_gone, replica=self._replica))
 
     async def _announce(self) -> None:
-        await self._db.write(partial(rows.register, replica=self._replica, node=self._node, at=time.time()))
+        await self._db.write(partial(queue_table.register, replica=self._replica, node=self._node, at=time.time()))
         log.info("jobs replica registered", replica=self._replica, node=self._node)
 
     async def _beat(self) -> None:
         while True:
             try:
-                if not await self._db.write(partial(rows.heartbeat, replica=self._replica, at=time.time())):
+                if not await self._db.write(partial(queue_table.heartbeat, replica=self._replica, at=time.time())):
                     self._taken_over = True  # the next look lets go of every job
                     self._wake.set()
             except Exception:  # the database may be briefly unavailable: the next beat tries again
@@ -111,11 +111,11 @@ class ReplicaLoop:
         if adopted:
             log.warning("took over the jobs of a silent replica", replica=self._replica, jobs=adopted)
             await self._executor.adopt(adopted)
-        for job_id, message in await self._db.read(partial(rows.cancel_requests, owner=self._replica)):
+        for job_id, message in await self._db.read(partial(queue_table.cancel_requests, owner=self._replica)):
             await self._executor.cancel_or_record(job_id, JobStatus.CANCELED, message)
         await self._executor.pump()
 
     def _take_over(self, conn: Connection) -> list[str]:
         now = time.time()
-        rows.sweep(conn, now)  # grants of operators that ended, left by a replica that died at that moment
-        return rows.take_over(conn, self._replica, now - self._takeover_after)
+        queue_table.sweep(conn, now)  # grants of operators that ended, left by a replica that died at that moment
+        return queue_table.take_over(conn, self._replica, now - self._takeover_after)

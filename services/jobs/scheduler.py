@@ -36,9 +36,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum
 from types import MappingProxyType
 from typing import NamedTuple
+
+from services.jobs.model import Priority
 
 __all__ = [
     "DEFAULT_AGEING_S",
@@ -46,19 +47,9 @@ __all__ = [
     "Capacity",
     "Demand",
     "Grant",
-    "Priority",
     "Scheduler",
     "lacks",
 ]
-
-
-class Priority(IntEnum):
-    """Job priority with the wire's ``JobPriority`` numbers (0, UNKNOWN, is not schedulable)."""
-
-    LOWER = 1
-    NORMAL = 2
-    HIGHER = 3
-    IMMEDIATE = 4
 
 
 _SHARED = (Priority.HIGHER, Priority.NORMAL, Priority.LOWER)

@@ -3,33 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import cast
 
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from protos.nvidia.clara.platform import jobs_pb2_grpc
-from services.jobs.manager import JobManager, JobView
+from services.jobs.manager import JobManager
+from services.jobs.model import JobFilter, JobRecord, JobView, OperatorRecord
 from shared import ids
-from shared.db.jobs import JobFilter, JobRecord, OperatorRecord
 from shared.errors import ClaretError, ErrorCode
 from shared.wire import Context, identifier, ok_header, streaming, timestamp, unary
 
-
-def state(job: JobRecord) -> pb.JobState:
-    return cast(pb.JobState, int(job.state))
-
-
-def status(job: JobRecord) -> pb.JobStatus:
-    return cast(pb.JobStatus, int(job.status))
+# The model's enums carry the wire's numbers; the messages take a value by its wire name, which keeps the
+# conversion typed without restating a table of numbers.
 
 
-def priority(job: JobRecord) -> pb.JobPriority:
-    return cast(pb.JobPriority, job.priority)
+def state(job: JobRecord) -> str:
+    return pb.JobState.Name(job.state)
+
+
+def status(job: JobRecord) -> str:
+    return pb.JobStatus.Name(job.status)
+
+
+def priority(job: JobRecord) -> str:
+    return pb.JobPriority.Name(job.priority)
 
 
 def operator_details(op: OperatorRecord) -> pb.JobsStatusResponse.JobOperatorDetails:
     return pb.JobsStatusResponse.JobOperatorDetails(
         name=op.name,
-        status=cast(pb.JobOperatorStatus, int(op.status)),
+        status=pb.JobOperatorStatus.Name(op.status),
         created=timestamp(op.created),
         started=timestamp(op.started),
         stopped=timestamp(op.stopped),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import cast
 
 from protos.nvidia.clara.platform import payloads_pb2 as pb
 from protos.nvidia.clara.platform import payloads_pb2_grpc
@@ -34,8 +33,8 @@ async def settle_cancellation(context: Context) -> None:
             raise asyncio.CancelledError("the client cancelled the upload")
 
 
-def payload_type(kind: PayloadType) -> pb.PayloadType:
-    return cast(pb.PayloadType, int(kind))  # our enum mirrors the wire numbers
+def payload_type(kind: PayloadType) -> str:
+    return pb.PayloadType.Name(kind)  # our enum mirrors the wire numbers; messages take the wire name
 
 
 class PayloadsServicer(payloads_pb2_grpc.PayloadsServicer):

@@ -1,92 +1,14 @@
-"""The jobs and operators tables. Plain functions over a ``Connection``; run them through ``Database``."""
+"""The jobs and operators tables: plain functions over a ``Connection`` (run them through ``Database``) that
+store and read the records of :mod:`services.jobs.model`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import IntEnum
 
+from services.jobs.model import JobFilter, JobRecord, JobState, JobStatus, OperatorRecord, OperatorStatus, Priority
 from shared.db.connection import Connection, Row
 from shared.pipeline_definition import DefinitionFile
-
-
-class JobState(IntEnum):
-    PENDING = 1
-    RUNNING = 2
-    STOPPED = 3
-
-
-class JobStatus(IntEnum):
-    HEALTHY = 1
-    FAULTED = 2
-    CANCELED = 3
-    EVICTED = 4
-    TERMINATED = 5
-
-
-class OperatorStatus(IntEnum):
-    PENDING = 1
-    RUNNING = 2
-    COMPLETED = 3
-    FAULTED = 4
-
-
-@dataclass(frozen=True)
-class OperatorRecord:
-    """One operator of one job, as the database has it."""
-
-    job_id: str
-    name: str
-    status: OperatorStatus
-    upstream: tuple[str, ...]
-    created: float
-    started: float | None = None
-    stopped: float | None = None
-    exit_code: int | None = None
-    runtime_id: str | None = None
-    gpu_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """One job: its definition as it was at Create, where it stands, and when."""
-
-    id: str
-    pipeline_id: str
-    payload_id: str
-    name: str
-    priority: int
-    state: JobState
-    status: JobStatus
-    files: tuple[DefinitionFile, ...]
-    created: float
-    variables: dict[str, str] = field(default_factory=dict)
-    metadata: dict[str, str] = field(default_factory=dict)
-    messages: tuple[str, ...] = ()
-    timeout: float | None = None
-    queued: float | None = None
-    """When Start accepted the job (None before)."""
-    started: float | None = None
-    """When its first operator started (None while it waits for resources)."""
-    stopped: float | None = None
-    owner: str | None = None
-    """The jobs replica that runs the started job."""
-
-
-@dataclass(frozen=True)
-class JobFilter:
-    """Jobs.List filter: OR within a field, AND across fields; empty fields don't filter."""
-
-    states: tuple[int, ...] = ()
-    statuses: tuple[int, ...] = ()
-    pipeline_ids: tuple[str, ...] = ()
-    created_after: float | None = None
-    completed_before: float | None = None
-
-    def is_empty(self) -> bool:
-        """Whether no field filters anything."""
-        return self == JobFilter()
 
 
 def _files_json(files: Sequence[DefinitionFile]) -> str:
@@ -99,7 +21,7 @@ def _job(row: Row) -> JobRecord:
         pipeline_id=row["pipeline_id"],
         payload_id=row["payload_id"],
         name=row["name"],
-        priority=row["priority"],
+        priority=Priority.of(row["priority"]),
         state=JobState(row["state"]),
         status=JobStatus(row["status"]),
         files=tuple(DefinitionFile(path=p, content=c) for p, c in json.loads(row["files"]))
@@ -142,7 +64,7 @@ def insert(conn: Connection, job: JobRecord, operators: Iterable[OperatorRecord]
             job.pipeline_id,
             job.payload_id,
             job.name,
-            job.priority,
+            int(job.priority),
             int(job.state),
             int(job.status),
             _files_json(job.files),
@@ -319,11 +241,15 @@ def running_operators(conn: Connection) -> set[tuple[str, str]]:
     return {(row[0], row[1]) for row in rows}
 
 
-def counts(conn: Connection) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
-    """(state, status, jobs) and, for started jobs in flight, (operator status, operators): for the metrics."""
+def counts(conn: Connection) -> tuple[list[tuple[str, str, int]], list[tuple[str, int]]]:
+    """(state, status, jobs) and, for started jobs in flight, (operator status, operators), by lower-case name:
+    for the metrics."""
     jobs = conn.execute("SELECT state, status, count(*) FROM jobs GROUP BY state, status").fetchall()
     operators = conn.execute(
         "SELECT o.status, count(*) FROM operators o JOIN jobs j ON j.id = o.job_id"
         " WHERE j.queued IS NOT NULL AND j.stopped IS NULL GROUP BY o.status"
     ).fetchall()
-    return [(r[0], r[1], r[2]) for r in jobs], [(r[0], r[1]) for r in operators]
+    return (
+        [(JobState(r[0]).name.lower(), JobStatus(r[1]).name.lower(), r[2]) for r in jobs],
+        [(OperatorStatus(r[0]).name.lower(), r[1]) for r in operators],
+    )
