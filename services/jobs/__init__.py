@@ -5,18 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from protos.nvidia.clara.platform import clara_pb2_grpc, jobs_pb2_grpc
-from services.jobs import job_table, queue_table
+from services.jobs import job_table
 from services.jobs.clara_servicer import ClaraServicer
-from services.jobs.executor import Executor
 from services.jobs.manager import JobManager
-from services.jobs.queue import WAKE_CHANNEL, LocalQueue, OperatorQueue, SharedQueue
-from services.jobs.replicas import ReplicaLoop
+from services.jobs.queue import OperatorQueue
 from services.jobs.runtimes import open_runtime
-from services.jobs.scheduler import Capacity, Scheduler
 from services.jobs.servicer import JobsServicer
-from shared import gpus, metrics
-from shared.config import Settings
-from shared.db import Database
+from services.jobs.topology import open_topology
+from shared import metrics
 from shared.resources import Resources
 from shared.server import Service, ServicerSet
 
@@ -34,21 +30,14 @@ def granted(queue: OperatorQueue) -> dict[str, tuple[float, float]]:
     }
 
 
-def open_queue(db: Database, settings: Settings) -> OperatorQueue:
-    """This node's queue: in memory, or shared by jobs replicas through the database."""
-    capacity = Capacity(cpus=settings.cpus, memory_mb=settings.memory_mb, gpu_ids=gpus.discover(settings.gpus))
-    if settings.queue == "database":
-        return SharedQueue(db, capacity, node=settings.node_name, replica=settings.replica_id)
-    return LocalQueue(Scheduler(capacity))
-
-
 async def build(resources: Resources) -> Service:
+    """The jobs service as this process runs it: its topology (one process or replicas), the Jobs and Clara
+    servicers over it, and the metrics that describe it."""
     settings = resources.settings
-    queue = open_queue(resources.db, settings)
     runtime = await open_runtime(settings)
-    executor = Executor(resources.db, resources.payloads, runtime, queue, settings)
-    manager = JobManager(resources.db, resources.payloads, executor, settings)
-    replicas = ReplicaLoop(resources.db, executor, settings) if settings.queue == "database" else None
+    topology = open_topology(resources.db, resources.payloads, runtime, settings)
+    manager = JobManager(resources.db, resources.payloads, topology)
+    queue = topology.executor.queue
     loop = asyncio.get_running_loop()
 
     def count() -> metrics.Counts:  # on the metrics server's thread
@@ -62,32 +51,20 @@ async def build(resources: Resources) -> Service:
     async def start() -> None:
         for collector in collectors:
             metrics.register(collector)
-        if replicas is not None:
-            await replicas.register()
-        await executor.recover()
-        if replicas is not None:
-            await replicas.start()
+        await topology.start()
 
     async def stop() -> None:
-        if replicas is not None:
-            await replicas.stop()
-        await executor.close()
-        if replicas is not None:
-            await replicas.leave()
+        await topology.stop()
         for collector in collectors:
             metrics.unregister(collector)
 
-    async def stop_operators() -> None:
-        reason = "the platform was asked to stop (Clara.Stop)"
-        if replicas is not None:  # the other replicas stop theirs at their next look
-            await resources.db.write(lambda conn: queue_table.request_cancel_all(conn, reason, settings.replica_id))
-            await resources.db.notify(WAKE_CHANNEL)
-        await executor.stop_all(reason)
+    async def stop_all() -> None:
+        await topology.stop_all("the platform was asked to stop (Clara.Stop)")
 
     return ServicerSet(
         [
             (JOBS, JobsServicer(manager), jobs_pb2_grpc.add_JobsServicer_to_server),
-            (CLARA, ClaraServicer(stop_operators), clara_pb2_grpc.add_ClaraServicer_to_server),
+            (CLARA, ClaraServicer(stop_all), clara_pb2_grpc.add_ClaraServicer_to_server),
         ],
         on_start=[start],
         on_stop=[stop],

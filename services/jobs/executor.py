@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -47,6 +47,55 @@ log = get_logger(__name__)
 MIB = 1024 * 1024
 OUTPUT_CHECK_INTERVAL = 1.0
 """Seconds between measurements of a running job's outputs against its quota."""
+
+
+@dataclass(frozen=True)
+class OperatorLimits:
+    """What every operator is held to, besides its own requests."""
+
+    uid: int
+    """Host uid (never 0) it runs as."""
+    gid: int
+    pids: int
+    """Most processes and threads at once."""
+    log_mb: int
+    """MiB of log kept; then a marker line and a job message."""
+    output_mb: int
+    """MiB a job's operators may write into its payload."""
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """What the executor needs of the configuration (built by the composition root)."""
+
+    replica: str
+    """This jobs process: the owner recorded on what it runs."""
+    instance: str
+    """The platform instance, labelled on what it starts (to find it again, or remove it)."""
+    logs_path: Path
+    default_timeout: int
+    max_timeout: int
+    stop_grace: float
+    """Seconds between the stop signal and the kill."""
+    limits: OperatorLimits
+
+    @classmethod
+    def of(cls, settings: Settings) -> ExecutorSettings:
+        return cls(
+            replica=settings.replica_id,
+            instance=settings.instance,
+            logs_path=settings.logs_path,
+            default_timeout=settings.default_timeout,
+            max_timeout=settings.max_timeout,
+            stop_grace=settings.stop_grace,
+            limits=OperatorLimits(
+                uid=settings.operator_uid,
+                gid=settings.operator_gid,
+                pids=settings.pids_limit,
+                log_mb=settings.max_log_mb,
+                output_mb=settings.max_output_mb,
+            ),
+        )
 
 
 def demand(operator: Operator) -> Demand:
@@ -97,21 +146,31 @@ class JobRun:
 
 class Executor:
     def __init__(
-        self, db: Database, store: PayloadStore, runtime: Runtime, queue: OperatorQueue, settings: Settings
+        self, db: Database, store: PayloadStore, runtime: Runtime, queue: OperatorQueue, settings: ExecutorSettings
     ) -> None:
         self._db = db
         self._store = store
         self._runtime = runtime
         self.queue = queue
-        self._replica = settings.replica_id
-        self._settings = settings
+        self.settings = settings
+        self._replica = settings.replica
         self._runs: dict[str, JobRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- public surface ------------------------------------------------------------------------------------
 
     def log_path(self, job_id: str, operator: str) -> Path:
-        return self._settings.logs_path / job_id / f"{operator}.log"
+        return self.settings.logs_path / job_id / f"{operator}.log"
+
+    def load(self, job: JobRecord, variables: Mapping[str, str] | None = None) -> Pipeline:
+        """The job's pipeline as it runs: its definition with ``variables`` (Start's, or the stored ones) and
+        the platform's timeouts."""
+        return load_pipeline_cached(
+            job.files,
+            job.variables if variables is None else variables,
+            default_timeout=self.settings.default_timeout,
+            max_timeout=self.settings.max_timeout,
+        )
 
     async def admit(self, job: JobRecord, model: Pipeline) -> None:
         """A job was started: queue its root operators."""
@@ -120,26 +179,26 @@ class Executor:
         await self._submit_ready(run)
         await self.pump()
 
-    async def cancel(self, job_id: str, status: JobStatus, reason: str) -> bool:
-        """End a job this executor runs; False when it runs no such job."""
+    async def end(self, job_id: str, status: JobStatus, reason: str) -> None:
+        """End a job: stop it where this executor runs it, else only record its end (nothing of it runs here)."""
         run = self._runs.get(job_id)
-        if run is None:
-            return False
-        await self._end(run, status, reason)
-        return True
+        if run is not None:
+            await self._end(run, status, reason)
+        else:
+            ended = partial(job_table.finish, job_id=job_id, status=status, messages=[reason], at=ids.now())
+            await self._db.write(ended)
 
-    async def stop_all(self, reason: str) -> None:
+    async def end_all(self, reason: str) -> None:
         """Clara.Stop: end every job in flight here as CANCELED, stopping their operators."""
         await asyncio.gather(*(self._end(run, JobStatus.CANCELED, reason) for run in list(self._runs.values())))
 
-    async def recover(self) -> None:
+    async def recover(self, *, every: bool) -> None:
         """At start: remove what no job owns, then carry on the jobs that were in flight, re-attaching to
-        operators still running: all of them in a single jobs process; with replicas (``CLARET_QUEUE=
-        database``), its own and those of no replica (a dead replica's wait for the takeover). Orphans go
-        first, before this executor starts anything of its own."""
+        operators still running: ``every`` one (a single jobs process), or this replica's own and those of no
+        replica (a dead replica's wait for the takeover). Orphans go first, before this executor starts
+        anything of its own."""
         for runtime_id in await self._runtime.remove_orphans(lambda: self._db.read(job_table.running_operators)):
             log.warning("removed an operator no job owns", runtime_id=runtime_id)
-        every = self._settings.queue == "local"
         await self.adopt(await self._db.write(partial(job_table.adopt_in_flight, owner=self._replica, every=every)))
 
     async def adopt(self, job_ids: list[str]) -> None:
@@ -163,10 +222,10 @@ class Executor:
 
     async def close(self) -> None:
         """Stop following operators (they keep running and are re-attached at the next start)."""
-        await self.abandon()
+        await self.forget_all()
         await self._runtime.close()
 
-    async def abandon(self) -> None:
+    async def forget_all(self) -> None:
         """Stop following every job without touching its operators: they are another's to carry on now."""
         for task in list(self._tasks):
             task.cancel()
@@ -179,13 +238,6 @@ class Executor:
     def runs(self, job_id: str) -> bool:
         """Whether this executor runs the job now."""
         return job_id in self._runs
-
-    async def cancel_or_record(self, job_id: str, status: JobStatus, message: str) -> None:
-        """End a job: stop it where this executor runs it, else only record its end (nothing of it runs here)."""
-        if not await self.cancel(job_id, status, message):
-            await self._db.write(
-                partial(job_table.finish, job_id=job_id, status=status, messages=[message], at=ids.now())
-            )
 
     # -- scheduling ----------------------------------------------------------------------------------------
 
@@ -240,11 +292,11 @@ class Executor:
             labels={
                 JOB_LABEL: run.job.id,
                 OPERATOR_LABEL: operator.name,
-                INSTANCE_LABEL: self._settings.instance,
+                INSTANCE_LABEL: self.settings.instance,
             },
-            user=(self._settings.operator_uid, self._settings.operator_gid),
-            pids_limit=self._settings.pids_limit,
-            max_log_bytes=self._settings.max_log_mb * MIB,
+            user=self._user,
+            pids_limit=self.settings.limits.pids,
+            max_log_bytes=self.settings.limits.log_mb * MIB,
         )
 
     async def _run_operator(self, run: JobRun, name: str, grant: Grant) -> None:
@@ -262,7 +314,7 @@ class Executor:
         )
         if not await self._db.write(starting):  # it ended, or another replica took it over: not ours to run
             await self.queue.release((run.job.id, name))
-            await self._drop(run)
+            await self._ended_elsewhere(run)
             return
         try:
             outputs.prepare(self._output_dirs(run, name), self._user)
@@ -283,10 +335,10 @@ class Executor:
         log.info(
             "operator started", job_id=run.job.id, operator=name, runtime_id=handle.runtime_id, gpus=list(grant.gpu_ids)
         )
-        self._arm_deadline(run, run.job.timeout or self._settings.default_timeout)
+        self._arm_deadline(run, run.job.timeout or self.settings.default_timeout)
         self._watch_outputs(run)
         if run.ending:  # the job ended while this operator was starting
-            self._spawn(handle.stop(self._settings.stop_grace))
+            self._spawn(handle.stop(self.settings.stop_grace))
         await self._follow(run, name, handle)
 
     async def _follow(self, run: JobRun, name: str, handle: Handle) -> None:
@@ -312,7 +364,7 @@ class Executor:
 
     @property
     def _user(self) -> tuple[int, int]:
-        return self._settings.operator_uid, self._settings.operator_gid
+        return self.settings.limits.uid, self.settings.limits.gid
 
     def _output_dirs(self, run: JobRun, *names: str) -> list[Path]:
         """The output folders of these operators of the job (of all of them when none is named)."""
@@ -321,7 +373,7 @@ class Executor:
         return [folder for op in chosen for folder in environment.output_dirs(op, payload_dir)]
 
     def _over_quota(self, used: int) -> str | None:
-        quota = self._settings.max_output_mb
+        quota = self.settings.limits.output_mb
         if used <= quota * MIB:
             return None
         return f"the job's outputs take {used / MIB:.1f} MiB, over its quota of {quota} MiB (CLARET_MAX_OUTPUT_MB)"
@@ -363,7 +415,7 @@ class Executor:
             problem = None
         notes = [f"operator {name!r}: {exit.message}"] if exit.code == 0 and exit.message else []
         if exit.log_truncated:
-            notes.append(f"operator {name!r}: log truncated at {self._settings.max_log_mb} MiB (CLARET_MAX_LOG_MB)")
+            notes.append(f"operator {name!r}: log truncated at {self.settings.limits.log_mb} MiB (CLARET_MAX_LOG_MB)")
         if notes:  # a failure says its own in the job's end
             await self._db.write(partial(job_table.add_messages, job_id=run.job.id, messages=notes))
         return exit if problem is None else Exit(-1, problem, exit.log_truncated)
@@ -420,7 +472,7 @@ class Executor:
         await self._db.write(record)
         log.info("job ended", job_id=run.job.id, status=status.name, reason=message)
         for handle in list(run.handles.values()):
-            self._spawn(handle.stop(self._settings.stop_grace))
+            self._spawn(handle.stop(self.settings.stop_grace))
         self._forget_if_done(run)
 
     async def _stop_waiting(self, run: JobRun) -> None:
@@ -429,7 +481,7 @@ class Executor:
             run.deadline.cancel()
         await self.queue.withdraw([(run.job.id, name) for name in run.submitted - run.completed - run.handles.keys()])
 
-    async def _drop(self, run: JobRun) -> None:
+    async def _ended_elsewhere(self, run: JobRun) -> None:
         """Stop carrying on a job that ended, or changed hands, behind this executor's back: the operators of
         an ended job are stopped, those of a job another replica took over are left to it."""
         job = await self._db.read(partial(job_table.get, job_id=run.job.id, files=False))
@@ -438,7 +490,7 @@ class Executor:
             log.info("job ended or taken over elsewhere", job_id=run.job.id)
         if job is None or job.stopped is not None:
             for handle in list(run.handles.values()):
-                self._spawn(handle.stop(self._settings.stop_grace))
+                self._spawn(handle.stop(self.settings.stop_grace))
         self._forget_if_done(run)
 
     def _forget_if_done(self, run: JobRun) -> None:
@@ -449,12 +501,7 @@ class Executor:
 
     async def _recover_job(self, job: JobRecord, operators: list[OperatorRecord]) -> None:
         try:
-            model = load_pipeline_cached(
-                job.files,
-                job.variables,
-                default_timeout=self._settings.default_timeout,
-                max_timeout=self._settings.max_timeout,
-            )
+            model = self.load(job)
         except Exception as exc:  # the definition loaded at Start; a change of rules since must not wedge us
             run = JobRun(job=job, model=Pipeline(api_version="0.0.0", name=job.name))
             await self._end(run, JobStatus.EVICTED, f"the job's definition no longer loads: {exc}")
@@ -491,7 +538,7 @@ class Executor:
         else:
             started = [op.started for op in operators if op.started is not None]
             if started:
-                self._arm_deadline(run, min(started) + (job.timeout or self._settings.default_timeout) - ids.now())
+                self._arm_deadline(run, min(started) + (job.timeout or self.settings.default_timeout) - ids.now())
             await self._submit_ready(run)
 
     async def _reattach(self, run: JobRun, record: OperatorRecord) -> bool:

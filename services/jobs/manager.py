@@ -11,8 +11,8 @@ import dataclasses
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
-from services.jobs import job_table, logs, queue_table
-from services.jobs.executor import Executor, demand
+from services.jobs import job_table, logs
+from services.jobs.executor import demand
 from services.jobs.model import (
     RUNNING_JOBS,
     JobFilter,
@@ -24,10 +24,9 @@ from services.jobs.model import (
     OperatorStatus,
     Priority,
 )
-from services.jobs.queue import WAKE_CHANNEL
+from services.jobs.topology import Topology
 from shared import ids
 from shared import metadata as metadata_rules
-from shared.config import Settings
 from shared.db import Database
 from shared.db import payloads as payloads_table
 from shared.db import pipelines as pipelines_table
@@ -36,7 +35,7 @@ from shared.db.metadata import MetadataRows
 from shared.db.payloads import PayloadRecord, PayloadType
 from shared.errors import ClaretError, ErrorCode
 from shared.payload_store import PayloadStore
-from shared.pipeline_definition import Pipeline, load_pipeline_cached
+from shared.pipeline_definition import load_pipeline_cached
 
 MAX_NAME_CHARS = 255
 
@@ -55,18 +54,15 @@ def check_job_name(name: str) -> str:
 
 
 class JobManager:
-    def __init__(self, db: Database, store: PayloadStore, executor: Executor, settings: Settings) -> None:
+    """The Jobs RPCs over the database; started jobs go to the topology's executor."""
+
+    def __init__(self, db: Database, store: PayloadStore, topology: Topology) -> None:
         self._db = db
         self._store = store
-        self._executor = executor
-        self._settings = settings
+        self._topology = topology
+        self._executor = topology.executor
         self._metadata = MetadataRows(
             db, "jobs", lambda job_id: ClaretError(ErrorCode.NO_SUCH_JOB, f"no job with id {job_id!r}")
-        )
-
-    def _load(self, job: JobRecord, variables: Mapping[str, str] | None = None) -> Pipeline:
-        return load_pipeline_cached(
-            job.files, variables, default_timeout=self._settings.default_timeout, max_timeout=self._settings.max_timeout
         )
 
     async def create(
@@ -141,11 +137,11 @@ class JobManager:
         job = await self.get(job_id)
         if job.queued is not None or job.stopped is not None:
             raise ClaretError(ErrorCode.JOB_WRONG_STATE, f"job {job.id} was already started")
-        model = self._load(job, dict(variables))
+        model = self._executor.load(job, dict(variables))
         misfits = [
             f"operator {op.name!r} {reason}"
             for op in model.operators
-            if (reason := self._executor.queue.can_ever_fit(demand(op))) is not None
+            if (reason := self._executor.queue.lacks(demand(op))) is not None
         ]
         if misfits:
             raise ClaretError(ErrorCode.JOB_CANNOT_FIT, *misfits)
@@ -153,7 +149,7 @@ class JobManager:
 
         def mark(conn: Connection) -> bool:
             if not job_table.mark_queued(
-                conn, job.id, dict(variables), model.timeout, queued, self._settings.replica_id
+                conn, job.id, dict(variables), model.timeout, queued, self._executor.settings.replica
             ):
                 return False
             payloads_table.set_read_only(conn, job.payload_id)
@@ -167,17 +163,10 @@ class JobManager:
         return job
 
     async def cancel(self, job_id: str, reason: str) -> JobRecord:
-        """Cancel a waiting or running job; a stopped job is answered as it is. A job another jobs replica
-        runs gets the request passed on: that replica ends it at its next look at the queue."""
+        """Cancel a waiting or running job, wherever it runs; a stopped job is answered as it is."""
         job = await self.get(job_id)
-        message = f"canceled: {reason}" if reason else "canceled"
-        passed_on = job.queued is not None and self._settings.queue == "database" and not self._executor.runs(job.id)
-        if job.stopped is None and passed_on:
-            # Its owner (maybe this replica, adopting it right now) ends it at its next look.
-            await self._db.write(lambda conn: queue_table.request_cancel(conn, job.id, message))
-            await self._db.notify(WAKE_CHANNEL)
-        elif job.stopped is None:
-            await self._executor.cancel_or_record(job.id, JobStatus.CANCELED, message)
+        if job.stopped is None:
+            await self._topology.cancel(job, f"canceled: {reason}" if reason else "canceled")
         return await self.get(job.id)
 
     async def status(self, job_id: str) -> JobView:

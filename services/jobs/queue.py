@@ -59,7 +59,7 @@ class OperatorQueue(Protocol):
         """What no grant holds on this node, as of the last decision."""
         ...
 
-    def can_ever_fit(self, demand: Demand) -> str | None:
+    def lacks(self, demand: Demand) -> str | None:
         """None if an empty node could hold ``demand``, else what it lacks."""
         ...
 
@@ -101,8 +101,8 @@ class LocalQueue:
     def free(self) -> Capacity:
         return self.scheduler.free
 
-    def can_ever_fit(self, demand: Demand) -> str | None:
-        return self.scheduler.can_ever_fit(demand)
+    def lacks(self, demand: Demand) -> str | None:
+        return self.scheduler.lacks(demand)
 
     async def submit(self, ready: Sequence[Ready]) -> None:
         for operator in ready:
@@ -160,7 +160,7 @@ class SharedQueue:
     def free(self) -> Capacity:
         return self._free
 
-    def can_ever_fit(self, demand: Demand) -> str | None:
+    def lacks(self, demand: Demand) -> str | None:
         return lacks(self._capacity, demand)
 
     async def submit(self, ready: Sequence[Ready]) -> None:
@@ -217,7 +217,7 @@ class SharedQueue:
         scheduler = self._scheduler(conn, now)
         for entry in queue_table.waiting(conn, self._node):
             demand = Demand(entry.cpu, entry.memory_mb, entry.gpus)
-            if scheduler.can_ever_fit(demand) is None:  # one that fits only another node is that node's to grant
+            if scheduler.lacks(demand) is None:  # one that fits only another node is that node's to grant
                 scheduler.submit((entry.job_id, entry.operator), Priority(entry.priority), demand, since=entry.since)
         grants = scheduler.take()
         for_others = False

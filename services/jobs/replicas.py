@@ -26,7 +26,6 @@ from services.jobs import queue_table
 from services.jobs.executor import Executor
 from services.jobs.model import JobStatus
 from services.jobs.queue import WAKE_CHANNEL
-from shared.config import Settings
 from shared.db import Database
 from shared.db.connection import Connection
 from shared.logging import get_logger
@@ -37,13 +36,17 @@ log = get_logger(__name__)
 class ReplicaLoop:
     """This jobs process as one of several replicas."""
 
-    def __init__(self, db: Database, executor: Executor, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, executor: Executor, *, replica: str, node: str, poll: float, takeover_after: float
+    ) -> None:
+        """``replica`` names this process (stable across its restarts) on ``node`` (whose resources it grants);
+        it looks every ``poll`` seconds and takes over replicas silent for ``takeover_after`` seconds."""
         self._db = db
         self._executor = executor
-        self._replica = settings.replica_id
-        self._node = settings.node_name
-        self._poll = settings.queue_poll
-        self._takeover_after = settings.takeover_after
+        self._replica = replica
+        self._node = node
+        self._poll = poll
+        self._takeover_after = takeover_after
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._taken_over = False
@@ -103,7 +106,7 @@ class ReplicaLoop:
         """One look: takeovers, passed-on Cancels, grants."""
         if self._taken_over:
             log.error("this replica was taken over while it stalled; letting go of its jobs", replica=self._replica)
-            await self._executor.abandon()
+            await self._executor.forget_all()
             self._taken_over = False
             await self._announce()
             return
@@ -112,7 +115,7 @@ class ReplicaLoop:
             log.warning("took over the jobs of a silent replica", replica=self._replica, jobs=adopted)
             await self._executor.adopt(adopted)
         for job_id, message in await self._db.read(partial(queue_table.cancel_requests, owner=self._replica)):
-            await self._executor.cancel_or_record(job_id, JobStatus.CANCELED, message)
+            await self._executor.end(job_id, JobStatus.CANCELED, message)
         await self._executor.pump()
 
     def _take_over(self, conn: Connection) -> list[str]:

@@ -205,7 +205,7 @@ class Scheduler:
 
     # --- commands ----------------------------------------------------------------------------------------
 
-    def can_ever_fit(self, demand: Demand) -> str | None:
+    def lacks(self, demand: Demand) -> str | None:
         """None if the node could hold ``demand`` when empty, else what it lacks (see :func:`lacks`)."""
         return lacks(self._capacity, demand)
 
@@ -215,7 +215,7 @@ class Scheduler:
         priority = Priority(priority)  # ValueError for UNKNOWN (0) and other numbers
         if key in self._waiting or key in self._held:
             raise ValueError(f"operator {key!r} is already {'waiting' if key in self._waiting else 'running'}")
-        reason = self.can_ever_fit(demand)
+        reason = self.lacks(demand)
         if reason is not None:
             raise ValueError(reason)
         entry = _Waiting(key, priority, demand, next(self._seq), self._clock() if since is None else since)
