@@ -12,11 +12,15 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 ALL_SERVICES = ("pipelines", "payloads", "jobs")
-RUNTIMES = ("auto", "docker", "sandbox")
-QUEUES = ("local", "database")
+RuntimeName = Literal["auto", "docker", "sandbox"]
+QueueKind = Literal["local", "database"]
+LogFormat = Literal["console", "json"]
+RUNTIMES: tuple[RuntimeName, ...] = get_args(RuntimeName)
+QUEUES: tuple[QueueKind, ...] = get_args(QueueKind)
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 
 
 def _total_memory_mb() -> int:
@@ -46,9 +50,9 @@ class Settings:
     """Operator log files (default ``<data_dir>/logs``)."""
     services: tuple[str, ...] = ALL_SERVICES
     """Which services this process serves (the Clara service comes with ``jobs``)."""
-    runtime: str = "auto"
+    runtime: RuntimeName = "auto"
     """Operator runtime: ``docker``, ``sandbox`` or ``auto`` (Docker when an engine answers)."""
-    log_format: str = "console"
+    log_format: LogFormat = "console"
     """``console`` for people, ``json`` for log collectors."""
     log_level: str = "info"
     gpus: tuple[str, ...] | None = None
@@ -85,7 +89,7 @@ class Settings:
     """Bearer tokens accepted in ``authorization`` metadata; unset (and no file) means no authentication."""
     auth_tokens_file: Path | None = None
     """A file of accepted bearer tokens, one a line (``#`` comments allowed)."""
-    queue: str = "local"
+    queue: QueueKind = "local"
     """Jobs queue and resource ledger: ``local`` (one jobs process) or ``database`` (shared by jobs replicas)."""
     replica: str | None = None
     """This jobs replica's name, stable across its restarts (default ``<hostname>:<port>``)."""
@@ -154,8 +158,8 @@ class Settings:
             )
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}: got {self.runtime!r}")
-        if self.log_format not in ("console", "json"):
-            raise ValueError(f"log_format must be console or json: got {self.log_format!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}: got {self.log_format!r}")
         if not 0 < self.max_storage_usage <= 1:
             raise ValueError(f"max_storage_usage must be in (0, 1]: got {self.max_storage_usage}")
         if self.database_url is not None and not self.database_url.startswith(("postgresql://", "postgres://")):

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.jobs.model import Priority
-from services.jobs.scheduler import Capacity, Demand, Grant, Scheduler
+from services.jobs.scheduler import CannotHold, Capacity, Demand, Grant, Scheduler
 
 H, N, L, IMM = Priority.HIGHER, Priority.NORMAL, Priority.LOWER, Priority.IMMEDIATE
 ONE_GPU = Demand(cpu=1, memory_mb=256, gpus=1)
@@ -347,16 +347,16 @@ def test_submit_refusals() -> None:
     assert sched.waiting == 0 and list(sched.held) == ["a"]
 
 
-def test_can_ever_fit_names_what_the_node_lacks() -> None:
+def test_lacks_names_what_the_node_lacks() -> None:
     sched, _ = scheduler(cpus=4, memory_mb=2048, gpus=2)
-    assert sched.can_ever_fit(Demand(4, 2048, 2)) is None
-    assert sched.can_ever_fit(Demand(0, 0, 0)) is None
-    assert sched.can_ever_fit(Demand(8, 0, 0)) == "needs 8 CPU cores; the node has 4"
-    assert sched.can_ever_fit(Demand(1, 4096, 0)) == "needs 4096 MB of memory; the node has 2048 MB"
-    assert sched.can_ever_fit(Demand(1, 0, 3)) == "needs 3 GPUs; the node has 2"
-    assert sched.can_ever_fit(Demand(5, 0, 3)) == "needs 5 CPU cores; the node has 4; needs 3 GPUs; the node has 2"
+    assert sched.lacks(Demand(4, 2048, 2)) is None
+    assert sched.lacks(Demand(0, 0, 0)) is None
+    assert sched.lacks(Demand(8, 0, 0)) == "needs 8 CPU cores; the node has 4"
+    assert sched.lacks(Demand(1, 4096, 0)) == "needs 4096 MB of memory; the node has 2048 MB"
+    assert sched.lacks(Demand(1, 0, 3)) == "needs 3 GPUs; the node has 2"
+    assert sched.lacks(Demand(5, 0, 3)) == "needs 5 CPU cores; the node has 4; needs 3 GPUs; the node has 2"
     no_gpus, _ = scheduler(gpus=0)
-    assert no_gpus.can_ever_fit(Demand(1, 0, 1)) == "needs 1 GPU; the node has 0"
+    assert no_gpus.lacks(Demand(1, 0, 1)) == "needs 1 GPU; the node has 0"
 
 
 def test_restore_holds_exactly_the_given_gpu_ids() -> None:
@@ -366,13 +366,14 @@ def test_restore_holds_exactly_the_given_gpu_ids() -> None:
     sched.submit("new", N, ONE_GPU)
     assert [g.gpu_ids for g in sched.take()] == [("1",)]
 
-    with pytest.raises(ValueError, match="already held"):
+    with pytest.raises(CannotHold, match="already held"):
         sched.restore(Grant("clash", ONE_GPU, ("0",)))
-    with pytest.raises(ValueError, match="not on this node"):
+    with pytest.raises(CannotHold, match="not on this node"):
         sched.restore(Grant("ghost", ONE_GPU, ("7",)))
-    with pytest.raises(ValueError, match="already running"):
+    with pytest.raises(ValueError, match="already running") as misuse:  # a caller's mistake, not the node's
         sched.restore(Grant(("job", "seg"), Demand(0, 0, 0), ()))
-    with pytest.raises(ValueError, match="are free"):
+    assert not isinstance(misuse.value, CannotHold)
+    with pytest.raises(CannotHold, match="are free"):
         sched.restore(Grant("too-big", Demand(4, 0, 0), ()))
     with pytest.raises(ValueError):
         Grant("wrong-count", Demand(0, 0, 2), ("1",))

@@ -18,11 +18,11 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from services.jobs import environment, job_table, outputs
 from services.jobs.model import JobRecord, JobStatus, OperatorRecord, OperatorStatus
-from services.jobs.queue import OperatorKey, OperatorQueue, Ready
+from services.jobs.queue import OperatorGrant, OperatorQueue, Ready
 from services.jobs.runtimes.base import (
     INSTANCE_LABEL,
     JOB_LABEL,
@@ -33,7 +33,7 @@ from services.jobs.runtimes.base import (
     OperatorSpec,
     Runtime,
 )
-from services.jobs.scheduler import Demand, Grant
+from services.jobs.scheduler import CannotHold, Demand, Grant
 from shared import ids, metrics
 from shared.config import Settings
 from shared.db import Database
@@ -256,7 +256,7 @@ class Executor:
     async def pump(self) -> None:
         """Start what the queue grants now."""
         for grant in await self.queue.take(self._runs.keys()):
-            job_id, name = cast(OperatorKey, grant.key)
+            job_id, name = grant.key
             run = self._runs.get(job_id)
             if run is None or run.ending:
                 await self.queue.release((job_id, name))
@@ -299,7 +299,7 @@ class Executor:
             max_log_bytes=self.settings.limits.log_mb * MIB,
         )
 
-    async def _run_operator(self, run: JobRun, name: str, grant: Grant) -> None:
+    async def _run_operator(self, run: JobRun, name: str, grant: OperatorGrant) -> None:
         if run.ending:  # the job ended between the grant and this task: start nothing for it
             await self.queue.release((run.job.id, name))
             return
@@ -565,7 +565,7 @@ class Executor:
             await self.queue.restore(
                 Grant(key=(run.job.id, record.name), demand=demand(operator), gpu_ids=record.gpu_ids)
             )
-        except ValueError as exc:  # the node changed (fewer GPUs, less memory): it cannot be held any more
+        except CannotHold as exc:  # the node changed (fewer GPUs, less memory): it cannot be held any more
             log.warning("cannot hold a re-attached operator", job_id=run.job.id, operator=record.name, reason=str(exc))
             await handle.stop(0)
             await _wait(handle)  # what removes its container, or its control group

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, cast
+from typing import Protocol
 
 from services.jobs import queue_table
 from services.jobs.model import Priority
-from services.jobs.scheduler import DEFAULT_AGEING_S, Capacity, Demand, Grant, Scheduler, lacks
+from services.jobs.scheduler import DEFAULT_AGEING_S, CannotHold, Capacity, Demand, Grant, Scheduler, lacks
 from shared.db import Database
 from shared.db.connection import Connection
 from shared.logging import get_logger
@@ -32,6 +32,7 @@ log = get_logger(__name__)
 
 OperatorKey = tuple[str, str]
 """How the queue knows an operator: (job id, operator name)."""
+OperatorGrant = Grant[OperatorKey]
 
 WAKE_CHANNEL = "claret_jobs"
 """Notified (where the store can) when a replica has something to do: a grant made for it, a Cancel."""
@@ -69,7 +70,7 @@ class OperatorQueue(Protocol):
         """Remove waiting operators (their job ended); keys not waiting are ignored."""
         ...
 
-    async def take(self, running: Collection[str]) -> list[Grant]:
+    async def take(self, running: Collection[str]) -> list[OperatorGrant]:
         """Grants of operators this process is to start now. ``running``: the jobs it carries on now; a
         grant for another job it owns (one being adopted) waits for a later call."""
         ...
@@ -78,8 +79,8 @@ class OperatorQueue(Protocol):
         """Give back what an ended (or never started) operator holds, if anything."""
         ...
 
-    async def restore(self, grant: Grant) -> None:
-        """Hold again what a re-attached operator holds. ValueError when the node cannot hold it."""
+    async def restore(self, grant: OperatorGrant) -> None:
+        """Hold again what a re-attached operator holds. :class:`CannotHold` when the node cannot hold it."""
         ...
 
     async def reclaim(self) -> None:
@@ -90,7 +91,7 @@ class OperatorQueue(Protocol):
 class LocalQueue:
     """The scheduler of this process, as an :class:`OperatorQueue`."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler[OperatorKey]) -> None:
         self.scheduler = scheduler
 
     @property
@@ -112,14 +113,14 @@ class LocalQueue:
         for key in keys:
             self.scheduler.withdraw(key)
 
-    async def take(self, running: Collection[str]) -> list[Grant]:
+    async def take(self, running: Collection[str]) -> list[OperatorGrant]:
         return self.scheduler.take()
 
     async def release(self, key: OperatorKey) -> None:
         if key in self.scheduler.held:
             self.scheduler.release(key)
 
-    async def restore(self, grant: Grant) -> None:
+    async def restore(self, grant: OperatorGrant) -> None:
         self.scheduler.restore(grant)
 
     async def reclaim(self) -> None:
@@ -177,7 +178,7 @@ class SharedQueue:
         if keys:
             await self._db.write(lambda conn: queue_table.dequeue(conn, keys, self._replica))
 
-    async def take(self, running: Collection[str]) -> list[Grant]:
+    async def take(self, running: Collection[str]) -> list[OperatorGrant]:
         running = frozenset(running)  # a snapshot: the round runs on the database thread
         holds, for_others = await self._db.write(partial(self._round, running=running), queue=self._lock)
         if for_others:
@@ -188,7 +189,7 @@ class SharedQueue:
         at = self._clock()
         await self._db.write(lambda conn: queue_table.release(conn, key, at, self._replica))
 
-    async def restore(self, grant: Grant) -> None:
+    async def restore(self, grant: OperatorGrant) -> None:
         await self._db.write(partial(self._restore, grant=grant), queue=self._lock)
 
     async def reclaim(self) -> None:
@@ -196,17 +197,17 @@ class SharedQueue:
 
     # -- in a transaction ---------------------------------------------------------------------------------
 
-    def _scheduler(self, conn: Connection, now: float) -> Scheduler:
+    def _scheduler(self, conn: Connection, now: float) -> Scheduler[OperatorKey]:
         """A scheduler holding what the ledger says is held on this node, with the saved stride passes."""
-        scheduler = Scheduler(self._capacity, ageing_s=self._ageing_s, clock=lambda: now)
+        scheduler: Scheduler[OperatorKey] = Scheduler(self._capacity, ageing_s=self._ageing_s, clock=lambda: now)
         scheduler.restore_passes({Priority(p): value for p, value in queue_table.passes(conn, self._node).items()})
         for hold in queue_table.held(conn, self._node):
             key = (hold.job_id, hold.operator)
             try:
                 scheduler.restore(Grant(key, _demand(hold), hold.gpu_ids))
-            except ValueError as exc:  # replicas of this node were given different capacities
+            except CannotHold as exc:  # replicas of this node were given different capacities
                 log.warning("a grant does not fit this replica's capacity", job_id=hold.job_id, reason=str(exc))
-                with contextlib.suppress(ValueError):  # its GPUs at least are not to be granted again
+                with contextlib.suppress(CannotHold):  # its GPUs at least are not to be granted again
                     scheduler.restore(Grant(key, Demand(0, 0, len(hold.gpu_ids)), hold.gpu_ids))
         return scheduler
 
@@ -223,7 +224,7 @@ class SharedQueue:
         for_others = False
         for grant in grants:
             demand = grant.demand
-            key = cast(OperatorKey, grant.key)
+            key = grant.key
             owner = queue_table.grant(
                 conn, self._node, key, demand.cpu, demand.memory_mb, grant.gpu_ids, now, self._replica
             )
@@ -237,14 +238,14 @@ class SharedQueue:
             queue_table.unpick_or_release(conn, [hold.id for hold in later], now)
         return [hold for hold in picked if hold.job_id in running], for_others
 
-    def _restore(self, conn: Connection, grant: Grant) -> None:
-        key = cast(OperatorKey, grant.key)
+    def _restore(self, conn: Connection, grant: OperatorGrant) -> None:
+        key = grant.key
         current = queue_table.holder(conn, key)
         if current is not None:
             if current.gpu_ids != grant.gpu_ids:
-                raise ValueError(f"the ledger grants {key} GPUs {list(current.gpu_ids)}, not {list(grant.gpu_ids)}")
+                raise CannotHold(f"the ledger grants {key} GPUs {list(current.gpu_ids)}, not {list(grant.gpu_ids)}")
             return
-        self._scheduler(conn, self._clock()).restore(grant)  # ValueError when the node cannot hold it now
+        self._scheduler(conn, self._clock()).restore(grant)  # CannotHold when the node cannot hold it now
         demand = grant.demand
         queue_table.grant(
             conn,

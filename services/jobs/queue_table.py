@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from shared.db.connection import Connection, Row, row_locks
+from shared.db.connection import Connection, Row, returned, row_locks
 
 Key = tuple[str, str]
 """(job id, operator name)."""
@@ -131,11 +131,13 @@ def grant(
     already held: the transaction then rolls back and nothing is granted."""
     job = conn.execute("SELECT owner FROM jobs WHERE id = ?", (key[0],)).fetchone()
     owner = (job and job[0]) or owner
-    (ledger_id,) = conn.execute(
-        "INSERT INTO ledger (node, job_id, operator, owner, cpu, memory_mb, gpu_ids, granted, picked)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (node, *key, owner, cpu, memory_mb, json.dumps(list(gpu_ids)), at, int(picked)),
-    ).fetchone()
+    (ledger_id,) = returned(
+        conn.execute(
+            "INSERT INTO ledger (node, job_id, operator, owner, cpu, memory_mb, gpu_ids, granted, picked)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (node, *key, owner, cpu, memory_mb, json.dumps(list(gpu_ids)), at, int(picked)),
+        )
+    )
     conn.executemany(
         "INSERT INTO gpu_holds (node, gpu_id, ledger_id) VALUES (?, ?, ?)", [(node, gpu, ledger_id) for gpu in gpu_ids]
     )
@@ -195,7 +197,8 @@ def unpick_or_release(conn: Connection, ledger_ids: Sequence[int], at: float) ->
 
 
 def passes(conn: Connection, node: str) -> dict[int, int]:
-    return dict(conn.execute("SELECT priority, pass FROM stride_passes WHERE node = ?", (node,)).fetchall())
+    rows = conn.execute("SELECT priority, pass FROM stride_passes WHERE node = ?", (node,))
+    return {row[0]: row[1] for row in rows}
 
 
 def save_passes(conn: Connection, node: str, values: Mapping[int, int]) -> None:

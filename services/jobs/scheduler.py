@@ -1,11 +1,12 @@
-"""Which ready operators start now on one node: a resource-aware priority queue (DECISIONS.md, Jobs and scheduling).
+"""Which ready operators start now on one node: a resource-aware priority queue (docs/behaviour.md, "Jobs and
+scheduling").
 
 The jobs service submits an operator when it becomes ready (its job started and its upstream operators
 completed), calls :meth:`Scheduler.take` after every change and starts what it returns, releases an operator
 when it ends and withdraws waiting operators of a cancelled job. Everything here is synchronous and in
 memory: it runs on the event loop thread, and a decision costs microseconds.
 
-Order, in the words of DECISIONS.md, and how each rule is kept:
+Order, as the platform's rules give it, and how each rule is kept:
 
 * IMMEDIATE is strict: while any IMMEDIATE operator waits, only IMMEDIATE operators start. Submit refuses
   demands the node can never hold, so a waiting IMMEDIATE operator always starts once resources free up,
@@ -37,13 +38,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from services.jobs.model import Priority
 
 __all__ = [
     "DEFAULT_AGEING_S",
     "DEFAULT_WEIGHTS",
+    "CannotHold",
     "Capacity",
     "Demand",
     "Grant",
@@ -52,11 +54,20 @@ __all__ = [
 ]
 
 
+K = TypeVar("K", bound=Hashable)
+"""How the caller knows an operator (the jobs service: ``(job id, operator name)``)."""
+
+
+class CannotHold(Exception):
+    """:meth:`Scheduler.restore`: the node cannot hold this grant now (GPU ids it lacks or that are taken,
+    not enough free cpu or memory): its operator is to be evicted, not the node over-committed."""
+
+
 _SHARED = (Priority.HIGHER, Priority.NORMAL, Priority.LOWER)
 """The classes that share starts by weight; IMMEDIATE stands outside the shares."""
 
 DEFAULT_WEIGHTS: Mapping[Priority, int] = MappingProxyType({Priority.HIGHER: 4, Priority.NORMAL: 2, Priority.LOWER: 1})
-"""Shares of starts when all three classes have work waiting (DECISIONS.md: about 4 : 2 : 1)."""
+"""Shares of starts when all three classes have work waiting (the rule: about 4 : 2 : 1)."""
 
 DEFAULT_AGEING_S = 60.0
 """After this many seconds of waiting an operator counts one class higher and may hold a reservation."""
@@ -91,10 +102,10 @@ class Capacity:
 
 
 @dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(Generic[K]):
     """What one started operator holds: its demand and the explicit GPU ids granted to it."""
 
-    key: Hashable
+    key: K
     demand: Demand
     gpu_ids: tuple[str, ...]
 
@@ -103,10 +114,10 @@ class Grant:
             raise ValueError(f"a grant holds exactly {self.demand.gpus} distinct GPU ids, not {self.gpu_ids}")
 
 
-class _Waiting(NamedTuple):
+class _Waiting(NamedTuple, Generic[K]):
     """A submitted operator; a tuple because 100,000 of them may wait and creation is on the hot path."""
 
-    key: Hashable
+    key: K
     priority: Priority
     demand: Demand
     seq: int
@@ -131,7 +142,7 @@ def lacks(capacity: Capacity, demand: Demand) -> str | None:
     return "; ".join(missing) or None
 
 
-class Scheduler:
+class Scheduler(Generic[K]):
     """Decides which waiting operators start now on one node of fixed capacity.
 
     Keys are the caller's (for example ``(job_id, operator_name)``); a key is waiting, held or unknown.
@@ -156,10 +167,10 @@ class Scheduler:
         self._stride = {p: lcm // weights[p] for p in _SHARED}
         self._pass = dict.fromkeys(_SHARED, 0)
         # priority -> shape -> FIFO of waiting operators; empty FIFOs are dropped so heads stay few.
-        self._queues: dict[Priority, dict[Demand, OrderedDict[Hashable, _Waiting]]] = {p: {} for p in Priority}
-        self._waiting: dict[Hashable, _Waiting] = {}
+        self._queues: dict[Priority, dict[Demand, OrderedDict[K, _Waiting[K]]]] = {p: {} for p in Priority}
+        self._waiting: dict[K, _Waiting[K]] = {}
         self._immediate = 0  # how many IMMEDIATE operators wait: the strict tier is on while > 0
-        self._held: dict[Hashable, Grant] = {}
+        self._held: dict[K, Grant[K]] = {}
         self._seq = itertools.count()
         self._free_cpus = capacity.cpus
         self._free_memory_mb = capacity.memory_mb
@@ -179,7 +190,7 @@ class Scheduler:
         return len(self._waiting)
 
     @property
-    def held(self) -> Mapping[Hashable, Grant]:
+    def held(self) -> Mapping[K, Grant[K]]:
         """Live read-only view of the started operators' grants, by key."""
         return MappingProxyType(self._held)
 
@@ -199,7 +210,7 @@ class Scheduler:
         for cls, value in passes.items():
             self._pass[Priority(cls)] = int(value)
 
-    def is_waiting(self, key: Hashable) -> bool:
+    def is_waiting(self, key: K) -> bool:
         """Whether ``key`` was submitted and has neither started nor been withdrawn."""
         return key in self._waiting
 
@@ -209,7 +220,7 @@ class Scheduler:
         """None if the node could hold ``demand`` when empty, else what it lacks (see :func:`lacks`)."""
         return lacks(self._capacity, demand)
 
-    def submit(self, key: Hashable, priority: Priority, demand: Demand, since: float | None = None) -> None:
+    def submit(self, key: K, priority: Priority, demand: Demand, since: float | None = None) -> None:
         """Queue a ready operator (ready ``since`` that clock reading, default now). ValueError if it can
         never fit or ``key`` is already waiting or held."""
         priority = Priority(priority)  # ValueError for UNKNOWN (0) and other numbers
@@ -228,7 +239,7 @@ class Scheduler:
         if priority is Priority.IMMEDIATE:
             self._immediate += 1
 
-    def withdraw(self, key: Hashable) -> bool:
+    def withdraw(self, key: K) -> bool:
         """Remove a waiting operator (its job was cancelled); False if it is not waiting."""
         entry = self._waiting.get(key)
         if entry is None:
@@ -236,9 +247,9 @@ class Scheduler:
         self._unqueue(entry)
         return True
 
-    def take(self) -> list[Grant]:
+    def take(self) -> list[Grant[K]]:
         """Reserve resources for every operator that may start now and return their grants in decision order."""
-        grants: list[Grant] = []
+        grants: list[Grant[K]] = []
         if not self._waiting:
             return grants
         now = self._clock()  # one instant per decision round, so ageing is consistent within it
@@ -249,7 +260,7 @@ class Scheduler:
             grants.append(grant)
         return grants
 
-    def release(self, key: Hashable) -> None:
+    def release(self, key: K) -> None:
         """Give back what an ended operator held. KeyError if ``key`` holds nothing (a double release is a bug)."""
         grant = self._held.pop(key, None)
         if grant is None:
@@ -258,23 +269,24 @@ class Scheduler:
         self._free_memory_mb += grant.demand.memory_mb
         self._free_gpus.update(self._gpu_index[gpu] for gpu in grant.gpu_ids)
 
-    def restore(self, grant: Grant) -> None:
+    def restore(self, grant: Grant[K]) -> None:
         """Hold again what an operator that survived a restart holds, with exactly its GPU ids.
 
-        ValueError if the key is waiting or held, a GPU id is unknown or already held, or the CPU or memory
-        would exceed what is free: the caller then evicts that operator rather than over-commit the node.
+        :class:`CannotHold` if a GPU id is unknown or already held, or the CPU or memory would exceed what is
+        free: the caller then evicts that operator rather than over-commit the node. ValueError if the key is
+        waiting or held already (a caller's mistake, never to be taken for a changed node).
         """
         key, demand = grant.key, grant.demand
         if key in self._waiting or key in self._held:
             raise ValueError(f"operator {key!r} is already {'waiting' if key in self._waiting else 'running'}")
         unknown = [gpu for gpu in grant.gpu_ids if gpu not in self._gpu_index]
         if unknown:
-            raise ValueError(f"GPU ids {unknown} are not on this node (it has {list(self._capacity.gpu_ids)})")
+            raise CannotHold(f"GPU ids {unknown} are not on this node (it has {list(self._capacity.gpu_ids)})")
         taken = [gpu for gpu in grant.gpu_ids if self._gpu_index[gpu] not in self._free_gpus]
         if taken:
-            raise ValueError(f"GPU ids {taken} are already held")
+            raise CannotHold(f"GPU ids {taken} are already held")
         if demand.cpu > self._free_cpus or demand.memory_mb > self._free_memory_mb:
-            raise ValueError(
+            raise CannotHold(
                 f"needs {demand.cpu} CPU and {demand.memory_mb} MB; "
                 f"{self._free_cpus} CPU and {self._free_memory_mb} MB are free"
             )
@@ -283,7 +295,7 @@ class Scheduler:
 
     # --- decision ----------------------------------------------------------------------------------------
 
-    def _pick(self, now: float) -> _Waiting | None:
+    def _pick(self, now: float) -> _Waiting[K] | None:
         """The next operator to start, or None when nothing may start now.
 
         Conceptually a walk over the heads in decision order (IMMEDIATE first, strictly; then classes by
@@ -296,7 +308,7 @@ class Scheduler:
         aged_since = now - self._ageing_s  # a head submitted at or before this instant has aged
         if self._immediate:
             # Strict tier: only IMMEDIATE heads are considered, even when none of them fits.
-            first: _Waiting | None = None
+            first: _Waiting[K] | None = None
             for fifo in self._queues[Priority.IMMEDIATE].values():
                 head = next(iter(fifo.values()))
                 if first is not None and head.seq > first.seq:
@@ -313,7 +325,7 @@ class Scheduler:
         # Position of each class in stride order: smallest pass first, the higher class on a tie.
         rank = {cls: position for position, cls in enumerate(sorted(_SHARED, key=lambda p: (passes[p], -p)))}
         best: tuple[int, int] | None = None
-        chosen: _Waiting | None = None
+        chosen: _Waiting[K] | None = None
         chosen_class = Priority.HIGHER
         for base in _SHARED:
             for fifo in self._queues[base].values():
@@ -333,7 +345,7 @@ class Scheduler:
         self._advance(chosen_class)
         return chosen
 
-    def _effective(self, entry: _Waiting, now: float) -> Priority:
+    def _effective(self, entry: _Waiting[K], now: float) -> Priority:
         """The class an operator competes in: one higher per ``ageing_s`` waited, at most HIGHER."""
         if entry.priority >= Priority.HIGHER:
             return Priority.HIGHER
@@ -357,7 +369,7 @@ class Scheduler:
             and demand.gpus <= len(self._free_gpus)
         )
 
-    def _unqueue(self, entry: _Waiting) -> None:
+    def _unqueue(self, entry: _Waiting[K]) -> None:
         del self._waiting[entry.key]
         shapes = self._queues[entry.priority]
         fifo = shapes[entry.demand]
@@ -375,7 +387,7 @@ class Scheduler:
         self._free_gpus.difference_update(chosen)
         return tuple(self._capacity.gpu_ids[i] for i in chosen)
 
-    def _hold(self, grant: Grant) -> None:
+    def _hold(self, grant: Grant[K]) -> None:
         self._free_cpus -= grant.demand.cpu
         self._free_memory_mb -= grant.demand.memory_mb
         self._held[grant.key] = grant

@@ -3,8 +3,9 @@
 Design rule: one await per unit of work. Callers pass a plain function that receives a
 :class:`~shared.db.connection.Connection` and does all of its statements; :meth:`Database.write` runs it in
 one transaction (serialized with every other writer: SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's
-SERIALIZABLE with retries), commits, or rolls back when it raises. The table modules beside this one are
-such functions, in the SQL both stores speak.
+SERIALIZABLE with retries), commits, or rolls back when it raises. The table modules (beside this one for
+the tables several services use; ``services/jobs/*_table.py`` for the jobs service's own) are such
+functions, in the SQL both stores speak.
 
 * :class:`~shared.db.sqlite.SqliteDatabase` (default): one file in WAL mode through aiosqlite, shared by the
   processes of one host.

@@ -193,7 +193,7 @@ class _Cursor:
         self._rows = rows
         self.rowcount = rowcount
 
-    def fetchone(self) -> Row:
+    def fetchone(self) -> Row | None:
         return self._rows[0] if self._rows else None
 
     def fetchall(self) -> list[Row]:
