@@ -1,4 +1,4 @@
-"""Domain errors: one exception type carrying a wire code from the table in DECISIONS.md.
+"""Domain errors: one exception type carrying a wire code (the table below; docs/behaviour.md says what each means).
 
 Domain modules raise :class:`ClaretError`; the per-RPC wrapper in :mod:`shared.wire` turns it into the
 response's ``ResponseHeader`` (gRPC status stays OK).

@@ -1,7 +1,7 @@
 """Payload files on a shared directory tree: ``<root>/<payload_id>/<relative name>``.
 
 All state is on disk, so service replicas on one host can share the tree; there is no in-memory
-registry and no database here. Visibility rules (DECISIONS.md, Payloads):
+registry and no database here. Visibility rules (docs/behaviour.md, Payloads):
 
 * A file appears only when complete: uploads and copies go to a hidden temporary next to the
   destination (prefix :data:`TEMP_PREFIX`) and are renamed over the final name with ``os.replace``,
@@ -238,7 +238,7 @@ class PayloadStore:
         return _info(found.name[1:], st), FileChunks(file, self.chunk_size)
 
     def resolve(self, payload_id: str, name: str, fallback: str | None = None) -> FileInfo:
-        """Find ``name`` (relative to the payload root) by the case rules of platform-api.md 4.2.
+        """Find ``name`` (relative to the payload root) by the case rules (docs/behaviour.md, Payloads).
 
         The exact spelling wins; otherwise a single case-insensitive match is taken; several matches
         without an exact one are ``AMBIGUOUS_NAME``; none is ``NO_SUCH_FILE``. Only when ``name`` finds

@@ -1,4 +1,4 @@
-"""Payloads as DECISIONS.md says (issue #17) over real servers on TCP: Upload reassembles each file from
+"""Payloads as docs/behaviour.md says (issue #17) over real servers on TCP: Upload reassembles each file from
 the chunks that name it; Download and Remove take a job's file by the name as uploaded and as listed; a job's
 payload stays until its job stopped; a full payload volume is STORAGE_FULL and leaves nothing behind."""
 

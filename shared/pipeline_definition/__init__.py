@@ -2,7 +2,7 @@
 
 Pure and synchronous: no gRPC, no I/O beyond parsing the strings it is given. See :func:`load_pipeline`.
 
-Choices where the definition-language notes leave room (DECISIONS.md "Pipelines" otherwise rules):
+Choices where the definition language leaves room (the rules users see are in docs/behaviour.md, Pipelines):
 
 * ``timeout`` (pipeline and operator, seconds, >= 1) above the maximum is clamped, not refused.
 * An output needs a ``name`` when the operator has several outputs or the output is typed; a lone untyped
