@@ -62,7 +62,8 @@ def test_a_sandbox_still_joining_its_control_group_is_found_by_its_command_line(
     with open(tmp_path / "status", "wb") as status:
         args = sandbox.bwrap_arguments(spec(tmp_path), fds, status.fileno(), None)
     fds.close()
-    joining = subprocess.Popen(["/bin/sh", "-c", "sleep 5", "claret-join", "--", *args], start_new_session=True)
+    # "; exit": a lone command would be exec'd by sh at once, taking the arguments out of its command line.
+    joining = subprocess.Popen(["/bin/sh", "-c", "sleep 5; exit", "claret-join", "--", *args], start_new_session=True)
     try:
         assert sandbox.find_sandbox("a" * 32, "op") == joining.pid
         assert sandbox.find_sandbox("b" * 32, "op") is None
