@@ -37,7 +37,7 @@ class Service(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def unready(self) -> str | None:
+    async def problem(self) -> str | None:
         """Why the service cannot do its work right now (database, runtime), or None when it can."""
         ...
 
@@ -107,7 +107,7 @@ class ClaretServer:
         all_ready = True
         for service in self.services:
             try:
-                reason = await asyncio.wait_for(service.unready(), READINESS_TIMEOUT_S)
+                reason = await asyncio.wait_for(service.problem(), READINESS_TIMEOUT_S)
             except Exception as exc:  # a check that hangs or breaks means "not ready", never a crash
                 reason = f"readiness check failed: {type(exc).__name__}: {exc}"
             for name in service.names:
@@ -214,7 +214,7 @@ class ServicerSet:
         for hook in self._on_stop:
             await hook()
 
-    async def unready(self) -> str | None:
+    async def problem(self) -> str | None:
         for check in self._checks:
             reason = await check()
             if reason is not None:

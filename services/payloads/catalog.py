@@ -13,7 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from shared import ids
 from shared import metadata as metadata_rules
 from shared.db import Database
-from shared.db import payloads as table
+from shared.db import payloads as payloads_table
 from shared.db.connection import Connection
 from shared.db.metadata import MetadataRows
 from shared.db.payloads import PayloadRecord, PayloadType
@@ -60,12 +60,12 @@ class PayloadCatalog:
             created=ids.now(),
         )
         self.store.create(record.id)
-        await self._db.write(lambda conn: table.insert(conn, record))
+        await self._db.write(lambda conn: payloads_table.insert(conn, record))
         return record
 
     async def get(self, payload_id: str) -> PayloadRecord:
         key = ids.parse_id(payload_id, ErrorCode.INVALID_PAYLOAD_ID, "payload")
-        record = await self._db.read(lambda conn: table.get(conn, key))
+        record = await self._db.read(lambda conn: payloads_table.get(conn, key))
         if record is None:
             raise _missing(payload_id)
         return record
@@ -117,13 +117,13 @@ class PayloadCatalog:
         record = await self.get(payload_id)
 
         def check_and_delete(conn: Connection) -> None:  # one transaction: a Start cannot slip between
-            if record.job_id is not None and table.job_not_stopped(conn, record.job_id):
+            if record.job_id is not None and payloads_table.job_not_stopped(conn, record.job_id):
                 raise ClaretError(
                     ErrorCode.PAYLOAD_READ_ONLY,
                     f"payload {record.id} belongs to job {record.job_id}, which is pending or running: "
                     "cancel the job or let it finish first",
                 )
-            table.delete(conn, record.id)
+            payloads_table.delete(conn, record.id)
 
         await self._db.write(check_and_delete)
         self.store.delete(record.id)

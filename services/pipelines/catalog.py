@@ -13,7 +13,7 @@ from shared import ids
 from shared import metadata as metadata_rules
 from shared.config import Settings
 from shared.db import Database
-from shared.db import pipelines as table
+from shared.db import pipelines as pipelines_table
 from shared.db.metadata import MetadataRows
 from shared.db.pipelines import PipelineRecord
 from shared.errors import ClaretError, ErrorCode
@@ -75,13 +75,13 @@ class PipelineCatalog:
             created=now,
             updated=now,
         )
-        if not await self._db.write(lambda conn: table.insert(conn, record)):
+        if not await self._db.write(lambda conn: pipelines_table.insert(conn, record)):
             raise ClaretError(ErrorCode.PIPELINE_STORE, f"pipeline id {new_id} is already taken")
         return Created(new_id, loaded.warnings)
 
     async def get(self, pipeline_id: str) -> PipelineRecord:
         key = _key(pipeline_id)
-        record = await self._db.read(lambda conn: table.get(conn, key))
+        record = await self._db.read(lambda conn: pipelines_table.get(conn, key))
         if record is None:
             raise _missing(pipeline_id)
         return record
@@ -91,11 +91,11 @@ class PipelineCatalog:
         return PipelineView(record=record, model=self.load(record.files).pipeline)
 
     async def list(self) -> list[PipelineRecord]:
-        return await self._db.read(table.list_all)
+        return await self._db.read(pipelines_table.list_all)
 
     async def remove(self, pipeline_id: str) -> None:
         key = _key(pipeline_id)
-        if not await self._db.write(lambda conn: table.delete(conn, key)):
+        if not await self._db.write(lambda conn: pipelines_table.delete(conn, key)):
             raise _missing(pipeline_id)
 
     async def update(self, pipeline_id: str, files: Sequence[DefinitionFile]) -> tuple[str, ...]:
@@ -104,7 +104,9 @@ class PipelineCatalog:
         key = _key(pipeline_id)
         loaded = self.load(files)
         name = loaded.pipeline.name
-        replaced = await self._db.write(lambda conn: table.replace_definition(conn, key, name, tuple(files), ids.now()))
+        replaced = await self._db.write(
+            lambda conn: pipelines_table.replace_definition(conn, key, name, tuple(files), ids.now())
+        )
         if not replaced:
             raise _missing(pipeline_id)
         return loaded.warnings

@@ -1,9 +1,10 @@
 """What the table modules need of a database connection: the part of ``sqlite3.Connection`` they use.
 
 The table modules (``shared/db/*.py``, ``services/jobs/*_table.py``) are plain functions over a
-:class:`Connection`, written in the SQL that SQLite and PostgreSQL share (``?`` placeholders, ``ON CONFLICT``, ``RETURNING``, ``IS DISTINCT FROM``).
-SQLite hands them its own connection; the PostgreSQL store hands them an adapter over asyncpg
-(``shared/db/postgres.py``). Rows answer both ``row["column"]`` and ``row[0]``, and ``row.keys()``.
+:class:`Connection`, written in the SQL that SQLite and PostgreSQL share (``?`` placeholders, ``ON
+CONFLICT``, ``RETURNING``, ``IS DISTINCT FROM``). SQLite hands them its own connection; the PostgreSQL store
+hands them an adapter over asyncpg (``shared/db/postgres.py``). Rows answer both ``row["column"]`` and
+``row[0]``, and ``row.keys()``.
 """
 
 from __future__ import annotations
