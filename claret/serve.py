@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 
-from shared import metrics
 from shared.config import Settings
 from shared.logging import get_logger
 from shared.resources import Resources
@@ -41,7 +40,7 @@ async def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM, then shut down gracefully and close the database."""
     resources = await Resources.open(settings)
     if settings.metrics_port is not None:
-        port = metrics.serve_metrics(settings.host, settings.metrics_port)
+        port = resources.metrics.serve(settings.host, settings.metrics_port)
         log.info("metrics", url=f"http://{settings.host}:{port}/metrics")
     try:
         server = make_server(settings, await build_services(resources))

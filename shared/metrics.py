@@ -1,7 +1,7 @@
 """Prometheus metrics of one server process (prometheus-client), served on their own HTTP port.
 
-Counters and histograms are updated where things happen (the RPC wrapper, the executor, the payload
-servicer, the database); gauges that describe the whole platform (jobs by state, operators waiting and
+Counters and histograms (:class:`Metrics`) are updated where things happen (the RPC wrapper, the executor,
+the payload servicer, the database); gauges that describe the whole platform (jobs by state, operators waiting and
 running) are read from the shared database when Prometheus scrapes, so every replica reports the same
 truth. Nothing here runs per chunk or per log line.
 """
@@ -11,41 +11,83 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-RPCS = Counter(
-    "claret_rpc_requests", "RPCs answered, by response code (ResponseHeader.code).", ["service", "method", "code"]
-)
-RPC_SECONDS = Histogram(
-    "claret_rpc_duration_seconds",
-    "Time to answer an RPC (streams: to their end).",
-    ["service", "method"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-)
-OPERATORS_FINISHED = Counter("claret_operators_finished", "Operators that ended, by outcome.", ["outcome"])
-QUEUE_WAIT_SECONDS = Histogram(
-    "claret_queue_wait_seconds",
-    "Time from ready to started, by job priority.",
-    ["priority"],
-    buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800),
-)
-RUNTIME_START_SECONDS = Histogram(
-    "claret_runtime_start_seconds",
-    "Time for the runtime to start an operator.",
-    ["runtime"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-PAYLOAD_BYTES = Counter("claret_payload_bytes", "Payload bytes moved, by direction.", ["direction"])
-UPLOADED_BYTES = PAYLOAD_BYTES.labels("uploaded")
-DOWNLOADED_BYTES = PAYLOAD_BYTES.labels("downloaded")
-DB_SECONDS = Histogram(
-    "claret_db_transaction_seconds",
-    "Time of one database unit of work.",
-    ["kind"],
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 5),
-)
+
+class Metrics:
+    """The counters and histograms of one server process, in a registry of its own.
+
+    Built once by the composition root (:class:`shared.resources.Resources`) and handed to what updates them:
+    the RPC wrapper (through each servicer), the executor, the payloads servicer, the database. A test builds
+    its own and reads its registry.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = CollectorRegistry() if registry is None else registry
+        self.rpcs = Counter(
+            "claret_rpc_requests",
+            "RPCs answered, by response code (ResponseHeader.code).",
+            ["service", "method", "code"],
+            registry=self.registry,
+        )
+        self.rpc_seconds = Histogram(
+            "claret_rpc_duration_seconds",
+            "Time to answer an RPC (streams: to their end).",
+            ["service", "method"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.operators_finished = Counter(
+            "claret_operators_finished", "Operators that ended, by outcome.", ["outcome"], registry=self.registry
+        )
+        self.queue_wait_seconds = Histogram(
+            "claret_queue_wait_seconds",
+            "Time from ready to started, by job priority.",
+            ["priority"],
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800),
+            registry=self.registry,
+        )
+        self.runtime_start_seconds = Histogram(
+            "claret_runtime_start_seconds",
+            "Time for the runtime to start an operator.",
+            ["runtime"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        payload_bytes = Counter(
+            "claret_payload_bytes", "Payload bytes moved, by direction.", ["direction"], registry=self.registry
+        )
+        self.uploaded_bytes = payload_bytes.labels("uploaded")
+        self.downloaded_bytes = payload_bytes.labels("downloaded")
+        self.db_seconds = Histogram(
+            "claret_db_transaction_seconds",
+            "Time of one database unit of work.",
+            ["kind"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 5),
+            registry=self.registry,
+        )
+
+    def register(self, collector: Collector) -> bool:
+        """Add a collector; False when another one already reports its metrics (one jobs service per
+        process is the deployed shape)."""
+        try:
+            self.registry.register(collector)
+        except ValueError:
+            return False
+        return True
+
+    def unregister(self, collector: Collector) -> None:
+        with contextlib.suppress(KeyError):
+            self.registry.unregister(collector)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics HTTP endpoint in a thread; returns the bound port (``port`` 0 picks one)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        bound: int = server.server_address[1]
+        return bound
+
 
 Counts = tuple[list[tuple[str, str, int]], list[tuple[str, int]]]
 """(state, status, jobs) rows and (operator status, operators) rows, states and statuses by name."""
@@ -98,25 +140,3 @@ class CapacityCollector(Collector):
                 )
                 family.add_metric([self._node], value)
                 yield family
-
-
-def register(collector: Collector) -> bool:
-    """Add a collector to the process's registry; False when another one already reports its metrics
-    (one jobs service per process is the deployed shape; tests may briefly run two)."""
-    try:
-        REGISTRY.register(collector)
-    except ValueError:
-        return False
-    return True
-
-
-def unregister(collector: Collector) -> None:
-    with contextlib.suppress(KeyError):
-        REGISTRY.unregister(collector)
-
-
-def serve_metrics(host: str, port: int) -> int:
-    """Start the /metrics HTTP endpoint in a thread; returns the bound port (``port`` 0 picks one)."""
-    server, _thread = start_http_server(port, addr=host)
-    bound: int = server.server_address[1]
-    return bound

@@ -1,4 +1,4 @@
-"""What the services of one process share: settings, the database and the payload store."""
+"""What the services of one process share: settings, metrics, the database and the payload store."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from shared.config import Settings
 from shared.db import Database
+from shared.metrics import Metrics
 from shared.payload_store import PayloadStore
 
 
@@ -24,16 +25,18 @@ class Resources:
     """Opened once per process and handed to every service's ``build``."""
 
     settings: Settings
+    metrics: Metrics
     db: Database
     payloads: PayloadStore
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
-        db = await Database.open(settings.database_target)
+        metrics = Metrics()
+        db = await Database.open(settings.database_target, metrics)
         for folder in (settings.payload_path, settings.logs_path):
             private_folder(folder)
         store = PayloadStore(settings.payload_path, max_usage=settings.max_storage_usage)
-        return cls(settings=settings, db=db, payloads=store)
+        return cls(settings=settings, metrics=metrics, db=db, payloads=store)
 
     async def close(self) -> None:
         await self.db.close()

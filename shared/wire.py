@@ -10,7 +10,7 @@ server stream carries a header, as the API says.
 from __future__ import annotations
 
 import functools
-import itertools
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -19,12 +19,12 @@ import grpc
 import structlog
 
 from protos.nvidia.clara.platform import common_pb2
-from shared import ids, metrics
+from shared import ids
 from shared.errors import ClaretError, ErrorCode
 from shared.logging import get_logger
+from shared.metrics import Metrics
 
 log = get_logger("claret.rpc")
-_request_ids = itertools.count(1)
 CANCELLED = 1
 """Recorded as a stream's code when its client left before the end (positive: not a Clara error)."""
 SLOW_RPC_S = 1.0
@@ -32,6 +32,13 @@ SLOW_RPC_S = 1.0
 
 Context = grpc.aio.ServicerContext[Any, Any]
 """What every handler receives besides its request."""
+
+
+class Servicer:
+    """Base of every servicer: what the per-RPC wrappers (:func:`unary`, :func:`streaming`) need of it."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
 
 
 def ok_header() -> common_pb2.ResponseHeader:
@@ -61,9 +68,10 @@ class _Call:
     """One RPC: its request id (bound to every log line written while it runs), timing and outcome,
     logged and counted once when it ends."""
 
-    __slots__ = ("code", "messages", "method", "peer", "service", "started")
+    __slots__ = ("code", "messages", "method", "metrics", "peer", "service", "started")
 
-    def __init__(self, qualname: str, context: Context) -> None:
+    def __init__(self, qualname: str, context: Context, metrics: Metrics) -> None:
+        self.metrics = metrics
         servicer, _, self.method = qualname.partition(".")
         self.service = servicer.removesuffix("Servicer")
         # Read now: once a client has gone, the call behind the context may be torn down, and asking it
@@ -72,9 +80,7 @@ class _Call:
         self.code = 0
         self.messages: list[str] = []
         self.started = time.perf_counter()
-        structlog.contextvars.bind_contextvars(
-            request_id=f"{next(_request_ids):x}", rpc=f"{self.service}.{self.method}"
-        )
+        structlog.contextvars.bind_contextvars(request_id=secrets.token_hex(4), rpc=f"{self.service}.{self.method}")
 
     def failed(self, exc: BaseException) -> common_pb2.ResponseHeader:
         header = _failure_header(exc)
@@ -83,8 +89,8 @@ class _Call:
 
     def finish(self) -> None:
         seconds = time.perf_counter() - self.started
-        metrics.RPCS.labels(self.service, self.method, str(self.code)).inc()
-        metrics.RPC_SECONDS.labels(self.service, self.method).observe(seconds)
+        self.metrics.rpcs.labels(self.service, self.method, str(self.code)).inc()
+        self.metrics.rpc_seconds.labels(self.service, self.method).observe(seconds)
         # Every RPC is logged once; at debug when it went well and fast, since a polled Status would
         # otherwise spend a fifth of its time in the access log (bench/status_rate.py measured it).
         notable = self.code < 0 or seconds >= SLOW_RPC_S
@@ -107,8 +113,8 @@ def unary(response_type: Callable[..., Any]) -> Callable[[Handler], Handler]:
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
-        async def wrapper(self: Any, request: Any, context: Context) -> Any:
-            call = _Call(handler.__qualname__, context)
+        async def wrapper(self: Servicer, request: Any, context: Context) -> Any:
+            call = _Call(handler.__qualname__, context, self.metrics)
             try:
                 response = await handler(self, request, context)
                 call.code = response.header.code
@@ -129,8 +135,8 @@ def streaming(response_type: Callable[..., Any]) -> Callable[[StreamHandler], St
 
     def decorate(handler: StreamHandler) -> StreamHandler:
         @functools.wraps(handler)
-        async def wrapper(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
-            call = _Call(handler.__qualname__, context)
+        async def wrapper(self: Servicer, request: Any, context: Context) -> AsyncIterator[Any]:
+            call = _Call(handler.__qualname__, context, self.metrics)
             try:
                 async for message in handler(self, request, context):
                     message.header.SetInParent()  # present even when all its fields are defaults (code 0)

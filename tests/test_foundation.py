@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc
 from services.jobs.clara_servicer import ClaraServicer
+from shared.metrics import Metrics
 from shared.server import ClaretServer, ServicerSet
 from tests.conftest import RunningServer, free_port, run_official, wait_for_port
 
@@ -62,7 +63,7 @@ def _failing_sample() -> list[object]:
 
 
 async def test_handler_exception_is_code_minus_one_and_server_keeps_serving() -> None:
-    clara = ClaraServicer(sample=_failing_sample)  # type: ignore[arg-type]
+    clara = ClaraServicer(Metrics(), sample=_failing_sample)  # type: ignore[arg-type]
     service = ServicerSet([("nvidia.clara.platform.Clara", clara, clara_pb2_grpc.add_ClaraServicer_to_server)])
     server = ClaretServer([service], "127.0.0.1", 0)
     port = await server.start()

@@ -15,7 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from protos.nvidia.clara.platform import common_pb2
 from protos.nvidia.clara.platform import jobs_pb2 as pb
-from shared import metrics
 from tests.conftest import free_port, make_settings, serve_process, start_in_process
 from tests.jobs_flow import DATA, Platform
 from tests.store import target
@@ -36,13 +35,9 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-@pytest.fixture(scope="module")
-def metrics_port() -> int:
-    return metrics.serve_metrics("127.0.0.1", 0)
-
-
-async def test_metrics_move_by_the_right_amounts_after_a_job(tmp_path: Path, metrics_port: int) -> None:
+async def test_metrics_move_by_the_right_amounts_after_a_job(tmp_path: Path) -> None:
     server, resources = await start_in_process(make_settings(tmp_path, gpus=("0", "1")))
+    metrics_port = resources.metrics.serve("127.0.0.1", 0)  # this server's own registry
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             clara = Platform(channel, resources.settings.database_target)

@@ -35,7 +35,7 @@ async def build(resources: Resources) -> Service:
     servicers over it, and the metrics that describe it."""
     settings = resources.settings
     runtime = await open_runtime(settings)
-    topology = open_topology(resources.db, resources.payloads, runtime, settings)
+    topology = open_topology(resources.db, resources.payloads, runtime, settings, resources.metrics)
     manager = JobManager(resources.db, resources.payloads, topology)
     queue = topology.executor.queue
     loop = asyncio.get_running_loop()
@@ -50,21 +50,21 @@ async def build(resources: Resources) -> Service:
 
     async def start() -> None:
         for collector in collectors:
-            metrics.register(collector)
+            resources.metrics.register(collector)
         await topology.start()
 
     async def stop() -> None:
         await topology.stop()
         for collector in collectors:
-            metrics.unregister(collector)
+            resources.metrics.unregister(collector)
 
     async def stop_all() -> None:
         await topology.stop_all("the platform was asked to stop (Clara.Stop)")
 
     return ServicerSet(
         [
-            (JOBS, JobsServicer(manager), jobs_pb2_grpc.add_JobsServicer_to_server),
-            (CLARA, ClaraServicer(stop_all), clara_pb2_grpc.add_ClaraServicer_to_server),
+            (JOBS, JobsServicer(manager, resources.metrics), jobs_pb2_grpc.add_JobsServicer_to_server),
+            (CLARA, ClaraServicer(resources.metrics, stop_all), clara_pb2_grpc.add_ClaraServicer_to_server),
         ],
         on_start=[start],
         on_stop=[stop],

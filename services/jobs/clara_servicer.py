@@ -7,22 +7,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc, common_pb2
 from shared import gpus
-from shared.wire import Context, ok_header, streaming, timestamp, unary
+from shared.metrics import Metrics
+from shared.wire import Context, Servicer, ok_header, streaming, timestamp, unary
 
 CLARA_VERSION = (0, 7, 4)
 VERSION_LABEL = "claret"
 WATCH_INTERVAL_S = 1.0
 
 
-class ClaraServicer(clara_pb2_grpc.ClaraServicer):
-    """``stop_operators`` stops every running operator and releases its resources (jobs service)."""
+class ClaraServicer(Servicer, clara_pb2_grpc.ClaraServicer):
+    """``stop_all`` is what Clara.Stop does (the jobs service's topology ends every job in flight)."""
 
     def __init__(
         self,
-        stop_operators: Callable[[], Awaitable[None]] | None = None,
+        metrics: Metrics,
+        stop_all: Callable[[], Awaitable[None]] | None = None,
         sample: Callable[[], list[gpus.GpuSample]] = gpus.utilization,
     ) -> None:
-        self._stop_operators = stop_operators
+        super().__init__(metrics)
+        self._stop_all = stop_all
         self._sample = sample
 
     @unary(clara_pb2.ClaraVersionResponse)
@@ -33,8 +36,8 @@ class ClaraServicer(clara_pb2_grpc.ClaraServicer):
 
     @unary(clara_pb2.ClaraStopResponse)
     async def Stop(self, request: clara_pb2.ClaraStopRequest, context: Context) -> clara_pb2.ClaraStopResponse:
-        if self._stop_operators is not None:
-            await self._stop_operators()
+        if self._stop_all is not None:
+            await self._stop_all()
         return clara_pb2.ClaraStopResponse(header=ok_header())
 
     @streaming(clara_pb2.ClaraUtilizationResponse)

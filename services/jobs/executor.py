@@ -34,11 +34,12 @@ from services.jobs.runtimes.base import (
     Runtime,
 )
 from services.jobs.scheduler import CannotHold, Demand, Grant
-from shared import ids, metrics
+from shared import ids
 from shared.config import Settings
 from shared.db import Database
 from shared.db.connection import Connection
 from shared.logging import get_logger
+from shared.metrics import Metrics
 from shared.payload_store import PayloadStore
 from shared.pipeline_definition import Operator, Pipeline, load_pipeline_cached
 
@@ -146,9 +147,16 @@ class JobRun:
 
 class Executor:
     def __init__(
-        self, db: Database, store: PayloadStore, runtime: Runtime, queue: OperatorQueue, settings: ExecutorSettings
+        self,
+        db: Database,
+        store: PayloadStore,
+        runtime: Runtime,
+        queue: OperatorQueue,
+        settings: ExecutorSettings,
+        metrics: Metrics,
     ) -> None:
         self._db = db
+        self._metrics = metrics
         self._store = store
         self._runtime = runtime
         self.queue = queue
@@ -320,8 +328,8 @@ class Executor:
             outputs.prepare(self._output_dirs(run, name), self._user)
             started = time.monotonic()
             handle = await self._runtime.start(self._spec(run, operator, grant.gpu_ids))
-            metrics.RUNTIME_START_SECONDS.labels(self._runtime.name).observe(time.monotonic() - started)
-            metrics.QUEUE_WAIT_SECONDS.labels(run.job.priority.name.lower()).observe(
+            self._metrics.runtime_start_seconds.labels(self._runtime.name).observe(time.monotonic() - started)
+            self._metrics.queue_wait_seconds.labels(run.job.priority.name.lower()).observe(
                 started - run.ready_since.pop(name, started)
             )
         except Exception as exc:  # RuntimeFailure, OSError, or a client library's own: the operator never ran
@@ -433,7 +441,7 @@ class Executor:
     ) -> None:
         """Record the operator's end, and the job's when this ends it: one transaction either way."""
         status = OperatorStatus.COMPLETED if exit.code == 0 else OperatorStatus.FAULTED
-        metrics.OPERATORS_FINISHED.labels(status.name.lower()).inc()
+        self._metrics.operators_finished.labels(status.name.lower()).inc()
         log.info("operator ended", job_id=run.job.id, operator=name, runtime_id=runtime_id, exit_code=exit.code)
         finished = partial(
             job_table.operator_finished, job_id=run.job.id, name=name, status=status, exit_code=exit.code, at=ids.now()

@@ -10,7 +10,8 @@ from services.jobs.manager import JobManager
 from services.jobs.model import JobFilter, JobRecord, JobView, OperatorRecord
 from shared import ids
 from shared.errors import ClaretError, ErrorCode
-from shared.wire import Context, identifier, ok_header, streaming, timestamp, unary
+from shared.metrics import Metrics
+from shared.wire import Context, Servicer, identifier, ok_header, streaming, timestamp, unary
 
 # The model's enums carry the wire's numbers; the messages take a value by its wire name, which keeps the
 # conversion typed without restating a table of numbers.
@@ -106,8 +107,9 @@ def variables(values: list[pb.JobsStartRequest.NamedValue]) -> dict[str, str]:
     return found
 
 
-class JobsServicer(jobs_pb2_grpc.JobsServicer):
-    def __init__(self, manager: JobManager) -> None:
+class JobsServicer(Servicer, jobs_pb2_grpc.JobsServicer):
+    def __init__(self, manager: JobManager, metrics: Metrics) -> None:
+        super().__init__(metrics)
         self._manager = manager
 
     @unary(pb.JobsCreateResponse)

@@ -25,6 +25,7 @@ from services.jobs.scheduler import Capacity, Scheduler
 from shared import gpus
 from shared.config import Settings
 from shared.db import Database
+from shared.metrics import Metrics
 from shared.payload_store import PayloadStore
 
 __all__ = ["Replicas", "SingleProcess", "Topology", "open_topology"]
@@ -113,13 +114,15 @@ class Replicas:
         await self._executor.end_all(reason)
 
 
-def open_topology(db: Database, store: PayloadStore, runtime: Runtime, settings: Settings) -> Topology:
+def open_topology(
+    db: Database, store: PayloadStore, runtime: Runtime, settings: Settings, metrics: Metrics
+) -> Topology:
     """The topology ``settings.queue`` names, with this node's capacity, its queue and its executor."""
     capacity = Capacity(cpus=settings.cpus, memory_mb=settings.memory_mb, gpu_ids=gpus.discover(settings.gpus))
     executor_settings = ExecutorSettings.of(settings)
     if settings.queue == "database":
         shared = SharedQueue(db, capacity, node=settings.node_name, replica=settings.replica_id)
-        executor = Executor(db, store, runtime, shared, executor_settings)
+        executor = Executor(db, store, runtime, shared, executor_settings, metrics)
         loop = ReplicaLoop(
             db,
             executor,
@@ -129,4 +132,5 @@ def open_topology(db: Database, store: PayloadStore, runtime: Runtime, settings:
             takeover_after=settings.takeover_after,
         )
         return Replicas(db, executor, loop)
-    return SingleProcess(Executor(db, store, runtime, LocalQueue(Scheduler(capacity)), executor_settings))
+    local = LocalQueue(Scheduler(capacity))
+    return SingleProcess(Executor(db, store, runtime, local, executor_settings, metrics))

@@ -15,7 +15,7 @@ async def build(resources: Resources) -> Service:
     async def sweep() -> None:
         resources.payloads.sweep_temporaries()
 
-    servicer = PayloadsServicer(PayloadCatalog(resources.db, resources.payloads))
+    servicer = PayloadsServicer(PayloadCatalog(resources.db, resources.payloads), resources.metrics)
     return ServicerSet(
         [(PAYLOADS, servicer, payloads_pb2_grpc.add_PayloadsServicer_to_server)],
         on_start=[sweep],

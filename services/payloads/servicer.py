@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from protos.nvidia.clara.platform import payloads_pb2 as pb
 from protos.nvidia.clara.platform import payloads_pb2_grpc
 from services.payloads.catalog import PayloadCatalog
-from shared import metrics
 from shared.db.payloads import PayloadType
 from shared.errors import ClaretError, ErrorCode
+from shared.metrics import Metrics
 from shared.payload_store import FileInfo
-from shared.wire import Context, identifier, ok_header, streaming, unary
+from shared.wire import Context, Servicer, identifier, ok_header, streaming, unary
 
 
 def file_details(info: FileInfo) -> pb.PayloadFileDetails:
@@ -37,8 +37,9 @@ def payload_type(kind: PayloadType) -> str:
     return pb.PayloadType.Name(kind)  # our enum mirrors the wire numbers; messages take the wire name
 
 
-class PayloadsServicer(payloads_pb2_grpc.PayloadsServicer):
-    def __init__(self, catalog: PayloadCatalog) -> None:
+class PayloadsServicer(Servicer, payloads_pb2_grpc.PayloadsServicer):
+    def __init__(self, catalog: PayloadCatalog, metrics: Metrics) -> None:
+        super().__init__(metrics)
         self._catalog = catalog
 
     @unary(pb.PayloadsCreateResponse)
@@ -74,7 +75,7 @@ class PayloadsServicer(payloads_pb2_grpc.PayloadsServicer):
             await settle_cancellation(context)
 
         files = await self._catalog.upload(record, pieces())
-        metrics.UPLOADED_BYTES.inc(sum(info.size for info in files))
+        self.metrics.uploaded_bytes.inc(sum(info.size for info in files))
         return pb.PayloadsUploadResponse(header=ok_header(), details=file_details(files[-1]))
 
     @streaming(pb.PayloadsDownloadResponse)
@@ -85,7 +86,7 @@ class PayloadsServicer(payloads_pb2_grpc.PayloadsServicer):
         details = file_details(info)
         first = True
         async for data in chunks:
-            metrics.DOWNLOADED_BYTES.inc(len(data))
+            self.metrics.downloaded_bytes.inc(len(data))
             yield (
                 pb.PayloadsDownloadResponse(header=ok_header(), details=details, data=data)
                 if first

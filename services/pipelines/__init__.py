@@ -12,7 +12,7 @@ PIPELINES = "nvidia.clara.platform.Pipelines"
 
 
 async def build(resources: Resources) -> Service:
-    servicer = PipelinesServicer(PipelineCatalog(resources.db, resources.settings))
+    servicer = PipelinesServicer(PipelineCatalog(resources.db, resources.settings), resources.metrics)
     return ServicerSet(
         [(PIPELINES, servicer, pipelines_pb2_grpc.add_PipelinesServicer_to_server)], checks=[resources.db.problem]
     )

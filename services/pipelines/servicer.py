@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from protos.nvidia.clara.platform import common_pb2, pipelines_pb2_grpc
 from protos.nvidia.clara.platform import pipelines_pb2 as pb
 from services.pipelines.catalog import PipelineCatalog, merge_parts
+from shared.metrics import Metrics
 from shared.pipeline_definition import Pipeline
-from shared.wire import Context, identifier, ok_header, streaming, unary
+from shared.wire import Context, Servicer, identifier, ok_header, streaming, unary
 
 DagNode = pb.PipelinesDetailsResponse.PipelineDagNode
 
@@ -29,8 +30,9 @@ def warning_header(warnings: tuple[str, ...]) -> common_pb2.ResponseHeader:
     return header
 
 
-class PipelinesServicer(pipelines_pb2_grpc.PipelinesServicer):
-    def __init__(self, catalog: PipelineCatalog) -> None:
+class PipelinesServicer(Servicer, pipelines_pb2_grpc.PipelinesServicer):
+    def __init__(self, catalog: PipelineCatalog, metrics: Metrics) -> None:
+        super().__init__(metrics)
         self._catalog = catalog
 
     @unary(pb.PipelinesCreateResponse)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from shared.db.connection import Conflict, Connection
+from shared.metrics import Metrics
 
 __all__ = ["Conflict", "Connection", "Database", "is_postgres", "migrations", "split_statements"]
 
@@ -42,15 +43,17 @@ class Database(ABC):
     """Where it is, for messages (a file path, or a URL without its password)."""
 
     @staticmethod
-    async def open(target: str | Path) -> Database:
-        """Connect to a SQLite file or a ``postgresql://`` URL, and apply pending migrations."""
+    async def open(target: str | Path, metrics: Metrics | None = None) -> Database:
+        """Connect to a SQLite file or a ``postgresql://`` URL, and apply pending migrations. Units of work are
+        timed into ``metrics`` (a registry of its own when none is given)."""
+        metrics = Metrics() if metrics is None else metrics
         if is_postgres(target):
             from shared.db.postgres import PostgresDatabase
 
-            return await PostgresDatabase.connect(str(target))
+            return await PostgresDatabase.connect(str(target), metrics=metrics)
         from shared.db.sqlite import SqliteDatabase
 
-        return await SqliteDatabase.connect(Path(target))
+        return await SqliteDatabase.connect(Path(target), metrics)
 
     @abstractmethod
     async def read(self, fn: Callable[[Connection], T]) -> T:

@@ -31,11 +31,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from shared import metrics
 from shared.db import Database, migrations, split_statements
 from shared.db.connection import Conflict, Connection, Row
 from shared.errors import storage_full
 from shared.logging import get_logger
+from shared.metrics import Metrics
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -50,14 +50,15 @@ RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 class PostgresDatabase(Database):
     """A pool of asyncpg connections to the shared PostgreSQL database."""
 
-    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str, metrics: Metrics) -> None:
+        self._seconds = metrics.db_seconds
         self._pool = pool
         self.name = _without_password(url)
         self._threads = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="claret-db")
         self._listeners: list[tuple[asyncpg.Connection, str, Callable[..., None]]] = []
 
     @classmethod
-    async def connect(cls, url: str, wait: float = CONNECT_WAIT_S) -> PostgresDatabase:
+    async def connect(cls, url: str, wait: float = CONNECT_WAIT_S, metrics: Metrics | None = None) -> PostgresDatabase:
         """Connect (waiting up to ``wait`` seconds for a server that is still starting) and migrate."""
         deadline = time.monotonic() + wait
         while True:
@@ -70,7 +71,7 @@ class PostgresDatabase(Database):
                     raise
                 log.info("waiting for PostgreSQL", database=_without_password(url), reason=str(exc))
                 await asyncio.sleep(1)
-        db = cls(pool, url)
+        db = cls(pool, url, Metrics() if metrics is None else metrics)
         try:
             applied = await db._migrate()
         except BaseException:
@@ -81,19 +82,19 @@ class PostgresDatabase(Database):
         return db
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        with metrics.DB_SECONDS.labels("read").time():
+        with self._seconds.labels("read").time():
             async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
                 return await self._run(conn, fn)
 
     async def read_fast(self, fn: Callable[[Connection], T]) -> T:
         """Without a transaction: its statements (a few rows by key) each see the latest commit, which
         saves the two round trips of BEGIN and COMMIT on the most polled read (Jobs.Status)."""
-        with metrics.DB_SECONDS.labels("read").time():
+        with self._seconds.labels("read").time():
             async with self._pool.acquire() as conn:
                 return await self._run(conn, fn)
 
     async def write(self, fn: Callable[[Connection], T], *, queue: str | None = None) -> T:
-        with metrics.DB_SECONDS.labels("write").time():
+        with self._seconds.labels("write").time():
             for attempt in range(WRITE_ATTEMPTS):
                 try:
                     async with (

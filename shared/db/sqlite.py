@@ -15,11 +15,11 @@ from typing import TypeVar
 
 import aiosqlite
 
-from shared import metrics
 from shared.db import Database, migrations, split_statements
 from shared.db.connection import Conflict, Connection
 from shared.errors import storage_full
 from shared.logging import get_logger
+from shared.metrics import Metrics
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -32,18 +32,19 @@ SQLITE_FULL = 13
 class SqliteDatabase(Database):
     """One process's connection to the shared SQLite file."""
 
-    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, connection: aiosqlite.Connection, path: Path, metrics: Metrics) -> None:
+        self._seconds = metrics.db_seconds
         self._connection = connection
         self.path = path
         self.name = str(path)
         self._reader: sqlite3.Connection | None = None
 
     @classmethod
-    async def connect(cls, path: Path) -> SqliteDatabase:
+    async def connect(cls, path: Path, metrics: Metrics | None = None) -> SqliteDatabase:
         """Connect, set WAL and the busy timeout, and apply pending migrations."""
         path.parent.mkdir(parents=True, exist_ok=True)
         connection = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
-        db = cls(connection, path)
+        db = cls(connection, path, Metrics() if metrics is None else metrics)
         try:
             await db._call(_prepare)
             applied = await db._call(migrate)
@@ -64,7 +65,7 @@ class SqliteDatabase(Database):
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` (reads only) on the database thread."""
-        with metrics.DB_SECONDS.labels("read").time():
+        with self._seconds.labels("read").time():
             return await self._call(fn)
 
     async def read_fast(self, fn: Callable[[Connection], T]) -> T:
@@ -73,13 +74,13 @@ class SqliteDatabase(Database):
         A hand-off to aiosqlite's thread costs more than such a read itself; in WAL mode a reader never
         waits for writers, so the loop is not held up. For polled point reads (Jobs.Status) only."""
         assert self._reader is not None, "the database is not open"
-        with metrics.DB_SECONDS.labels("read").time():
+        with self._seconds.labels("read").time():
             return fn(self._reader)
 
     async def write(self, fn: Callable[[Connection], T], *, queue: str | None = None) -> T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the database thread (every writer waits for
         the others, so ``queue`` needs nothing more)."""
-        with metrics.DB_SECONDS.labels("write").time():
+        with self._seconds.labels("write").time():
             try:
                 return await self._call(lambda conn: transaction(conn, fn))
             except sqlite3.OperationalError as exc:

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc
 from services.jobs.clara_servicer import ClaraServicer
 from shared import gpus
+from shared.metrics import Metrics
 
 
 def cuda_load(seconds: float, running: threading.Event, stop: threading.Event) -> str:
@@ -50,7 +51,7 @@ def cuda_load(seconds: float, running: threading.Event, stop: threading.Event) -
 async def main() -> int:
     found = gpus.discover(None)
     server = grpc.aio.server()
-    clara_pb2_grpc.add_ClaraServicer_to_server(ClaraServicer(), server)
+    clara_pb2_grpc.add_ClaraServicer_to_server(ClaraServicer(Metrics()), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     report: dict[str, object] = {"discovered": list(found)}
