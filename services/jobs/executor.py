@@ -338,8 +338,10 @@ class Executor:
             await self._record_exit(run, name, Exit(-1, str(exc)), ends_job=(JobStatus.FAULTED, reason))
             await self.pump()
             return
-        run.handles[name] = handle
         await self._db.write(lambda conn: job_table.operator_runtime_id(conn, run.job.id, name, handle.runtime_id))
+        # Known to the job only now: a job that ended before this line is stopped by the check below, one that
+        # ends after it by _end, never both.
+        run.handles[name] = handle
         log.info(
             "operator started", job_id=run.job.id, operator=name, runtime_id=handle.runtime_id, gpus=list(grant.gpu_ids)
         )
@@ -454,10 +456,12 @@ class Executor:
     # -- ending a job --------------------------------------------------------------------------------------
 
     def _arm_deadline(self, run: JobRun, seconds: float) -> None:
+        """End the job TERMINATED in ``seconds`` (its timeout, less what already ran), unless armed already."""
+        seconds_total = run.job.timeout or self.settings.default_timeout
         if run.deadline is None and not run.ending:
             run.deadline = asyncio.get_running_loop().call_later(
                 max(seconds, 0),
-                lambda: self._spawn(self._end(run, JobStatus.TERMINATED, f"job timed out after {run.job.timeout:g} s")),
+                lambda: self._spawn(self._end(run, JobStatus.TERMINATED, f"job timed out after {seconds_total:g} s")),
             )
 
     async def _end(
@@ -521,9 +525,10 @@ class Executor:
             submitted={op.name for op in operators if op.status is not OperatorStatus.PENDING},
         )
         self._runs[job.id] = run
-        lost = [
-            op.name for op in operators if op.status is OperatorStatus.RUNNING and not await self._reattach(run, op)
-        ]
+        lost: dict[str, str] = {}  # operator -> why it cannot be carried on
+        for op in operators:
+            if op.status is OperatorStatus.RUNNING and (why := await self._reattach(run, op)) is not None:
+                lost[op.name] = why
         faulted = [op.name for op in operators if op.status is OperatorStatus.FAULTED]
         if lost:
 
@@ -534,7 +539,7 @@ class Executor:
             await self._end(
                 run,
                 JobStatus.EVICTED,
-                f"operator(s) {', '.join(lost)} were lost while the jobs service was down",
+                "; ".join(f"operator {name!r} {why}" for name, why in lost.items()),
                 also=lost_ended,
             )
             for name in lost:  # what a shared ledger still holds for them goes back
@@ -544,14 +549,17 @@ class Executor:
         elif run.finished():
             await self._end(run, JobStatus.HEALTHY, "")
         else:
-            started = [op.started for op in operators if op.started is not None]
+            # Operators queued again (never started) no longer count: their old start time was cleared.
+            carried_on = run.handles.keys() | run.completed
+            started = [op.started for op in operators if op.started is not None and op.name in carried_on]
             if started:
                 self._arm_deadline(run, min(started) + (job.timeout or self.settings.default_timeout) - ids.now())
             await self._submit_ready(run)
 
-    async def _reattach(self, run: JobRun, record: OperatorRecord) -> bool:
+    async def _reattach(self, run: JobRun, record: OperatorRecord) -> str | None:
         """Follow an operator that was running before the restart; without a recorded runtime id (a crash
-        right after the start) the runtime looks for it by its job and operator names."""
+        right after the start) the runtime looks for it by its job and operator names. Returns why it cannot
+        be carried on, or None (re-attached, or queued again when it provably never started)."""
         operator = run.model.operator(record.name)
         spec = self._spec(run, operator, record.gpu_ids)
         try:
@@ -563,12 +571,12 @@ class Executor:
             log.info(
                 "operator never started; queued again", job_id=run.job.id, operator=record.name, reason=str(reason)
             )
-            return True
-        except Exception:
+            return None
+        except Exception as exc:
             log.exception("cannot re-attach", job_id=run.job.id, operator=record.name)
-            return False
+            return f"could not be found again after a restart of the jobs service: {exc}"
         if handle is None:
-            return False
+            return "was lost while the jobs service was down"
         try:
             await self.queue.restore(
                 Grant(key=(run.job.id, record.name), demand=demand(operator), gpu_ids=record.gpu_ids)
@@ -577,11 +585,11 @@ class Executor:
             log.warning("cannot hold a re-attached operator", job_id=run.job.id, operator=record.name, reason=str(exc))
             await handle.stop(0)
             await _wait(handle)  # what removes its container, or its control group
-            return False
+            return f"was stopped: this node can no longer hold what it was granted ({exc})"
         run.handles[record.name] = handle
         if record.runtime_id != handle.runtime_id:  # found by name: remember where it is from now on
             await self._db.write(lambda c: job_table.operator_runtime_id(c, run.job.id, record.name, handle.runtime_id))
         self._spawn(self._follow(run, record.name, handle))
         self._watch_outputs(run)
         log.info("operator re-attached", job_id=run.job.id, operator=record.name, runtime_id=handle.runtime_id)
-        return True
+        return None
