@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from services.jobs.runtimes.base import INSTANCE_LABEL, JOB_LABEL, OPERATOR_LABEL
-from tests.conftest import ROOT, free_port
+from tests.helpers import ROOT, free_port
 from tests.test_official_client import check_combined_flow
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]

@@ -13,7 +13,7 @@ import pytest
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from services.jobs.runtimes.base import Mount, OperatorSpec
 from services.jobs.runtimes.docker import PathMapping, container_config
-from tests.conftest import make_settings, start_in_process
+from tests.helpers import make_settings, start_in_process
 from tests.jobs_flow import Platform, containers_of
 
 BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)

@@ -16,7 +16,7 @@ from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc
 from services.jobs.clara_servicer import ClaraServicer
 from shared.metrics import Metrics
 from shared.server import ClaretServer, ServicerSet
-from tests.conftest import RunningServer, free_port, run_official, wait_for_port
+from tests.helpers import RunningServer, free_port, run_official, wait_for_port
 
 BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
 

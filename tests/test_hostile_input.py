@@ -12,7 +12,7 @@ from protos.nvidia.clara.platform import payloads_pb2 as ppb
 from protos.nvidia.clara.platform import pipelines_pb2 as plpb
 from shared.errors import ErrorCode
 from shared.server import MAX_MESSAGE_BYTES
-from tests.conftest import RunningServer
+from tests.helpers import RunningServer
 from tests.jobs_flow import Platform
 
 BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)

@@ -16,7 +16,7 @@ import grpc
 
 from protos.nvidia.clara.platform import common_pb2, payloads_pb2_grpc
 from protos.nvidia.clara.platform import payloads_pb2 as pb
-from tests.conftest import serve_process
+from tests.helpers import serve_process
 
 BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
 

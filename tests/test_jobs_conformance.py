@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from claret.cli import main
 from protos.nvidia.clara.platform import jobs_pb2 as pb
-from tests.conftest import RunningServer, run_official
+from tests.helpers import RunningServer, run_official
 from tests.jobs_flow import Platform, one_operator, serving
 
 BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from protos.nvidia.clara.platform import common_pb2
 from protos.nvidia.clara.platform import jobs_pb2 as pb
-from tests.conftest import free_port, make_settings, serve_process, start_in_process
+from tests.helpers import free_port, make_settings, serve_process, start_in_process
 from tests.jobs_flow import DATA, Platform
 from tests.store import target
 

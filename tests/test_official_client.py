@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningServer, free_port, run_official, wait_for_port
+from tests.helpers import RunningServer, free_port, run_official, wait_for_port
 
 BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
 

@@ -16,7 +16,7 @@ import pytest
 from protos.nvidia.clara.platform import common_pb2, jobs_pb2
 from protos.nvidia.clara.platform import payloads_pb2 as pb
 from shared.errors import ErrorCode
-from tests.conftest import RunningServer, make_settings, run_official, start_in_process
+from tests.helpers import RunningServer, make_settings, run_official, start_in_process
 from tests.jobs_flow import DATA, Platform
 from tests.test_payloads_service import KIB, MIB, chunked, download, names, upload
 from tests.volumes import fill, small_volume

@@ -14,7 +14,7 @@ import pytest
 from protos.nvidia.clara.platform import common_pb2, payloads_pb2_grpc
 from protos.nvidia.clara.platform import payloads_pb2 as pb
 from shared.errors import ErrorCode
-from tests.conftest import RunningServer, make_settings, run_official, start_in_process
+from tests.helpers import RunningServer, make_settings, run_official, start_in_process
 
 BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
 

@@ -10,7 +10,7 @@ import pytest
 from protos.nvidia.clara.platform import common_pb2, pipelines_pb2_grpc
 from protos.nvidia.clara.platform import pipelines_pb2 as pb
 from shared.errors import ErrorCode
-from tests.conftest import RunningServer, run_official
+from tests.helpers import RunningServer, run_official
 
 BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
 

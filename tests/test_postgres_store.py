@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.db.postgres import PostgresDatabase
-from tests.conftest import free_port
+from tests.helpers import free_port
 from tests.store import target
 
 

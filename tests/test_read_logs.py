@@ -21,7 +21,7 @@ from protos.nvidia.clara.platform import common_pb2, jobs_pb2_grpc
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from services.jobs.logs import LOG_BYTES_PER_MESSAGE, LOG_LINES_PER_MESSAGE, LogLines, LogReader
 from shared.config import Settings
-from tests.conftest import RunningServer
+from tests.helpers import RunningServer
 from tests.jobs_flow import DATA, Platform
 
 KIB = 1024

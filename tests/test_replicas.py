@@ -28,7 +28,7 @@ from services.jobs.scheduler import Capacity, Demand, Grant
 from shared import ids
 from shared.db import Database
 from shared.db.connection import Conflict
-from tests.conftest import serve_process
+from tests.helpers import serve_process
 from tests.jobs_flow import Platform, process_alive
 from tests.store import query, target
 

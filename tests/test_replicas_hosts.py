@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import required, serve_process
+from tests.helpers import required, serve_process
 from tests.test_replicas import REPLICA_ENV, twenty_gpu_operators_one_replica_killed
 
 NETWORK = "10.231"

@@ -15,7 +15,7 @@ import pytest
 
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from services.jobs.runtimes.sandbox import find_sandbox
-from tests.conftest import serve_process
+from tests.helpers import serve_process
 from tests.jobs_flow import Platform, containers_of
 from tests.store import query, target
 

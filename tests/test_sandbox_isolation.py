@@ -24,7 +24,7 @@ from protos.nvidia.clara.platform import jobs_pb2 as pb
 from services.jobs.runtimes import seccomp
 from services.jobs.runtimes.cgroups import Cgroups
 from shared.config import Settings
-from tests.conftest import ROOT, required
+from tests.helpers import ROOT, required
 from tests.jobs_flow import Platform, one_operator, run_job, serving
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the platform's set-up runs it as root; so do these attacks")

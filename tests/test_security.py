@@ -15,7 +15,7 @@ from claret.cli import main as cli
 from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc
 from shared.config import Settings
 from shared.security import TokenInterceptor
-from tests.conftest import make_settings, start_in_process
+from tests.helpers import make_settings, start_in_process
 
 BOTH_STORES = True  # every test runs on SQLite and on PostgreSQL (tests/conftest.py)
 
