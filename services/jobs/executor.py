@@ -333,9 +333,9 @@ class Executor:
                 started - run.ready_since.pop(name, started)
             )
         except Exception as exc:  # RuntimeFailure, OSError, or a client library's own: the operator never ran
-            await self.queue.release((run.job.id, name))
             reason = f"operator {name!r} could not start: {exc}"
             await self._record_exit(run, name, Exit(-1, str(exc)), ends_job=(JobStatus.FAULTED, reason))
+            await self.queue.release((run.job.id, name))  # after its end is recorded, as in _follow
             await self.pump()
             return
         await self._db.write(lambda conn: job_table.operator_runtime_id(conn, run.job.id, name, handle.runtime_id))
@@ -361,10 +361,12 @@ class Executor:
             await self._end(run, JobStatus.TERMINATED, f"operator {name!r} timed out after {limit} s")
             exit = await _wait(handle)
         del run.handles[name]
-        await self.queue.release((run.job.id, name))
         exit = await self._check_outputs(run, name, exit)
         outcome = None if run.ending else self._outcome(run, name, exit)
         await self._record_exit(run, name, exit, handle.runtime_id, ends_job=outcome)
+        # Only once its end is recorded: released earlier, its resources could go to an operator recorded
+        # RUNNING while this one still was, and a crash then would leave more RUNNING than the node holds.
+        await self.queue.release((run.job.id, name))
         if outcome is None and not run.ending:
             await self._submit_ready(run)
         self._forget_if_done(run)
