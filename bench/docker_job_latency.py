@@ -66,10 +66,10 @@ async def main() -> None:
                     job_id, payload_id = await clara.create(pipeline_id)
                     await clara.upload(payload_id, "hello.txt", b"hello world\n")
                     await clara.start(job_id)
-                    reply, _ = await clara.wait_stopped(job_id, POLL, within=60)
+                    job, _ = await clara.wait_stopped(job_id, POLL, within=60)
                     elapsed = time.perf_counter() - t0
                     try:
-                        check_healthy(reply)
+                        check_healthy(job)
                     except AssertionError as exc:
                         faults.append(str(exc))
                         return

@@ -47,10 +47,10 @@ async def main() -> None:
                 t2 = time.perf_counter()
                 await clara.start(job_id)
                 t3 = time.perf_counter()
-                reply, polls = await clara.wait_stopped(job_id, POLL)
+                job, polls = await clara.wait_stopped(job_id, POLL)
                 t4 = time.perf_counter()
                 try:
-                    check_healthy(reply)
+                    check_healthy(job)
                 except AssertionError as exc:
                     faults.append(str(exc))
                     return

@@ -42,10 +42,10 @@ async def claret_round(clients: list[Clara], pipeline_id: str, seconds: float) -
         while time.perf_counter() < deadline:
             job_id, _ = await clara.create(pipeline_id)
             await clara.start(job_id)
-            reply, polls = await clara.wait_stopped(job_id, POLL)
+            job, polls = await clara.wait_stopped(job_id, POLL)
             POLLS.append(polls)
             try:
-                check_healthy(reply)
+                check_healthy(job)
             except AssertionError as exc:
                 FAULTS.append(str(exc))
             else:

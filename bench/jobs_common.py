@@ -16,17 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from harness import request_header
 
-from protos.nvidia.clara.platform import (
-    common_pb2,
-    jobs_pb2,
-    jobs_pb2_grpc,
-    payloads_pb2,
-    payloads_pb2_grpc,
-    pipelines_pb2,
-    pipelines_pb2_grpc,
-)
+from claret.client import PlatformClient
+from claret.records import Job, JobState, JobStatus
 from services.jobs.runtimes.base import Mount, OperatorSpec
 from services.jobs.runtimes.sandbox import Descriptors, bwrap_arguments
 
@@ -54,75 +46,44 @@ operators:
 
 @dataclass
 class Clara:
-    """Stubs of one Claret server and the steps of a job."""
+    """One Claret server through the client (claret.client), and the steps of a job as the benchmarks time
+    them. ``client`` is there for anything else."""
 
     channel: grpc.aio.Channel
 
     def __post_init__(self) -> None:
-        self.pipelines = pipelines_pb2_grpc.PipelinesStub(self.channel)
-        self.jobs = jobs_pb2_grpc.JobsStub(self.channel)
-        self.payloads = payloads_pb2_grpc.PayloadsStub(self.channel)
+        self.client = PlatformClient("the benchmark's server", timeout=None, channel=self.channel)
 
     async def pipeline(self, text: str) -> str:
-        async def requests() -> AsyncIterator[pipelines_pb2.PipelinesCreateRequest]:
-            yield pipelines_pb2.PipelinesCreateRequest(
-                header=request_header(),
-                definition=pipelines_pb2.PipelineDefinitionFile(path="pipeline.yaml", content=text),
-            )
-
-        reply = await self.pipelines.Create(requests())
-        assert reply.header.code == 0, reply.header.messages
-        return str(reply.pipeline_id.value)
+        return (await self.client.create_pipeline([("pipeline.yaml", text)])).pipeline_id
 
     async def create(self, pipeline_id: str, name: str = "bench") -> tuple[str, str]:
         """(job id, payload id) of a new job."""
-        reply = await self.jobs.Create(
-            jobs_pb2.JobsCreateRequest(
-                header=request_header(), pipeline_id=common_pb2.Identifier(value=pipeline_id), name=name
-            )
-        )
-        assert reply.header.code == 0, reply.header.messages
-        return reply.job_id.value, reply.payload_id.value
+        created = await self.client.create_job(pipeline_id, name)
+        return created.job_id, created.payload_id
 
     async def upload(self, payload_id: str, name: str, data: bytes) -> None:
-        request = payloads_pb2.PayloadsUploadRequest(
-            header=request_header(),
-            payload_id=common_pb2.Identifier(value=payload_id),
-            details=payloads_pb2.PayloadFileDetails(name=name, size=len(data)),
-            data=data,
-        )
-        reply = await self.payloads.Upload(iter([request]))
-        assert reply.header.code == 0, reply.header.messages
+        await self.client.upload(payload_id, name, data)
 
     async def start(self, job_id: str) -> None:
-        reply = await self.jobs.Start(
-            jobs_pb2.JobsStartRequest(header=request_header(), job_id=common_pb2.Identifier(value=job_id))
-        )
-        assert reply.header.code == 0, reply.header.messages
+        await self.client.start_job(job_id)
 
-    def status_request(self, job_id: str) -> jobs_pb2.JobsStatusRequest:
-        return jobs_pb2.JobsStatusRequest(header=request_header(), job_id=common_pb2.Identifier(value=job_id))
-
-    async def wait_stopped(
-        self, job_id: str, interval: float, within: float = 30
-    ) -> tuple[jobs_pb2.JobsStatusResponse, int]:
-        """Poll Status every ``interval`` seconds until the job is STOPPED: (last reply, number of polls)."""
-        request = self.status_request(job_id)
+    async def wait_stopped(self, job_id: str, interval: float, within: float = 30) -> tuple[Job, int]:
+        """Poll Status every ``interval`` seconds until the job is STOPPED: (the job then, number of polls)."""
         deadline = time.monotonic() + within
         polls = 0
         while time.monotonic() < deadline:
-            reply = await self.jobs.Status(request)
+            job = await self.client.job_status(job_id)
             polls += 1
-            assert reply.header.code == 0, reply.header.messages
-            if reply.state == jobs_pb2.JOB_STATE_STOPPED:
-                return reply, polls
+            if job.state is JobState.STOPPED:
+                return job, polls
             await asyncio.sleep(interval)
         raise TimeoutError(f"job {job_id} did not stop within {within} s")
 
 
-def check_healthy(reply: jobs_pb2.JobsStatusResponse) -> None:
-    if reply.status != jobs_pb2.JOB_STATUS_HEALTHY:
-        raise AssertionError(f"job ended {jobs_pb2.JobStatus.Name(reply.status)}: {list(reply.messages)}")
+def check_healthy(job: Job) -> None:
+    if job.status is not JobStatus.HEALTHY:
+        raise AssertionError(f"job ended {job.status.wire_name}: {list(job.messages)}")
 
 
 def bare_spec(work: Path, command: list[str], *, mounts: bool = True, index: int = 0) -> OperatorSpec:

@@ -14,10 +14,21 @@ import argparse
 import asyncio
 import time
 
-from harness import Result, bare_server, claret_server, cpu_seconds, median, report, run, scratch, show_rounds
+from harness import (
+    Result,
+    bare_server,
+    claret_server,
+    cpu_seconds,
+    median,
+    report,
+    request_header,
+    run,
+    scratch,
+    show_rounds,
+)
 from jobs_common import Clara, check_healthy, one_operator_pipeline
 
-from protos.nvidia.clara.platform import jobs_pb2, jobs_pb2_grpc
+from protos.nvidia.clara.platform import common_pb2, jobs_pb2, jobs_pb2_grpc
 
 NAME = "status_rate"
 TARGET = 0.5
@@ -58,15 +69,17 @@ async def main() -> None:
             pipeline_id = await clara.pipeline(one_operator_pipeline(["true"]))
             job_id, _ = await clara.create(pipeline_id)
             await clara.start(job_id)
-            reply, _ = await clara.wait_stopped(job_id, 0.01)
-            check_healthy(reply)
-            request = clara.status_request(job_id)
-            expected = reply.SerializeToString()
+            job, _ = await clara.wait_stopped(job_id, 0.01)
+            check_healthy(job)
+            # The calls measured go through the bare stub: the server is under test, not the client.
+            stub = jobs_pb2_grpc.JobsStub(claret_channel)
+            request = jobs_pb2.JobsStatusRequest(header=request_header(), job_id=common_pb2.Identifier(value=job_id))
+            expected = (await stub.Status(request)).SerializeToString()
             (work / "status-reply.bin").write_bytes(expected)
             with bare_server(work, status_reply=work / "status-reply.bin", profile_name=NAME) as bare:
                 async with bare.channel() as bare_channel:
                     subjects = {
-                        "claret": (clara.jobs, claret.pid),
+                        "claret": (stub, claret.pid),
                         "bare": (jobs_pb2_grpc.JobsStub(bare_channel), bare.pid),
                     }
                     for stub, _ in subjects.values():  # warm up

@@ -11,47 +11,52 @@ default ``~/.clara/config.yaml``) > ``127.0.0.1:30031``.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import click
-from rich.tree import Tree
 
 from claret import __version__, transfers
-from claret.client import DEFAULT_TIMEOUT_S, ClientError, JobDetails, PlatformClient, Security, platform_address
-from claret.definition_files import definition_files
+from claret.errors import ClientError
 from claret.output import Output, shown, table, when
+from claret.records import Job, JobState, JobStatus, PipelineNode, Priority
 from claret.serve_command import serve
-from protos.nvidia.clara.platform import jobs_pb2, payloads_pb2, pipelines_pb2
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
+
+    from claret.client import PlatformClient
+
+__all__ = [
+    "PRIORITIES",
+    "Session",
+    "choices",
+    "main",
+    "verb",
+    "warning",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
 Document = dict[str, Any]
 
-PRIORITIES = {
-    "low": jobs_pb2.JOB_PRIORITY_LOWER,
-    "normal": jobs_pb2.JOB_PRIORITY_NORMAL,
-    "high": jobs_pb2.JOB_PRIORITY_HIGHER,
-    "immediate": jobs_pb2.JOB_PRIORITY_IMMEDIATE,
-}
-STATES = {
-    "pending": jobs_pb2.JOB_STATE_PENDING,
-    "running": jobs_pb2.JOB_STATE_RUNNING,
-    "stopped": jobs_pb2.JOB_STATE_STOPPED,
-}
-STATUSES = {
-    "healthy": jobs_pb2.JOB_STATUS_HEALTHY,
-    "faulted": jobs_pb2.JOB_STATUS_FAULTED,
-    "canceled": jobs_pb2.JOB_STATUS_CANCELED,
-    "evicted": jobs_pb2.JOB_STATUS_EVICTED,
-    "terminated": jobs_pb2.JOB_STATUS_TERMINATED,
-}
-OPERATOR_DONE = (jobs_pb2.JOB_OPERATOR_STATUS_COMPLETED, jobs_pb2.JOB_OPERATOR_STATUS_FAULTED)
+TIMEOUT_S = 30.0
+"""How long a verb waits for each answer unless ``--timeout`` says otherwise."""
+PRIORITIES = {priority.name.lower().removesuffix("er"): priority for priority in Priority if priority}
+"""``--priority`` spelt as the original CLI does: low, normal, high, immediate (LOWER and HIGHER shortened)."""
 POLL_FIRST_S = 0.1
 POLL_MAX_S = 1.0
 """``--wait`` polls Jobs.Status, quickly at first (short jobs return at once), then once a second."""
+
+
+def choices(enum: type[JobState] | type[JobStatus]) -> list[str]:
+    """A filter's choices: the enum's members in lower case, but UNKNOWN, which no job has."""
+    return [member.name.lower() for member in enum if member]
 
 
 # The command tree
@@ -156,7 +161,7 @@ CLIENT_OPTIONS = (
         metavar="SECONDS",
         expose_value=False,
         callback=_remember,
-        help=f"Seconds to wait for each answer (transfers excepted) [default {DEFAULT_TIMEOUT_S:g}].",
+        help=f"Seconds to wait for each answer (transfers excepted) [default {TIMEOUT_S:g}].",
     ),
 )
 
@@ -175,10 +180,12 @@ class Session:
     output: Output
 
 
-def session(ctx: click.Context) -> Session:
-    """Connect as the client options say; the channel closes when the command ends."""
-    root = ctx.find_root()
-    options = root.meta
+@asynccontextmanager
+async def session(ctx: click.Context) -> AsyncIterator[Session]:
+    """Connect as the client options say; the channel closes when the verb ends."""
+    from claret.client import PlatformClient, Security, platform_address  # gRPC: for client verbs only
+
+    options = ctx.find_root().meta
     address = platform_address(options.get("claret.host"), options.get("claret.config"))
     security = Security(
         token=options.get("claret.token"),
@@ -187,8 +194,28 @@ def session(ctx: click.Context) -> Session:
         client_cert=options.get("claret.client_cert"),
         client_key=options.get("claret.client_key"),
     )
-    client = root.with_resource(PlatformClient(address, options.get("claret.timeout", DEFAULT_TIMEOUT_S), security))
-    return Session(client, Output(json_mode=options.get("claret.output") == "json"))
+    timeout = options.get("claret.timeout", TIMEOUT_S)
+    async with PlatformClient(address, timeout=timeout, security=security) as client:
+        yield Session(client, Output(json_mode=options.get("claret.output") == "json"))
+
+
+def verb(body: Callable[Concatenate[Session, P], Coroutine[Any, Any, None]]) -> Callable[P, None]:
+    """A client verb from a coroutine that takes the session first, then the command's parameters.
+
+    Click commands are synchronous and the client is async: each invocation runs its body to the end on
+    a fresh event loop (a grpc.aio channel belongs to the loop it was made in, so the session is made
+    there too, and closed before the loop is).
+    """
+
+    async def connected(ctx: click.Context, *args: P.args, **kwargs: P.kwargs) -> None:
+        async with session(ctx) as s:
+            await body(s, *args, **kwargs)
+
+    @functools.wraps(body)
+    def command(*args: P.args, **kwargs: P.kwargs) -> None:
+        asyncio.run(connected(click.get_current_context(), *args, **kwargs))
+
+    return command
 
 
 def target(flag: str, kind: str, *, many: bool = False) -> Callable[[F], F]:
@@ -269,12 +296,13 @@ def stop() -> None:
     help="The pipeline definition (YAML); the files it imports are sent with it.",
 )
 @client_options
-@click.pass_context
-def create_pipeline(ctx: click.Context, definition: Path) -> None:
+@verb
+async def create_pipeline(s: Session, definition: Path) -> None:
     """Register a pipeline; prints PIPELINE_ID:<id>, and on stderr what the platform ignored in it."""
-    s = session(ctx)
+    from claret.definition_files import definition_files
+
     files = definition_files(definition)
-    created = s.client.create_pipeline(files)
+    created = await s.client.create_pipeline(files)
     for message in created.warnings:
         click.echo(warning(message), err=True)
     document = {"pipeline_id": created.pipeline_id, "files": [path for path, _ in files]}
@@ -289,18 +317,15 @@ def warning(message: str) -> str:
 
 @list_.command("pipeline")
 @client_options
-@click.pass_context
-def list_pipelines(ctx: click.Context) -> None:
+@verb
+async def list_pipelines(s: Session) -> None:
     """List the pipelines (NAME  ID)."""
-    s = session(ctx)
-    pipelines = s.client.list_pipelines()
-    document: list[Document] = [
-        {"pipeline_id": p.pipeline_id.value, "name": p.name, "metadata": dict(p.metadata)} for p in pipelines
-    ]
+    pipelines = await s.client.list_pipelines()
+    document: list[Document] = [{"pipeline_id": p.id, "name": p.name, "metadata": dict(p.metadata)} for p in pipelines]
     s.output.result(document, table(["NAME", "ID"], [[p["name"], p["pipeline_id"]] for p in document]))
 
 
-def dag_document(nodes: Sequence[pipelines_pb2.PipelinesDetailsResponse.PipelineDagNode]) -> list[Document]:
+def dag_document(nodes: Sequence[PipelineNode]) -> list[Document]:
     return [{"name": node.name, "next": dag_document(node.next)} for node in nodes]
 
 
@@ -317,19 +342,18 @@ def pairs(metadata: dict[str, str]) -> str:
 @describe.command("pipeline")
 @target("-p", "pipeline")
 @client_options
-@click.pass_context
-def describe_pipeline(ctx: click.Context, ids: tuple[str, ...], flagged: tuple[str, ...]) -> None:
+@verb
+async def describe_pipeline(s: Session, ids: tuple[str, ...], flagged: tuple[str, ...]) -> None:
     """Show a pipeline: name, id, metadata, its DAG and its definition files."""
-    s = session(ctx)
-    pipeline_id = s.client.resolve_pipeline(targets(ids, flagged, "pipeline")[0])
-    replies = s.client.pipeline_details(pipeline_id)
-    first = replies[0] if replies else pipelines_pb2.PipelinesDetailsResponse()
+    from rich.tree import Tree
+
+    pipeline = await s.client.pipeline_details(await s.client.resolve_pipeline(targets(ids, flagged, "pipeline")[0]))
     document: Document = {
-        "pipeline_id": first.pipeline_id.value or pipeline_id,
-        "name": first.name,
-        "metadata": dict(first.metadata),
-        "dag": dag_document(first.dag),
-        "definition": [{"path": r.definition.path, "content": r.definition.content} for r in replies],
+        "pipeline_id": pipeline.id,
+        "name": pipeline.name,
+        "metadata": dict(pipeline.metadata),
+        "dag": dag_document(pipeline.dag),
+        "definition": [{"path": file.path, "content": file.content} for file in pipeline.files],
     }
     text: list[Any] = [
         f"Name: {document['name']}",
@@ -345,14 +369,13 @@ def describe_pipeline(ctx: click.Context, ids: tuple[str, ...], flagged: tuple[s
 @delete.command("pipeline")
 @target("-p", "pipeline", many=True)
 @client_options
-@click.pass_context
-def delete_pipeline(ctx: click.Context, ids: tuple[str, ...], flagged: tuple[str, ...]) -> None:
+@verb
+async def delete_pipeline(s: Session, ids: tuple[str, ...], flagged: tuple[str, ...]) -> None:
     """Delete pipelines (jobs already created from them keep their definition)."""
-    s = session(ctx)
     deleted = []
     for ref in targets(ids, flagged, "pipeline", many=True):
-        pipeline_id = s.client.resolve_pipeline(ref)
-        s.client.remove_pipeline(pipeline_id)
+        pipeline_id = await s.client.resolve_pipeline(ref)
+        await s.client.remove_pipeline(pipeline_id)
         deleted.append(pipeline_id)
     s.output.result({"deleted": deleted}, *(f"deleted pipeline {pipeline_id}" for pipeline_id in deleted))
 
@@ -360,21 +383,16 @@ def delete_pipeline(ctx: click.Context, ids: tuple[str, ...], flagged: tuple[str
 # Jobs
 
 
-def enum_name(enum: Any, value: int) -> str:
-    name: str = enum.Name(value)
-    return name
-
-
-def job_document(job: JobDetails | jobs_pb2.JobsStatusResponse, name: str) -> Document:
+def job_document(job: Job) -> Document:
     """The fields Jobs.List and Jobs.Status share, as JSON (enums by their wire names)."""
     return {
-        "job_id": job.job_id.value,
-        "name": name,
-        "pipeline_id": job.pipeline_id.value,
-        "payload_id": job.payload_id.value,
-        "status": enum_name(jobs_pb2.JobStatus, job.status),
-        "state": enum_name(jobs_pb2.JobState, job.state),
-        "priority": enum_name(jobs_pb2.JobPriority, job.priority),
+        "job_id": job.id,
+        "name": job.name,
+        "pipeline_id": job.pipeline_id,
+        "payload_id": job.payload_id,
+        "status": job.status.wire_name,
+        "state": job.state.wire_name,
+        "priority": job.priority.wire_name,
         "created": when(job.created),
         "started": when(job.started),
         "stopped": when(job.stopped),
@@ -382,62 +400,43 @@ def job_document(job: JobDetails | jobs_pb2.JobsStatusResponse, name: str) -> Do
     }
 
 
-def short(enum_value: str) -> str:
-    """``JOB_STATE_STOPPED`` as ``STOPPED``, for tables."""
-    for prefix in ("JOB_STATE_", "JOB_STATUS_", "JOB_PRIORITY_", "JOB_OPERATOR_STATUS_"):
-        enum_value = enum_value.removeprefix(prefix)
-    return enum_value
-
-
 @list_.command("job")
-@click.option("--state", "states", multiple=True, type=click.Choice(list(STATES), case_sensitive=False))
-@click.option("--status", "statuses", multiple=True, type=click.Choice(list(STATUSES), case_sensitive=False))
+@click.option("--state", "states", multiple=True, type=click.Choice(choices(JobState), case_sensitive=False))
+@click.option("--status", "statuses", multiple=True, type=click.Choice(choices(JobStatus), case_sensitive=False))
 @click.option("--pipeline", "pipelines", multiple=True, metavar="ID", help="Only jobs of this pipeline.")
 @click.option("--running", is_flag=True, help="Only running jobs (what the platform lists when given no filter).")
 @client_options
-@click.pass_context
-def list_jobs(
-    ctx: click.Context, states: tuple[str, ...], statuses: tuple[str, ...], pipelines: tuple[str, ...], running: bool
+@verb
+async def list_jobs(
+    s: Session, states: tuple[str, ...], statuses: tuple[str, ...], pipelines: tuple[str, ...], running: bool
 ) -> None:
     """List jobs, all of them unless filtered (repeat a filter to widen it; different filters narrow)."""
-    s = session(ctx)
-    jobs = s.client.list_jobs(
-        [STATES[name.lower()] for name in (*states, *(["running"] if running else []))],
-        [STATUSES[name.lower()] for name in statuses],
-        [s.client.resolve_pipeline(ref) for ref in pipelines],
+    jobs = await s.client.list_jobs(
+        [JobState[name.upper()] for name in states] + ([JobState.RUNNING] if running else []),
+        [JobStatus[name.upper()] for name in statuses],
+        [await s.client.resolve_pipeline(ref) for ref in pipelines],
     )
-    document = [job_document(job, job.job_name) for job in jobs]
     columns = ["JOB ID", "NAME", "PIPELINE ID", "STATE", "STATUS", "PRIORITY", "CREATED"]
     rows = [
-        [
-            j["job_id"],
-            j["name"],
-            j["pipeline_id"],
-            short(j["state"]),
-            short(j["status"]),
-            short(j["priority"]),
-            shown(j["created"]),
-        ]
-        for j in document
+        [j.id, j.name, j.pipeline_id, j.state.name, j.status.name, j.priority.name, shown(when(j.created))]
+        for j in jobs
     ]
-    s.output.result(document, table(columns, rows))
+    s.output.result([job_document(job) for job in jobs], table(columns, rows))
 
 
-def job_description(status: jobs_pb2.JobsStatusResponse) -> Document:
+def job_description(job: Job) -> Document:
     operators = [
         {
             "name": op.name,
-            "status": enum_name(jobs_pb2.JobOperatorStatus, op.status),
+            "status": op.status.wire_name,
             "created": when(op.created),
             "started": when(op.started),
             "stopped": when(op.stopped),
         }
-        for op in status.operator_details
+        for op in job.operators
     ]
-    dag = [
-        {"name": node.name, "input_dependencies": [up.name for up in node.input_dependencies]} for node in status.dag
-    ]
-    return job_document(status, status.name) | {"operators": operators, "dag": dag, "messages": list(status.messages)}
+    dag = [{"name": node.name, "input_dependencies": list(node.input_dependencies)} for node in job.dag]
+    return job_document(job) | {"operators": operators, "dag": dag, "messages": list(job.messages)}
 
 
 def job_lines(job: Document) -> list[str]:
@@ -467,56 +466,53 @@ def job_lines(job: Document) -> list[str]:
 @describe.command("job")
 @target("-j", "job")
 @client_options
-@click.pass_context
-def describe_job(ctx: click.Context, ids: tuple[str, ...], flagged: tuple[str, ...]) -> None:
+@verb
+async def describe_job(s: Session, ids: tuple[str, ...], flagged: tuple[str, ...]) -> None:
     """Show a job: ids, status (line 5), state (line 6), priority, times, operators, metadata, messages."""
-    s = session(ctx)
-    job = job_description(s.client.job_status(s.client.resolve_job(targets(ids, flagged, "job")[0])))
+    job = job_description(await s.client.job_status(await s.client.resolve_job(targets(ids, flagged, "job")[0])))
     s.output.result(job, *job_lines(job))
 
 
-def wait_for_job(s: Session, job_id: str) -> jobs_pb2.JobsStatusResponse:
+async def wait_for_job(s: Session, job_id: str) -> Job:
     """Poll until the job stopped, showing operators completed so far (on a terminal's stderr only)."""
     delay = POLL_FIRST_S
     with s.output.progress(transfer=False) as progress:
         task = progress.add_task(f"job {job_id[:8]}", total=None)
         while True:
-            status = s.client.job_status(job_id)
-            done = sum(op.status in OPERATOR_DONE for op in status.operator_details)
-            state = short(enum_name(jobs_pb2.JobState, status.state)).lower()
+            job = await s.client.job_status(job_id)
             progress.update(
                 task,
-                total=len(status.operator_details) or None,
-                completed=done,
-                description=f"job {job_id[:8]} {state}",
+                total=len(job.operators) or None,
+                completed=sum(op.done for op in job.operators),
+                description=f"job {job_id[:8]} {job.state.name.lower()}",
             )
-            if status.state == jobs_pb2.JOB_STATE_STOPPED:
-                return status
-            time.sleep(delay)
+            if job.state is JobState.STOPPED:
+                return job
+            await asyncio.sleep(delay)
             delay = min(delay * 2, POLL_MAX_S)
 
 
-def run_job(s: Session, job_id: str, document: Document, *, wait: bool) -> None:
+async def run_job(s: Session, job_id: str, document: Document, *, wait: bool) -> None:
     """Start a created job, optionally wait for it, and report JOB_STATE/JOB_STATUS; a job that ended
     other than HEALTHY after ``wait`` exits non-zero, so ``create job --start --wait && next`` is safe."""
-    started = s.client.start_job(job_id)
-    state, status, messages = started.state, started.status, list[str]()
+    started = await s.client.start_job(job_id)
+    state, status, messages = started.state, started.status, tuple[str, ...]()
     if wait:
-        final = wait_for_job(s, job_id)
-        state, status, messages = final.state, final.status, list(final.messages)
-    document |= {"state": enum_name(jobs_pb2.JobState, state), "status": enum_name(jobs_pb2.JobStatus, status)}
+        final = await wait_for_job(s, job_id)
+        state, status, messages = final.state, final.status, final.messages
+    document |= {"state": state.wire_name, "status": status.wire_name}
     s.output.result(document, f"JOB_STATE:{document['state']}", f"JOB_STATUS:{document['status']}")
-    if wait and status != jobs_pb2.JOB_STATUS_HEALTHY:
+    if wait and status is not JobStatus.HEALTHY:
         raise ClientError(f"job {job_id} ended {document['status']}: {'; '.join(messages) or 'no message'}")
 
 
-def upload_files(s: Session, payload_id: str, plan: Sequence[transfers.Transfer]) -> list[Document]:
+async def upload_files(s: Session, payload_id: str, plan: Sequence[transfers.Transfer]) -> list[Document]:
     """Upload each planned file, one stream per file, with one progress bar of bytes for all."""
     uploaded: list[Document] = []
     with s.output.progress(transfer=True) as progress:
         task = progress.add_task("upload", total=sum(t.size for t in plan))
         for item in plan:
-            details = s.client.upload(payload_id, item.name, item.local, lambda n: progress.advance(task, n))
+            details = await s.client.upload(payload_id, item.name, item.local, lambda n: progress.advance(task, n))
             uploaded.append({"name": details.name or item.name, "size": details.size, "source": str(item.local)})
     return uploaded
 
@@ -537,9 +533,9 @@ def upload_files(s: Session, payload_id: str, plan: Sequence[transfers.Transfer]
 @click.option("-s", "--start", "start_job", is_flag=True, help="Start the job once its files are uploaded.")
 @click.option("-w", "--wait", is_flag=True, help="Start the job and wait until it stopped (implies --start).")
 @client_options
-@click.pass_context
-def create_job(
-    ctx: click.Context,
+@verb
+async def create_job(
+    s: Session,
     name: str,
     pipeline_ref: str,
     files: tuple[Path, ...],
@@ -548,15 +544,14 @@ def create_job(
     wait: bool,
 ) -> None:
     """Create a job; prints JOB_ID:<id> then PAYLOAD_ID:<id> (then JOB_STATE/JOB_STATUS if started)."""
-    s = session(ctx)
     plan = transfers.upload_plan(files)
-    created = s.client.create_job(s.client.resolve_pipeline(pipeline_ref), name, PRIORITIES[priority.lower()])
-    job_id, payload_id = created.job_id.value, created.payload_id.value
-    document: Document = {"job_id": job_id, "payload_id": payload_id}
-    s.output.text(f"JOB_ID:{job_id}", f"PAYLOAD_ID:{payload_id}")  # at once: the job exists from here on
-    document["files"] = upload_files(s, payload_id, plan)
+    pipeline_id = await s.client.resolve_pipeline(pipeline_ref)
+    created = await s.client.create_job(pipeline_id, name, PRIORITIES[priority.lower()])
+    document: Document = {"job_id": created.job_id, "payload_id": created.payload_id}
+    s.output.text(f"JOB_ID:{created.job_id}", f"PAYLOAD_ID:{created.payload_id}")  # at once: the job exists now
+    document["files"] = await upload_files(s, created.payload_id, plan)
     if start_job or wait:
-        run_job(s, job_id, document, wait=wait)
+        await run_job(s, created.job_id, document, wait=wait)
     elif s.output.json_mode:
         s.output.result(document)
 
@@ -565,28 +560,22 @@ def create_job(
 @target("-j", "job")
 @click.option("-w", "--wait", is_flag=True, help="Wait until the job stopped; exit 1 unless it ended HEALTHY.")
 @client_options
-@click.pass_context
-def start_job(ctx: click.Context, ids: tuple[str, ...], flagged: tuple[str, ...], wait: bool) -> None:
+@verb
+async def start_job(s: Session, ids: tuple[str, ...], flagged: tuple[str, ...], wait: bool) -> None:
     """Start a created job; prints JOB_STATE:<state> and JOB_STATUS:<status>."""
-    s = session(ctx)
-    job_id = s.client.resolve_job(targets(ids, flagged, "job")[0])
-    run_job(s, job_id, {"job_id": job_id}, wait=wait)
+    job_id = await s.client.resolve_job(targets(ids, flagged, "job")[0])
+    await run_job(s, job_id, {"job_id": job_id}, wait=wait)
 
 
 @stop.command("job")
 @target("-j", "job")
 @click.option("--reason", default="", help="Why, kept in the job's messages.")
 @client_options
-@click.pass_context
-def stop_job(ctx: click.Context, ids: tuple[str, ...], flagged: tuple[str, ...], reason: str) -> None:
+@verb
+async def stop_job(s: Session, ids: tuple[str, ...], flagged: tuple[str, ...], reason: str) -> None:
     """Cancel a pending or running job (a stopped job is left as it is)."""
-    s = session(ctx)
-    reply = s.client.cancel_job(s.client.resolve_job(targets(ids, flagged, "job")[0]), reason)
-    document = {
-        "job_id": reply.job_id.value,
-        "state": enum_name(jobs_pb2.JobState, reply.job_state),
-        "status": enum_name(jobs_pb2.JobStatus, reply.job_status),
-    }
+    canceled = await s.client.cancel_job(await s.client.resolve_job(targets(ids, flagged, "job")[0]), reason)
+    document = {"job_id": canceled.job_id, "state": canceled.state.wire_name, "status": canceled.status.wire_name}
     lines = (f"JOB_ID:{document['job_id']}", f"JOB_STATE:{document['state']}", f"JOB_STATUS:{document['status']}")
     s.output.result(document, *lines)
 
@@ -595,13 +584,14 @@ def stop_job(ctx: click.Context, ids: tuple[str, ...], flagged: tuple[str, ...],
 @click.option("-j", "--job", "job_ref", required=True, metavar="ID", help="Job id or unique prefix.")
 @click.option("-o", "--operator", "operators", multiple=True, help="Operator name [default: every operator].")
 @client_options
-@click.pass_context
-def logs(ctx: click.Context, job_ref: str, operators: tuple[str, ...]) -> None:
+@verb
+async def logs(s: Session, job_ref: str, operators: tuple[str, ...]) -> None:
     """Print an operator's log (stdout and stderr as written); each operator's under a header if none is named."""
-    s = session(ctx)
-    job_id = s.client.resolve_job(job_ref)
-    names = list(operators) or [op.name for op in s.client.job_status(job_id).operator_details]
-    document: list[Document] = [{"operator": name, "lines": list(s.client.read_logs(job_id, name))} for name in names]
+    job_id = await s.client.resolve_job(job_ref)
+    names = list(operators) or [op.name for op in (await s.client.job_status(job_id)).operators]
+    document: list[Document] = [
+        {"operator": name, "lines": [line async for line in s.client.read_logs(job_id, name)]} for name in names
+    ]
     text: list[str] = []
     for entry in document:
         text += [f"==> {entry['operator']} <=="] if not operators else []
@@ -625,11 +615,10 @@ def metadata_pairs(_ctx: click.Context, _param: click.Parameter, values: tuple[s
 @create.command("payload")
 @click.option("--metadata", multiple=True, callback=metadata_pairs, metavar="KEY=VALUE", help="Repeatable.")
 @client_options
-@click.pass_context
-def create_payload(ctx: click.Context, metadata: dict[str, str]) -> None:
+@verb
+async def create_payload(s: Session, metadata: dict[str, str]) -> None:
     """Create a reusable payload (fill it with `upload`); prints PAYLOAD_ID:<id>."""
-    s = session(ctx)
-    payload_id = s.client.create_payload(metadata)
+    payload_id = await s.client.create_payload(metadata)
     s.output.result({"payload_id": payload_id, "metadata": metadata}, f"PAYLOAD_ID:{payload_id}")
 
 
@@ -640,19 +629,17 @@ def size_text(size: int) -> str:
 @describe.command("payload")
 @target("-p", "payload")
 @client_options
-@click.pass_context
-def describe_payload(ctx: click.Context, ids: tuple[str, ...], flagged: tuple[str, ...]) -> None:
+@verb
+async def describe_payload(s: Session, ids: tuple[str, ...], flagged: tuple[str, ...]) -> None:
     """List a payload's files (a job id means the job's payload)."""
-    s = session(ctx)
-    payload_id = s.client.resolve_payload(targets(ids, flagged, "payload")[0])
-    replies = s.client.payload_details(payload_id)
-    first = replies[0] if replies else payloads_pb2.PayloadsDetailsResponse()
+    payload_id = await s.client.resolve_payload(targets(ids, flagged, "payload")[0])
+    payload = await s.client.payload_details(payload_id)
     document: Document = {
         "payload_id": payload_id,
-        "type": enum_name(payloads_pb2.PayloadType, first.type),
-        "job_id": first.job_id.value or None,
-        "metadata": dict(first.metadata),
-        "files": [{"name": r.file.name, "size": r.file.size} for r in replies],
+        "type": payload.type.wire_name,
+        "job_id": payload.job_id,
+        "metadata": dict(payload.metadata),
+        "files": [{"name": file.name, "size": file.size} for file in payload.files],
     }
     rows = [[f["name"], size_text(f["size"])] for f in document["files"]]
     s.output.result(
@@ -664,13 +651,12 @@ def describe_payload(ctx: click.Context, ids: tuple[str, ...], flagged: tuple[st
 @click.option("-p", "--payload", "payload_ref", required=True, metavar="ID", help="Payload or job id (or prefix).")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @client_options
-@click.pass_context
-def upload(ctx: click.Context, payload_ref: str, sources: tuple[Path, ...]) -> None:
+@verb
+async def upload(s: Session, payload_ref: str, sources: tuple[Path, ...]) -> None:
     """Upload files or directories into a payload (a job's: into its input, before it starts)."""
-    s = session(ctx)
     plan = transfers.upload_plan(sources)
-    payload_id = s.client.resolve_payload(payload_ref)
-    files = upload_files(s, payload_id, plan)
+    payload_id = await s.client.resolve_payload(payload_ref)
+    files = await upload_files(s, payload_id, plan)
     rows = [[f["name"], size_text(f["size"])] for f in files]
     s.output.result({"payload_id": payload_id, "files": files}, table(["FILE", "SIZE"], rows))
 
@@ -679,28 +665,25 @@ def upload(ctx: click.Context, payload_ref: str, sources: tuple[Path, ...]) -> N
 @click.argument("source", metavar="JOB:/PATH")
 @click.argument("dest")
 @client_options
-@click.pass_context
-def download(ctx: click.Context, source: str, dest: str) -> None:
+@verb
+async def download(s: Session, source: str, dest: str) -> None:
     """Download a job's payload files: one file, a folder, or a glob (JOB:/operators/shouter/*).
 
     A file goes to DEST (or into DEST when it is a directory or ends with /). A folder or a glob goes
     into the directory DEST, each file named relative to the pattern's fixed leading folders.
     """
-    s = session(ctx)
     ref, path = transfers.split_remote(source)
-    payload_id = s.client.resolve_payload(ref)
-    sizes = {reply.file.name: reply.file.size for reply in s.client.payload_details(payload_id)}
+    payload_id = await s.client.resolve_payload(ref)
+    sizes = {file.name: file.size for file in (await s.client.payload_details(payload_id)).files}
     names, base = transfers.select(path, list(sizes))
     if not names:
         raise ClientError(f"no file of payload {payload_id} matches {path!r}")
-    one_file = names == [path]  # not a glob and not a folder: DEST may name the file itself
-    into_folder = not one_file or Path(dest).is_dir() or dest.endswith("/")
-    plan = transfers.download_plan(names, base, Path(dest), into_folder)
+    plan = transfers.download_plan(names, base, Path(dest), transfers.dest_is_folder(names, path, dest))
     files: list[Document] = []
     with s.output.progress(transfer=True) as progress:
         task = progress.add_task("download", total=sum(sizes.get(name, 0) for name in names) or None)
         for name, local in plan:
-            details = s.client.download(payload_id, name, local, lambda n: progress.advance(task, n))
+            details = await s.client.download(payload_id, name, local, lambda n: progress.advance(task, n))
             files.append({"name": details.name or name, "size": details.size, "path": str(local)})
     rows = [[f["name"], size_text(f["size"]), f["path"]] for f in files]
     s.output.result({"payload_id": payload_id, "files": files}, table(["FILE", "SIZE", "SAVED AS"], rows))
@@ -711,12 +694,10 @@ def download(ctx: click.Context, source: str, dest: str) -> None:
 
 @main.command()
 @client_options
-@click.pass_context
-def version(ctx: click.Context) -> None:
+@verb
+async def version(s: Session) -> None:
     """Show this client's version and the platform's (Clara API version it implements)."""
-    s = session(ctx)
-    v = s.client.version()
-    platform = f"{v.major}.{v.minor}.{v.patch}" + (f"-{v.label}" if v.label else "")
+    platform = str(await s.client.version())
     document = {"client": __version__, "platform": platform, "host": s.client.address}
     s.output.result(document, f"Client: {__version__}", f"Platform: {platform}", f"Host: {s.client.address}")
 
@@ -724,33 +705,31 @@ def version(ctx: click.Context) -> None:
 @main.command()
 @click.option("--service", default="", help="A service's full name, e.g. nvidia.clara.platform.Jobs [default: all].")
 @client_options
-@click.pass_context
-def health(ctx: click.Context, service: str) -> None:
+@verb
+async def health(s: Session, service: str) -> None:
     """Exit 0 when the platform (or one service) is SERVING: for container health checks and scripts."""
-    s = session(ctx)
-    status = s.client.health(service)
+    status = await s.client.health(service)
     s.output.result({"service": service, "status": status}, status)
     if status != "SERVING":
-        ctx.exit(1)
+        click.get_current_context().exit(1)
 
 
 @main.command()
 @client_options
-@click.pass_context
-def utilization(ctx: click.Context) -> None:
+@verb
+async def utilization(s: Session) -> None:
     """Show the platform's GPUs: utilisation, memory and the operators using them."""
-    s = session(ctx)
     gpus: list[Document] = [
         {
             "node_id": g.node_id,
             "pcie_id": g.pcie_id,
             "compute_utilization": g.compute_utilization,
             "memory_utilization": g.memory_utilization,
-            "memory_free_mb": g.memory_free,
-            "memory_used_mb": g.memory_used,
-            "processes": [{"name": p.name, "job_id": p.job_id.value or None} for p in g.process_details],
+            "memory_free_mb": g.memory_free_mb,
+            "memory_used_mb": g.memory_used_mb,
+            "processes": [{"name": p.name, "job_id": p.job_id} for p in g.processes],
         }
-        for g in s.client.utilization()
+        for g in await s.client.utilization()
     ]
     columns = ["NODE", "PCIE ID", "GPU", "MEMORY", "FREE MB", "USED MB", "PROCESSES"]
     rows = [

@@ -1,4 +1,7 @@
-"""A small synchronous client over the generated stubs, for the command line.
+"""The Clara API client: async (grpc.aio), answering typed records (:mod:`claret.records`), not messages.
+
+It is the one client of this repository: the CLI runs it one command at a time (``asyncio.run``), the tests'
+``Platform`` (tests/jobs_flow.py) and the benchmarks drive jobs through it.
 
 Every call checks the ``ResponseHeader`` (a negative code is the platform refusing, with messages that
 name the bad value) and turns gRPC transport failures into one :class:`ClientError` that says which
@@ -8,20 +11,37 @@ left-to-right prefixes; :meth:`PlatformClient.resolve_job` and friends expand th
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TypeVar
+from typing import Any, BinaryIO
 
 import grpc
+import grpc.aio
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from claret import __version__
+from claret.errors import ClientError
+from claret.records import (
+    CanceledJob,
+    CreatedJob,
+    CreatedPipeline,
+    Gpu,
+    Job,
+    JobState,
+    JobStatus,
+    Payload,
+    PayloadFile,
+    Pipeline,
+    PlatformVersion,
+    Priority,
+    StartedJob,
+)
 from protos.nvidia.clara.platform import (
     clara_pb2,
     clara_pb2_grpc,
@@ -35,44 +55,39 @@ from protos.nvidia.clara.platform import (
 )
 from shared.errors import ErrorCode
 
+__all__ = [
+    "ALL_STATES",
+    "CHUNK_SIZE",
+    "DEFAULT_ADDRESS",
+    "DEFAULT_PORT",
+    "DEFAULT_TIMEOUT_S",
+    "USER_AGENT",
+    "ClientError",
+    "PlatformClient",
+    "Progress",
+    "Security",
+    "canonical_id",
+    "config_host",
+    "id_prefix",
+    "match_prefix",
+    "normalise_address",
+    "platform_address",
+]
+
 DEFAULT_PORT = 30031
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_TIMEOUT_S = 30.0
 CHUNK_SIZE = 1024 * 1024
 """Upload chunk size: the Clara clients' ``GrpcChunkSizeDefault``, well under gRPC's 4 MiB message limit."""
-API_VERSION = common_pb2.Version(major=0, minor=7, patch=4)
 USER_AGENT = f"claret-cli/{__version__}"
 MAX_CANDIDATES_SHOWN = 5
-ALL_STATES = (jobs_pb2.JOB_STATE_PENDING, jobs_pb2.JOB_STATE_RUNNING, jobs_pb2.JOB_STATE_STOPPED)
+ALL_STATES = tuple(state for state in JobState if state is not JobState.UNKNOWN)
 """Jobs.List filter meaning "every job": the platform answers no filter with the running jobs only."""
+HEADER = common_pb2.RequestHeader(api_version=common_pb2.Version(major=0, minor=7, patch=4), user_agent=USER_AGENT)
+"""Sent on every request (a message field assignment copies it, so one instance serves all)."""
 
 Progress = Callable[[int], None]
 """Called with the number of bytes just sent or received."""
-
-
-class Reply(Protocol):
-    """Every response of the Clara API carries a ``ResponseHeader``."""
-
-    @property
-    def header(self) -> common_pb2.ResponseHeader: ...
-
-
-R = TypeVar("R", bound=Reply)
-PipelineDetails = pipelines_pb2.PipelinesListResponse.PipelineDetails
-JobDetails = jobs_pb2.JobsListResponse.JobDetails
-GpuUtilization = clara_pb2.ClaraUtilizationResponse.GpuUtilization
-
-
-class ClientError(Exception):
-    """A failure to show as one line: the platform's refusal (with its code) or a problem on this side."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.message = " ".join(message.split())  # one line, whatever the server wrote
-        self.code = code
-
-    def __str__(self) -> str:
-        return self.message if self.code is None else f"{self.message} (code {self.code})"
 
 
 def normalise_address(host: str) -> str:
@@ -121,22 +136,10 @@ def _identifier(value: str) -> common_pb2.Identifier:
     return common_pb2.Identifier(value=value)
 
 
-def _header() -> common_pb2.RequestHeader:
-    return common_pb2.RequestHeader(api_version=API_VERSION, user_agent=USER_AGENT)
-
-
 def _check(header: common_pb2.ResponseHeader) -> None:
     if header.code < 0:
-        raise ClientError("; ".join(header.messages) or "the platform failed without a message", header.code)
-
-
-@dataclass(frozen=True)
-class CreatedPipeline:
-    """What Pipelines.Create answered: the new id, and the messages of its successful header (the keys of
-    the definition the platform ignored, as warnings)."""
-
-    pipeline_id: str
-    warnings: tuple[str, ...] = ()
+        messages = tuple(header.messages)
+        raise ClientError("; ".join(messages) or "the platform failed without a message", header.code, messages)
 
 
 @dataclass(frozen=True)
@@ -152,189 +155,191 @@ class Security:
     """With ``client_key``: the certificate for mutual TLS."""
     client_key: Path | None = None
 
-    def channel(self, address: str) -> grpc.Channel:
+    def channel(self, address: str) -> grpc.aio.Channel:
+        """A channel to ``address``; made inside the event loop that will use it (grpc.aio binds to it)."""
         if self.tls or self.ca_cert or self.client_cert:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=self.ca_cert.read_bytes() if self.ca_cert else None,
                 private_key=self.client_key.read_bytes() if self.client_key else None,
                 certificate_chain=self.client_cert.read_bytes() if self.client_cert else None,
             )
-            channel = grpc.secure_channel(address, credentials)
-        else:
-            channel = grpc.insecure_channel(address)
-        if self.token:
-            channel = grpc.intercept_channel(channel, _BearerToken(self.token))
-        return channel
+            return grpc.aio.secure_channel(address, credentials)
+        return grpc.aio.insecure_channel(address)
 
-
-class _BearerToken(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
-):
-    """Adds the token to every call's metadata; works on plaintext channels too (loopback set-ups)."""
-
-    def __init__(self, token: str) -> None:
-        self._metadata = ("authorization", f"Bearer {token}")
-
-    def _with_token(self, details: Any) -> Any:
-        return details._replace(metadata=[*(details.metadata or ()), self._metadata])
-
-    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self._with_token(details), request)
-
-    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self._with_token(details), request)
-
-    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(self._with_token(details), requests)
-
-    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(self._with_token(details), requests)
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """The call metadata carrying the token. Per call rather than as call credentials, which gRPC sends
+        only over TLS: a loopback set-up may use tokens without it."""
+        return (("authorization", f"Bearer {self.token}"),) if self.token else None
 
 
 class PlatformClient:
-    """One channel to one platform address and the four services' stubs; use it as a context manager.
+    """One channel to one platform address and the four services' stubs; use it as an async context manager.
 
     ``timeout`` bounds every call except transfers (uploads and downloads take as long as they take), so
-    an address where nothing answers fails within it instead of hanging.
+    an address where nothing answers fails within it instead of hanging; None waits for ever. Given a
+    ``channel``, the client uses it (``security`` does not apply) and leaves closing it to its owner.
     """
 
-    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT_S, security: Security | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        security: Security | None = None,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        security = security or Security()
         self.address = address
         self.timeout = timeout
-        self._channel = (security or Security()).channel(address)
+        self._owns_channel = channel is None
+        self._channel = security.channel(address) if channel is None else channel
+        self._metadata = security.metadata()
         self._pipelines = pipelines_pb2_grpc.PipelinesStub(self._channel)  # type: ignore[no-untyped-call]
         self._jobs = jobs_pb2_grpc.JobsStub(self._channel)  # type: ignore[no-untyped-call]
         self._payloads = payloads_pb2_grpc.PayloadsStub(self._channel)  # type: ignore[no-untyped-call]
         self._clara = clara_pb2_grpc.ClaraStub(self._channel)  # type: ignore[no-untyped-call]
 
-    def __enter__(self) -> PlatformClient:
+    async def __aenter__(self) -> PlatformClient:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
 
-    def close(self) -> None:
-        self._channel.close()
+    async def close(self) -> None:
+        if self._owns_channel:
+            await self._channel.close(grace=None)
 
-    @contextmanager
-    def _transport(self) -> Iterator[None]:
-        """gRPC failures (no server, deadline, broken stream) as one ClientError naming the address."""
+    # Calls: the transport and the header checked in one place
+
+    def _transport_error(self, error: grpc.aio.AioRpcError) -> ClientError:
+        """A gRPC failure (no server, deadline, broken stream) as one line naming the address."""
+        code, details = error.code(), error.details() or ""
+        if code is grpc.StatusCode.UNAVAILABLE:  # details end with the cause: "...: Connection refused"
+            reason = details.rsplit(": ", 1)[-1].strip("[]() ") or "unavailable"
+            return ClientError(f"cannot reach the platform at {self.address} ({reason}); is it running?")
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            within = f" within {self.timeout:g} s" if self.timeout is not None else ""
+            return ClientError(f"cannot reach the platform at {self.address}: no answer{within}")
+        said = f": {details}" if details else ""  # gRPC's own repr of the error says nothing more
+        return ClientError(f"the platform at {self.address} failed the call: {code.name}{said}")
+
+    async def _unary(self, method: Any, request: object) -> Any:
         try:
-            yield
-        except grpc.RpcError as error:
-            code = error.code() if isinstance(error, grpc.Call) else None
-            details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
-            if code is grpc.StatusCode.UNAVAILABLE:  # details end with the cause: "...: Connection refused"
-                reason = details.rsplit(": ", 1)[-1].strip("[]() ")
-                raise ClientError(f"cannot reach the platform at {self.address} ({reason}); is it running?") from None
-            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise ClientError(
-                    f"cannot reach the platform at {self.address}: no answer within {self.timeout:g} s"
-                ) from None
-            name = code.name if code is not None else "error"
-            raise ClientError(f"the platform at {self.address} failed the call: {name}: {details}") from None
-
-    def _unary(self, method: Callable[..., R], request: object) -> R:
-        with self._transport():
-            reply: R = method(request, timeout=self.timeout)
+            reply = await method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise self._transport_error(error) from None
         _check(reply.header)
         return reply
 
-    def _stream(self, method: Callable[..., Iterable[R]], request: object, *, transfer: bool = False) -> Iterator[R]:
+    async def _stream(self, method: Any, request: object, *, transfer: bool = False) -> AsyncIterator[Any]:
         """The replies of a server-streaming call, each header checked (an error is one message).
         A transfer has no deadline: a large download takes as long as it takes."""
-        with self._transport():
-            for reply in method(request, timeout=None if transfer else self.timeout):
+        call = method(request, timeout=None if transfer else self.timeout, metadata=self._metadata)
+        try:
+            async for reply in call:
                 _check(reply.header)
                 yield reply
+        except grpc.aio.AioRpcError as error:
+            raise self._transport_error(error) from None
+        finally:
+            call.cancel()  # a reader that stopped early (or an error header) ends the call; no-op once done
+
+    async def _replies(self, method: Any, request: object) -> list[Any]:
+        return [reply async for reply in self._stream(method, request)]
 
     # Pipelines
 
-    def create_pipeline(self, files: Sequence[tuple[str, str]]) -> CreatedPipeline:
+    async def create_pipeline(self, files: Sequence[tuple[str, str]]) -> CreatedPipeline:
         """Send the pipeline document first, then the files it imports (``(path, content)`` pairs)."""
         requests = [
             pipelines_pb2.PipelinesCreateRequest(
-                header=_header(), definition=pipelines_pb2.PipelineDefinitionFile(path=path, content=content)
+                header=HEADER, definition=pipelines_pb2.PipelineDefinitionFile(path=path, content=content)
             )
             for path, content in files
         ]
-        reply: pipelines_pb2.PipelinesCreateResponse = self._unary(self._pipelines.Create, iter(requests))
+        reply = await self._unary(self._pipelines.Create, iter(requests))
         return CreatedPipeline(reply.pipeline_id.value, tuple(reply.header.messages))
 
-    def list_pipelines(self) -> list[PipelineDetails]:
-        request = pipelines_pb2.PipelinesListRequest(header=_header())
-        return [r.details for r in self._stream(self._pipelines.List, request) if r.details.pipeline_id.value]
+    async def list_pipelines(self) -> list[Pipeline]:
+        request = pipelines_pb2.PipelinesListRequest(header=HEADER)
+        replies = await self._replies(self._pipelines.List, request)
+        return [Pipeline.from_list(r.details) for r in replies if r.details.pipeline_id.value]
 
-    def pipeline_details(self, pipeline_id: str) -> list[pipelines_pb2.PipelinesDetailsResponse]:
-        """One message per definition file; id, name, DAG and metadata are repeated on each."""
-        request = pipelines_pb2.PipelinesDetailsRequest(header=_header(), pipeline_id=_identifier(pipeline_id))
-        return list(self._stream(self._pipelines.Details, request))
+    async def pipeline_details(self, pipeline_id: str) -> Pipeline:
+        """The pipeline with its DAG and its definition files."""
+        request = pipelines_pb2.PipelinesDetailsRequest(header=HEADER, pipeline_id=_identifier(pipeline_id))
+        return Pipeline.from_details(pipeline_id, await self._replies(self._pipelines.Details, request))
 
-    def remove_pipeline(self, pipeline_id: str) -> None:
-        request = pipelines_pb2.PipelinesRemoveRequest(header=_header(), pipeline_id=_identifier(pipeline_id))
-        self._unary(self._pipelines.Remove, request)
+    async def remove_pipeline(self, pipeline_id: str) -> None:
+        request = pipelines_pb2.PipelinesRemoveRequest(header=HEADER, pipeline_id=_identifier(pipeline_id))
+        await self._unary(self._pipelines.Remove, request)
 
-    def resolve_pipeline(self, ref: str) -> str:
+    async def resolve_pipeline(self, ref: str) -> str:
         """A full id as it is (the platform says whether it exists); a prefix expanded through Pipelines.List."""
         prefix = canonical_id("pipeline", ref, ErrorCode.INVALID_PIPELINE_ID)
         if len(prefix) == 32:
             return prefix
-        candidates = [p.pipeline_id.value for p in self.list_pipelines()]
+        candidates = [p.id for p in await self.list_pipelines()]
         return match_prefix("pipeline", ref, candidates, ErrorCode.NO_SUCH_PIPELINE)
 
     # Jobs
 
-    def create_job(self, pipeline_id: str, name: str, priority: jobs_pb2.JobPriority) -> jobs_pb2.JobsCreateResponse:
+    async def create_job(self, pipeline_id: str, name: str, priority: Priority = Priority.NORMAL) -> CreatedJob:
         request = jobs_pb2.JobsCreateRequest(
-            header=_header(), pipeline_id=_identifier(pipeline_id), name=name, priority=priority
+            header=HEADER, pipeline_id=_identifier(pipeline_id), name=name, priority=priority.wire_name
         )
-        reply: jobs_pb2.JobsCreateResponse = self._unary(self._jobs.Create, request)
-        return reply
+        reply = await self._unary(self._jobs.Create, request)
+        return CreatedJob(reply.job_id.value, reply.payload_id.value)
 
-    def start_job(self, job_id: str) -> jobs_pb2.JobsStartResponse:
-        request = jobs_pb2.JobsStartRequest(header=_header(), job_id=_identifier(job_id))
-        reply: jobs_pb2.JobsStartResponse = self._unary(self._jobs.Start, request)
-        return reply
+    async def start_job(self, job_id: str, variables: Mapping[str, str] | None = None) -> StartedJob:
+        """Start a created job, with values for the pipeline's declared variables if it has any."""
+        named = [jobs_pb2.JobsStartRequest.NamedValue(name=k, value=v) for k, v in (variables or {}).items()]
+        request = jobs_pb2.JobsStartRequest(header=HEADER, job_id=_identifier(job_id), Variables=named)
+        reply = await self._unary(self._jobs.Start, request)
+        return StartedJob(JobState(reply.state), JobStatus(reply.status), Priority(reply.priority))
 
-    def cancel_job(self, job_id: str, reason: str = "") -> jobs_pb2.JobsCancelResponse:
-        request = jobs_pb2.JobsCancelRequest(header=_header(), job_id=_identifier(job_id), reason=reason)
-        reply: jobs_pb2.JobsCancelResponse = self._unary(self._jobs.Cancel, request)
-        return reply
+    async def cancel_job(self, job_id: str, reason: str = "") -> CanceledJob:
+        request = jobs_pb2.JobsCancelRequest(header=HEADER, job_id=_identifier(job_id), reason=reason)
+        reply = await self._unary(self._jobs.Cancel, request)
+        return CanceledJob(reply.job_id.value, JobState(reply.job_state), JobStatus(reply.job_status))
 
-    def job_status(self, job_id: str) -> jobs_pb2.JobsStatusResponse:
-        request = jobs_pb2.JobsStatusRequest(header=_header(), job_id=_identifier(job_id))
-        reply: jobs_pb2.JobsStatusResponse = self._unary(self._jobs.Status, request)
-        return reply
+    async def job_status(self, job_id: str) -> Job:
+        """The job with its operators, DAG and messages."""
+        request = jobs_pb2.JobsStatusRequest(header=HEADER, job_id=_identifier(job_id))
+        return Job.from_status(await self._unary(self._jobs.Status, request))
 
-    def list_jobs(
+    async def list_jobs(
         self,
-        states: Sequence[jobs_pb2.JobState] = (),
-        statuses: Sequence[jobs_pb2.JobStatus] = (),
-        pipeline_ids: Sequence[str] = (),
-    ) -> list[JobDetails]:
+        states: Iterable[JobState] = (),
+        statuses: Iterable[JobStatus] = (),
+        pipeline_ids: Iterable[str] = (),
+    ) -> list[Job]:
         """Every job matching the filter (OR within a field, AND across fields); no filter lists all."""
         wire_filter = jobs_pb2.JobsListRequest.JobFilter(
-            has_state=states or ALL_STATES, has_status=statuses, pipeline_id=[_identifier(p) for p in pipeline_ids]
+            has_state=[s.wire_name for s in tuple(states) or ALL_STATES],
+            has_status=[s.wire_name for s in statuses],
+            pipeline_id=[_identifier(p) for p in pipeline_ids],
         )
-        request = jobs_pb2.JobsListRequest(header=_header(), filter=wire_filter)
-        return [r.job_details for r in self._stream(self._jobs.List, request) if r.job_details.job_id.value]
+        request = jobs_pb2.JobsListRequest(header=HEADER, filter=wire_filter)
+        replies = await self._replies(self._jobs.List, request)
+        return [Job.from_list(r.job_details) for r in replies if r.job_details.job_id.value]
 
-    def read_logs(self, job_id: str, operator: str) -> Iterator[str]:
-        request = jobs_pb2.JobsReadLogsRequest(header=_header(), job_id=_identifier(job_id), operator_name=operator)
-        for reply in self._stream(self._jobs.ReadLogs, request):
-            yield from reply.logs
+    async def read_logs(self, job_id: str, operator: str) -> AsyncIterator[str]:
+        """An operator's log lines as the platform streams them (stdout and stderr as written)."""
+        request = jobs_pb2.JobsReadLogsRequest(header=HEADER, job_id=_identifier(job_id), operator_name=operator)
+        async for reply in self._stream(self._jobs.ReadLogs, request):
+            for line in reply.logs:
+                yield line
 
-    def resolve_job(self, ref: str) -> str:
+    async def resolve_job(self, ref: str) -> str:
         """A full id as it is (the platform says whether it exists); a prefix expanded through Jobs.List."""
         prefix = canonical_id("job", ref, ErrorCode.INVALID_JOB_ID)
         if len(prefix) == 32:
             return prefix
-        return match_prefix("job", ref, [j.job_id.value for j in self.list_jobs()], ErrorCode.NO_SUCH_JOB)
+        candidates = [j.id for j in await self.list_jobs()]
+        return match_prefix("job", ref, candidates, ErrorCode.NO_SUCH_JOB)
 
-    def resolve_payload(self, ref: str) -> str:
+    async def resolve_payload(self, ref: str) -> str:
         """The payload meant by a job id or a payload id, either possibly a prefix.
 
         A full id that is no job is taken as a (reusable) payload id. Prefixes are matched against the jobs'
@@ -343,86 +348,155 @@ class PlatformClient:
         prefix = canonical_id("job or payload", ref, ErrorCode.INVALID_PAYLOAD_ID)
         if len(prefix) == 32:
             try:
-                return self.job_status(prefix).payload_id.value
+                return (await self.job_status(prefix)).payload_id
             except ClientError as error:
                 if error.code != ErrorCode.NO_SUCH_JOB:
                     raise
                 return prefix
-        jobs = self.list_jobs()
-        owners = {j.job_id.value: j.payload_id.value for j in jobs} | {
-            j.payload_id.value: j.payload_id.value for j in jobs
-        }
+        jobs = await self.list_jobs()
+        owners = {j.id: j.payload_id for j in jobs} | {j.payload_id: j.payload_id for j in jobs}
         return owners[match_prefix("job or payload", ref, owners, ErrorCode.NO_SUCH_PAYLOAD)]
 
     # Payloads
 
-    def create_payload(self, metadata: dict[str, str]) -> str:
-        request = payloads_pb2.PayloadsCreateRequest(header=_header(), metadata=metadata)
-        reply: payloads_pb2.PayloadsCreateResponse = self._unary(self._payloads.Create, request)
-        return reply.payload_id.value
+    async def create_payload(self, metadata: Mapping[str, str] | None = None) -> str:
+        """A new reusable payload's id."""
+        request = payloads_pb2.PayloadsCreateRequest(header=HEADER, metadata=metadata or {})
+        reply = await self._unary(self._payloads.Create, request)
+        return str(reply.payload_id.value)
 
-    def payload_details(self, payload_id: str) -> list[payloads_pb2.PayloadsDetailsResponse]:
-        """One message per file (none for an empty payload), each naming it from the payload root (``/input/a``)."""
-        request = payloads_pb2.PayloadsDetailsRequest(header=_header(), payload_id=_identifier(payload_id))
-        return list(self._stream(self._payloads.Details, request))
+    async def payload_details(self, payload_id: str) -> Payload:
+        """The payload and its files, each named from the payload root (``/input/a``)."""
+        request = payloads_pb2.PayloadsDetailsRequest(header=HEADER, payload_id=_identifier(payload_id))
+        return Payload.from_details(payload_id, await self._replies(self._payloads.Details, request))
 
-    def upload(self, payload_id: str, name: str, source: Path, progress: Progress) -> payloads_pb2.PayloadFileDetails:
-        """Stream one file in :data:`CHUNK_SIZE` chunks, read as they are sent (never whole into memory)."""
+    async def upload(
+        self, payload_id: str, name: str, source: Path | bytes, progress: Progress | None = None
+    ) -> PayloadFile:
+        """Stream one file (a local file, or bytes) as ``name`` in :data:`CHUNK_SIZE` chunks; a local file is
+        read as it is sent, never whole into memory."""
+        if isinstance(source, bytes):
+            return await self._send(_upload_requests(payload_id, name, _byte_chunks(source)), progress)
+        file = await asyncio.to_thread(source.open, "rb")  # before the call: a missing file fails as itself
+        try:
+            return await self._send(_upload_requests(payload_id, name, _file_chunks(file)), progress)
+        finally:
+            file.close()
 
-        def chunks(file: BinaryIO) -> Iterator[payloads_pb2.PayloadsUploadRequest]:
-            yield payloads_pb2.PayloadsUploadRequest(
-                header=_header(),
-                payload_id=_identifier(payload_id),
-                details=payloads_pb2.PayloadFileDetails(name=name),
-                data=(data := file.read(CHUNK_SIZE)),
-            )
-            progress(len(data))
-            while data := file.read(CHUNK_SIZE):
-                yield payloads_pb2.PayloadsUploadRequest(data=data)
-                progress(len(data))
+    async def _send(
+        self, requests: AsyncIterator[payloads_pb2.PayloadsUploadRequest], progress: Progress | None
+    ) -> PayloadFile:
+        # Handed to grpc.aio as a request iterator: it alone stops sending cleanly when the platform answers
+        # early (a refusal), where writing message by message can fail the call with INTERNAL instead. But
+        # it swallows an error of the iterator (a failing read) and cancels the call: the error is kept
+        # here and raised in place of that cancellation.
+        failure: Exception | None = None
 
-        with source.open("rb") as file, self._transport():
-            reply: payloads_pb2.PayloadsUploadResponse = self._payloads.Upload(chunks(file))
+        async def feed() -> AsyncIterator[payloads_pb2.PayloadsUploadRequest]:
+            nonlocal failure
+            try:
+                async for request in requests:
+                    yield request
+                    if progress is not None:
+                        progress(len(request.data))
+            except Exception as error:
+                failure = error
+                raise
+
+        try:
+            reply = await self._payloads.Upload(feed(), timeout=None, metadata=self._metadata)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:
+            if failure is not None:
+                raise failure from None
+            if isinstance(error, grpc.aio.AioRpcError):
+                raise self._transport_error(error) from None
+            raise
         _check(reply.header)
-        return reply.details
+        return PayloadFile.from_wire(reply.details)
 
-    def download(self, payload_id: str, name: str, target: Path, progress: Progress) -> payloads_pb2.PayloadFileDetails:
+    async def download(self, payload_id: str, name: str, target: Path, progress: Progress | None = None) -> PayloadFile:
         """Stream one file to a temporary beside ``target``, renamed over it once complete, so ``target`` is
         never half written."""
-        request = payloads_pb2.PayloadsDownloadRequest(header=_header(), payload_id=_identifier(payload_id), name=name)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        request = payloads_pb2.PayloadsDownloadRequest(header=HEADER, payload_id=_identifier(payload_id), name=name)
         partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-        details = payloads_pb2.PayloadFileDetails()
+        file = await asyncio.to_thread(_create, partial)
+        details: PayloadFile | None = None
         try:
-            with partial.open("xb") as file:
-                for reply in self._stream(self._payloads.Download, request, transfer=True):
-                    if reply.HasField("details") and not details.name:
-                        details = reply.details
-                    file.write(reply.data)
-                    progress(len(reply.data))
-            os.replace(partial, target)
+            try:
+                async for reply in self._stream(self._payloads.Download, request, transfer=True):
+                    if details is None and reply.HasField("details"):
+                        details = PayloadFile.from_wire(reply.details)
+                    await asyncio.to_thread(file.write, reply.data)
+                    if progress is not None:
+                        progress(len(reply.data))
+            finally:
+                file.close()
+            await asyncio.to_thread(os.replace, partial, target)
         finally:
-            partial.unlink(missing_ok=True)
-        return details
+            await asyncio.to_thread(partial.unlink, missing_ok=True)
+        return details or PayloadFile(name, 0)
 
-    # Platform
+    async def download_bytes(self, payload_id: str, name: str) -> bytes:
+        """One file's content, in memory (for small files: tests, scripts)."""
+        request = payloads_pb2.PayloadsDownloadRequest(header=HEADER, payload_id=_identifier(payload_id), name=name)
+        return b"".join([reply.data async for reply in self._stream(self._payloads.Download, request, transfer=True)])
 
-    def version(self) -> common_pb2.Version:
-        reply: clara_pb2.ClaraVersionResponse = self._unary(
-            self._clara.Version, clara_pb2.ClaraVersionRequest(header=_header())
-        )
-        return reply.version
+    # The platform
 
-    def health(self, service: str = "") -> str:
+    async def version(self) -> PlatformVersion:
+        reply = await self._unary(self._clara.Version, clara_pb2.ClaraVersionRequest(header=HEADER))
+        return PlatformVersion.from_wire(reply.version)
+
+    async def health(self, service: str = "") -> str:
         """The gRPC health status of ``service`` ("" = the whole server): SERVING, NOT_SERVING, ..."""
         request = health_pb2.HealthCheckRequest(service=service)
-        with self._transport():
-            reply = health_pb2_grpc.HealthStub(self._channel).Check(request, timeout=self.timeout)
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = await stub.Check(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise self._transport_error(error) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
-    def utilization(self) -> list[GpuUtilization]:
-        request = clara_pb2.ClaraUtilizationRequest(header=_header(), watch=False)
-        return [metric for reply in self._stream(self._clara.Utilization, request) for metric in reply.gpu_metrics]
+    async def utilization(self) -> list[Gpu]:
+        request = clara_pb2.ClaraUtilizationRequest(header=HEADER, watch=False)
+        replies = await self._replies(self._clara.Utilization, request)
+        return [Gpu.from_wire(metric) for reply in replies for metric in reply.gpu_metrics]
+
+
+async def _upload_requests(
+    payload_id: str, name: str, chunks: AsyncIterator[bytes]
+) -> AsyncIterator[payloads_pb2.PayloadsUploadRequest]:
+    """The first request names the file (an empty file is that one request, without data); the others carry
+    only data, as the Clara clients send them."""
+    first: payloads_pb2.PayloadsUploadRequest | None = payloads_pb2.PayloadsUploadRequest(
+        header=HEADER, payload_id=_identifier(payload_id), details=payloads_pb2.PayloadFileDetails(name=name)
+    )
+    async for data in chunks:
+        if first is None:
+            yield payloads_pb2.PayloadsUploadRequest(data=data)
+        else:
+            first.data = data
+            yield first
+            first = None
+    if first is not None:
+        yield first
+
+
+async def _file_chunks(file: BinaryIO) -> AsyncIterator[bytes]:
+    """A local file's chunks, read off the event loop (a slow disk must not stall other calls)."""
+    while data := await asyncio.to_thread(file.read, CHUNK_SIZE):
+        yield data
+
+
+async def _byte_chunks(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), CHUNK_SIZE):
+        yield data[start : start + CHUNK_SIZE]
+
+
+def _create(path: Path) -> BinaryIO:
+    """A new file (its folder made first), failing if one is there already."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("xb")
 
 
 HOST_ENV = "CLARET_HOST_ADDRESS"

@@ -15,8 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from claret.client import ClientError
+from claret.errors import ClientError
 from shared.pipeline_definition.files import directory, normalise
+
+__all__ = [
+    "definition_files",
+]
 
 
 def definition_files(pipeline: Path) -> list[tuple[str, str]]:

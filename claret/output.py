@@ -9,33 +9,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console, RenderableType
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
-from protos.nvidia.clara.platform import common_pb2
-from shared import ids
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+__all__ = [
+    "PIPE_WIDTH",
+    "Output",
+    "shown",
+    "table",
+    "when",
+]
 
 PIPE_WIDTH = 1000
 """Line width when stdout is not a terminal: wide enough that tables of ids never wrap in a pipe."""
 
 
-def when(stamp: common_pb2.Timestamp) -> str | None:
-    """A wire timestamp as ISO 8601 UTC, or None when unset."""
-    unix = ids.from_dotnet(stamp.value)
-    return None if unix is None else datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def when(moment: datetime | None) -> str | None:
+    """A UTC time as ISO 8601 to the second, or None when unset."""
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def shown(value: str | None) -> str:
@@ -86,6 +84,17 @@ class Output:
     def progress(self, *, transfer: bool) -> Progress:
         """A progress display on stderr, shown only when stderr is a terminal; bytes for transfers, else
         completed steps."""
+        from rich.progress import (  # only verbs that wait or transfer show progress
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
         columns: list[ProgressColumn] = [TextColumn("{task.description}"), BarColumn()]
         columns += [DownloadColumn(), TransferSpeedColumn()] if transfer else [MofNCompleteColumn()]
         columns.append(TimeElapsedColumn())

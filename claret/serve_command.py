@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from shared.config import ALL_SERVICES, RUNTIMES, Settings
-from shared.logging import configure_logging
 
 
 def _services(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
@@ -36,7 +35,8 @@ def _services(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port [CLARET_METRICS_PORT; off].")
 def serve(**options: Any) -> None:
     """Run the platform's services on one port (all of them unless --services says otherwise)."""
-    from claret.serve import serve as serve_forever
+    from claret.serve import serve as serve_forever  # the server's imports: for `serve` only
+    from shared.logging import configure_logging
     from shared.server import run
 
     try:

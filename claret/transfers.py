@@ -18,7 +18,18 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from claret.client import ClientError
+from claret.errors import ClientError
+
+__all__ = [
+    "Transfer",
+    "dest_is_folder",
+    "download_plan",
+    "glob_match",
+    "is_glob",
+    "select",
+    "split_remote",
+    "upload_plan",
+]
 
 GLOB_CHARACTERS = frozenset("*?[")
 
@@ -91,6 +102,12 @@ def select(path: str, names: Sequence[str]) -> tuple[list[str], str]:
     if inside:
         return inside, path
     return [path], path.rpartition("/")[0] or "/"
+
+
+def dest_is_folder(names: Sequence[str], path: str, dest: str) -> bool:
+    """Whether DEST is a folder to put the files in, rather than the name of the one file: it is unless
+    ``path`` meant one file (neither a glob nor a folder) and DEST is no directory and does not end with /."""
+    return names != [path] or Path(dest).is_dir() or dest.endswith("/")
 
 
 def download_plan(names: Sequence[str], base: str, dest: Path, into_folder: bool) -> list[tuple[str, Path]]:

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import grpc
 
+from claret.client import ClientError, PlatformClient
+from claret.records import Priority
 from protos.nvidia.clara.platform import (
     common_pb2,
     jobs_pb2,
     jobs_pb2_grpc,
-    payloads_pb2,
     payloads_pb2_grpc,
     pipelines_pb2_grpc,
 )
-from protos.nvidia.clara.platform import pipelines_pb2 as ppb
-from tests.conftest import make_settings, start_in_process
+from tests.helpers import make_settings, start_in_process
 from tests.store import query
 
 DATA = Path(__file__).parent / "data"
@@ -30,7 +30,13 @@ DATA = Path(__file__).parent / "data"
 
 @dataclass
 class Platform:
-    """Stubs for one server, and shortcuts for the steps of a job."""
+    """Shortcuts for the steps of a job, through the client (claret.client), and raw stubs for one server.
+
+    The shortcuts answer what the tests read: ids as text, file contents as bytes, log lines; ``job``,
+    ``start``, ``status`` and ``wait_stopped`` answer the wire messages (tests put their Identifiers into raw
+    requests, read a refusal's header, or check fields as sent: ticks, the legacy time strings, the DAG).
+    ``pipelines``, ``jobs`` and ``payloads`` are the generated stubs, for tests of the wire itself.
+    """
 
     channel: grpc.aio.Channel
     database: str | Path
@@ -38,49 +44,38 @@ class Platform:
     runtime: str = "sandbox"
 
     def __post_init__(self) -> None:
+        self.client = PlatformClient("the test's server", timeout=None, channel=self.channel)
         self.pipelines = pipelines_pb2_grpc.PipelinesStub(self.channel)
         self.jobs = jobs_pb2_grpc.JobsStub(self.channel)
         self.payloads = payloads_pb2_grpc.PayloadsStub(self.channel)
 
     async def pipeline(self, text: str, path: str = "pipeline.yaml") -> str:
-        async def requests() -> AsyncIterator[ppb.PipelinesCreateRequest]:
-            yield ppb.PipelinesCreateRequest(definition=ppb.PipelineDefinitionFile(path=path, content=text))
-
-        reply = await self.pipelines.Create(requests())
-        assert reply.header.code == 0, reply.header.messages
-        return reply.pipeline_id.value
+        return (await self.client.create_pipeline([(path, text)])).pipeline_id
 
     async def job(self, pipeline_id: str, name: str = "job", priority: int = 2) -> jobs_pb2.JobsCreateResponse:
-        reply = await self.jobs.Create(
-            jobs_pb2.JobsCreateRequest(
-                pipeline_id=common_pb2.Identifier(value=pipeline_id), name=name, priority=priority
-            )
-        )  # type: ignore[arg-type]
-        assert reply.header.code == 0, reply.header.messages
-        return reply
+        created = await self.client.create_job(pipeline_id, name, Priority(priority))
+        return jobs_pb2.JobsCreateResponse(
+            job_id=common_pb2.Identifier(value=created.job_id),
+            payload_id=common_pb2.Identifier(value=created.payload_id),
+        )
 
     async def upload(self, payload_id: str, name: str, data: bytes) -> None:
-        async def requests() -> AsyncIterator[payloads_pb2.PayloadsUploadRequest]:
-            yield payloads_pb2.PayloadsUploadRequest(
-                payload_id=common_pb2.Identifier(value=payload_id),
-                details=payloads_pb2.PayloadFileDetails(name=name),
-                data=data,
-            )
-
-        reply = await self.payloads.Upload(requests())
-        assert reply.header.code == 0, reply.header.messages
+        await self.client.upload(payload_id, name, data)
 
     async def download(self, payload_id: str, name: str) -> bytes:
-        request = payloads_pb2.PayloadsDownloadRequest(payload_id=common_pb2.Identifier(value=payload_id), name=name)
-        replies = [r async for r in self.payloads.Download(request)]
-        assert replies[0].header.code == 0, replies[0].header.messages
-        return b"".join(r.data for r in replies)
+        return await self.client.download_bytes(payload_id, name)
 
     async def start(self, job_id: str, **variables: str) -> jobs_pb2.JobsStartResponse:
-        named = [jobs_pb2.JobsStartRequest.NamedValue(name=k, value=v) for k, v in variables.items()]
-        return await self.jobs.Start(
-            jobs_pb2.JobsStartRequest(job_id=common_pb2.Identifier(value=job_id), Variables=named)
-        )
+        """The answer as a message, a refusal included (its header has the code and messages)."""
+        try:
+            started = await self.client.start_job(job_id, variables)
+        except ClientError as refused:
+            if refused.code is None:
+                raise
+            return jobs_pb2.JobsStartResponse(
+                header=common_pb2.ResponseHeader(code=refused.code, messages=refused.messages)
+            )
+        return jobs_pb2.JobsStartResponse(state=started.state, status=started.status, priority=started.priority)
 
     async def status(self, job_id: str) -> jobs_pb2.JobsStatusResponse:
         reply = await self.jobs.Status(jobs_pb2.JobsStatusRequest(job_id=common_pb2.Identifier(value=job_id)))
@@ -99,8 +94,8 @@ class Platform:
     async def wait_operator(self, job_id: str, name: str, status: int, within: float = 20) -> None:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            reply = await self.status(job_id)
-            if any(op.name == name and op.status == status for op in reply.operator_details):
+            job = await self.client.job_status(job_id)
+            if any(op.name == name and op.status == status for op in job.operators):
                 return
             await asyncio.sleep(0.05)
         raise AssertionError(f"operator {name} of job {job_id} never reached status {status}")
@@ -115,8 +110,7 @@ class Platform:
         raise AssertionError(f"operator {name} of job {job_id} got no runtime id")
 
     async def logs(self, job_id: str, operator: str) -> list[str]:
-        request = jobs_pb2.JobsReadLogsRequest(job_id=common_pb2.Identifier(value=job_id), operator_name=operator)
-        return [line async for reply in self.jobs.ReadLogs(request) for line in reply.logs]
+        return [line async for line in self.client.read_logs(job_id, operator)]
 
     def runtime_ids(self, job_id: str) -> dict[str, str]:
         return runtime_ids(self.database, job_id)

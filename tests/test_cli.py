@@ -21,12 +21,13 @@ import grpc
 import pytest
 from click.testing import CliRunner, Result
 
-from claret.cli import main, warning
+from claret.cli import PRIORITIES, choices, main, warning
 from claret.client import ClientError, normalise_address, platform_address
 from claret.definition_files import definition_files
+from claret.records import JobState, JobStatus, Priority
 from claret.transfers import download_plan, glob_match, select, split_remote, upload_plan
 from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc, common_pb2, pipelines_pb2, pipelines_pb2_grpc
-from tests.conftest import RunningServer, free_port, wait_for_port
+from tests.helpers import RunningServer, free_port, wait_for_port
 
 BOTH_STORES = "module"  # the module's server runs on SQLite, then on PostgreSQL (tests/conftest.py)
 
@@ -218,6 +219,17 @@ def test_create_pipeline_warns_on_stderr_about_keys_the_platform_ignores(address
     scripted = run("--host", address, "create", "pipeline", "-p", str(definition), "--output", "json")
     assert scripted.exit_code == 0 and scripted.stderr.splitlines() == warnings
     assert json.loads(scripted.stdout)["warnings"] == warnings
+
+
+def test_choices_are_the_original_clis_made_from_the_protos() -> None:
+    assert PRIORITIES == {
+        "low": Priority.LOWER,
+        "normal": Priority.NORMAL,
+        "high": Priority.HIGHER,
+        "immediate": Priority.IMMEDIATE,
+    }
+    assert choices(JobState) == ["pending", "running", "stopped"]
+    assert choices(JobStatus) == ["healthy", "faulted", "canceled", "evicted", "terminated"]
 
 
 def test_warnings_are_one_line_each_and_labelled_whoever_wrote_them() -> None:
