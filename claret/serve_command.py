@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import click
 
 from shared.config import ALL_SERVICES, RUNTIMES, Settings
+
+
+def server_process() -> None:
+    """What a server process sets before gRPC is first imported in it.
+
+    gRPC's fork handlers run in a forked child before it execs, and have crashed it (SIGSEGV in cygrpc).
+    A server never forks a gRPC process on purpose (operators start through posix_spawn); turn them off for
+    any library that still forks. Set here, by the command, not on import: importing ``claret`` changes no
+    environment."""
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 
 def _services(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
@@ -35,6 +46,7 @@ def _services(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port [CLARET_METRICS_PORT; off].")
 def serve(**options: Any) -> None:
     """Run the platform's services on one port (all of them unless --services says otherwise)."""
+    server_process()
     from claret.serve import serve as serve_forever  # the server's imports: for `serve` only
     from shared.logging import configure_logging
     from shared.server import run

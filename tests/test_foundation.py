@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -120,3 +121,15 @@ def test_serve_refuses_bad_options_with_a_clear_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "choose from pipelines, payloads, jobs" in result.stderr
+
+
+def test_importing_claret_changes_no_environment_variable() -> None:
+    """A library import must not reconfigure its host process; only `claret serve` sets what a server needs."""
+    check = (
+        "import os; before = dict(os.environ); "
+        "import claret, claret.cli, claret.client, claret.records, claret.serve_command; "
+        "changed = sorted(set(os.environ.items()) ^ set(before.items())); "
+        "assert not changed, changed"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    subprocess.run([sys.executable, "-c", check], env=environment, check=True, capture_output=True)
