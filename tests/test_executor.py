@@ -638,3 +638,28 @@ async def test_a_reattached_operator_the_node_can_no_longer_hold_is_stopped_and_
     assert [(e.operator, e.grace) for e in bench.runtime.of(job_id, "stop")] == [("op", 0)]
     assert bench.runtime.live() == []
     assert bench.scheduler.free == Capacity(cpus=8, memory_mb=8192, gpu_ids=("GPU-z",))
+
+
+async def test_every_survivor_is_held_again_before_anything_new_starts(bench: Bench) -> None:
+    """After a restart, the operators still running get their grants back before the queue hands out more:
+    one that ended while no jobs service ran moves its job on at once, and new operators must not take what
+    a survivor adopted later holds (it would be stopped, its job evicted)."""
+    two_cpus = Capacity(cpus=2, memory_mb=8192, gpu_ids=())
+    bench.new_executor(two_cpus)
+    for name in ("first", "x", "y", "op"):
+        bench.runtime.plan(name, RUNS)
+    fan_out = await bench.start(pipeline({"first": [], "x": ["first"], "y": ["first"]}))
+    survivor = await bench.start(pipeline({"op": []}))
+    await bench.runtime.started(fan_out, "first")
+    await bench.runtime.started(survivor, "op")
+
+    await bench.executor.close()
+    bench.runtime.release(fan_out, "first")  # it ends while no jobs service runs
+    await bench.new_executor(two_cpus).recover(every=True)
+
+    await bench.runtime.started(fan_out, "x")  # the one cpu left free
+    await bench.never_start(fan_out, "y")
+    assert (await bench.job(survivor)).stopped is None
+    bench.runtime.release(survivor, "op")
+    assert_ended(await bench.stopped(survivor), JobStatus.HEALTHY)
+    await bench.runtime.started(fan_out, "y")

@@ -164,6 +164,8 @@ class Executor:
         self._replica = settings.replica
         self._runs: dict[str, JobRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._adopting = 0
+        """Adoptions in progress: until each survivor holds its grant again, the queue hands nothing out."""
 
     # -- public surface ------------------------------------------------------------------------------------
 
@@ -210,7 +212,17 @@ class Executor:
         await self.adopt(await self._db.write(partial(job_table.adopt_in_flight, owner=self._replica, every=every)))
 
     async def adopt(self, job_ids: list[str]) -> None:
-        """Carry on these in-flight jobs from what the database says, like after a restart."""
+        """Carry on these in-flight jobs from what the database says, like after a restart. Nothing new starts
+        until every operator that survived holds its grant again: one that ended while the service was down
+        moves its job on at once, and the queue would otherwise hand out what a later survivor holds."""
+        self._adopting += 1
+        try:
+            await self._adopt_each(job_ids)
+        finally:
+            self._adopting -= 1
+        await self.pump()
+
+    async def _adopt_each(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
             try:
                 job = await self._db.read(partial(job_table.get, job_id=job_id))
@@ -226,7 +238,6 @@ class Executor:
                 log.exception("cannot recover a job", job_id=job.id)
                 run = self._runs.get(job.id) or JobRun(job=job, model=Pipeline(api_version="0", name=job.name))
                 await self._end(run, JobStatus.EVICTED, f"the job could not be carried on after a restart: {exc}")
-        await self.pump()
 
     async def close(self) -> None:
         """Stop following operators (they keep running and are re-attached at the next start)."""
@@ -262,7 +273,9 @@ class Executor:
             raise
 
     async def pump(self) -> None:
-        """Start what the queue grants now."""
+        """Start what the queue grants now (once adoptions in progress are done: see :meth:`adopt`)."""
+        if self._adopting:
+            return
         for grant in await self.queue.take(self._runs.keys()):
             job_id, name = grant.key
             run = self._runs.get(job_id)
