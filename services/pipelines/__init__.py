@@ -12,7 +12,9 @@ PIPELINES = "nvidia.clara.platform.Pipelines"
 
 
 async def build(resources: Resources) -> Service:
-    servicer = PipelinesServicer(PipelineCatalog(resources.db, resources.settings), resources.metrics)
+    settings = resources.settings
+    catalog = PipelineCatalog(resources.db, default_timeout=settings.default_timeout, max_timeout=settings.max_timeout)
+    servicer = PipelinesServicer(catalog, resources.metrics)
     return ServicerSet(
         [(PIPELINES, servicer, pipelines_pb2_grpc.add_PipelinesServicer_to_server)], checks=[resources.db.problem]
     )

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from shared import ids
 from shared import metadata as metadata_rules
-from shared.config import Settings
 from shared.db import Database
 from shared.db import pipelines as pipelines_table
 from shared.db.metadata import MetadataRows
@@ -51,15 +50,15 @@ class PipelineView:
 
 
 class PipelineCatalog:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, *, default_timeout: int, max_timeout: int) -> None:
+        """Definitions load with the platform's job timeouts (a pipeline's own is capped at ``max_timeout``)."""
         self._db = db
-        self._settings = settings
+        self._default_timeout = default_timeout
+        self._max_timeout = max_timeout
         self._metadata = MetadataRows(db, "pipelines", _missing)
 
     def load(self, files: Sequence[DefinitionFile]) -> LoadedDefinition:
-        return load_definition(
-            files, default_timeout=self._settings.default_timeout, max_timeout=self._settings.max_timeout
-        )
+        return load_definition(files, default_timeout=self._default_timeout, max_timeout=self._max_timeout)
 
     async def create(
         self, files: Sequence[DefinitionFile], pipeline_id: str | None = None, metadata: Mapping[str, str] | None = None
