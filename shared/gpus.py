@@ -4,16 +4,22 @@ GPUs are discovered with NVML (nvidia-ml-py) or declared by configuration (``CLA
 also lets scheduling be tested on machines without any GPU. No GPU (or no NVML library) is not an
 error: the node simply has none and utilization snapshots are empty.
 
+A process granted GPUs needs their device nodes (``/dev/nvidia<minor>``) and the driver's control nodes:
+:func:`device_nodes` names them for runtimes that bind devices themselves (the sandbox; Docker has the
+NVIDIA runtime do it from the device request).
+
 Untested here: the NVML paths (``_nvml_*``) need an NVIDIA driver; CI machines have none.
 """
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from shared.logging import get_logger
@@ -60,6 +66,55 @@ def discover(declared: tuple[str, ...] | None) -> tuple[str, ...]:
     except Exception as exc:  # no driver, no library: a node without GPUs
         log.info("no GPUs found with NVML", reason=str(exc))
         return ()
+
+
+CONTROL_DEVICES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
+"""Driver nodes a CUDA program opens besides its GPUs' own (those present are bound)."""
+
+
+class MissingDevice(Exception):
+    """A granted GPU has no device node on this node (the driver is not loaded, or the id is wrong)."""
+
+
+def device_nodes(gpu_ids: Sequence[str], dev: Path = Path("/dev")) -> list[Path]:
+    """The device nodes a process granted ``gpu_ids`` needs: each GPU's ``nvidia<minor>``, then the control
+    nodes that exist; nothing for no GPU. :class:`MissingDevice` when a granted GPU's node is not there."""
+    if not gpu_ids:
+        return []
+    nodes = []
+    for gpu_id in gpu_ids:
+        node = dev / f"nvidia{_minor(gpu_id)}"
+        if not node.exists():
+            raise MissingDevice(f"GPU {gpu_id} was granted but {node} does not exist on this node")
+        nodes.append(node)
+    return nodes + [dev / name for name in CONTROL_DEVICES if (dev / name).exists()]
+
+
+def _minor(gpu_id: str) -> int:
+    """The device minor number of a GPU id: NVML's, by index or UUID, where a driver answers; else the id
+    itself when it is a number (GPUs declared by configuration are numbered as their device nodes)."""
+    minor = _nvml_minors().get(gpu_id)
+    if minor is not None:
+        return minor
+    if gpu_id.isdigit():
+        return int(gpu_id)
+    raise MissingDevice(f"GPU {gpu_id!r} is neither known to NVML nor a device number")
+
+
+@functools.cache
+def _nvml_minors() -> dict[str, int]:
+    """Index and UUID of every GPU NVML sees -> its device minor number; empty without a driver (asked once:
+    NVML's start-up is slow and GPUs do not come and go while the service runs)."""
+    try:
+        with _nvml() as nvml:
+            minors = {}
+            for index in range(nvml.nvmlDeviceGetCount()):
+                device = nvml.nvmlDeviceGetHandleByIndex(index)
+                minor = int(nvml.nvmlDeviceGetMinorNumber(device))
+                minors[str(index)] = minors[str(nvml.nvmlDeviceGetUUID(device))] = minor
+            return minors
+    except Exception:
+        return {}
 
 
 def utilization() -> list[GpuSample]:

@@ -16,6 +16,8 @@ image is not used. What keeps a hostile operator in (each point has a test in te
   namespaces, mount, keyctl (the service's session keyring), ptrace, bpf, module loading...
 - bwrap itself starts with PATH alone in its environment and no inherited descriptor but its own, and
   the operator with default signal dispositions (a service ignores SIGPIPE; ``yes | head`` must end).
+- GPUs: the minimal /dev holds only the granted GPUs' device nodes and the driver's control nodes
+  (:func:`shared.gpus.device_nodes`), so a CUDA program sees those GPUs and no other.
 - A control group per operator (:mod:`.cgroups`) limits memory, cpu and processes. When the operator's
   command ends, everything it left behind (a ``setsid`` child included) is killed with the group and
   the sandbox's PID namespace.
@@ -41,7 +43,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ from services.jobs.runtimes.base import (
     truncation_marker,
 )
 from services.jobs.runtimes.cgroups import Cgroups, CgroupsUnavailable, Limits, OperatorGroup
+from shared import gpus
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -231,12 +234,19 @@ def check_mounts(spec: OperatorSpec) -> None:
             )
 
 
-def bwrap_arguments(spec: OperatorSpec, fds: Descriptors, status_fd: int, drop_to: tuple[int, int] | None) -> list[str]:
+def bwrap_arguments(
+    spec: OperatorSpec,
+    fds: Descriptors,
+    status_fd: int,
+    drop_to: tuple[int, int] | None,
+    devices: Sequence[Path] = (),
+) -> list[str]:
     """The bwrap command line for ``spec`` (the new root is an empty tmpfs; we add what it needs). With
     ``drop_to`` (a root service) bwrap is privileged, keeps only CAP_SETUID and CAP_SETGID, and runs
     setpriv (by its absolute path, in a fixed environment) to switch to that uid and gid; only then does
     ``env`` give the operator its variables, so none of them (LD_PRELOAD, PATH...) reaches a root process.
-    Without ``drop_to``, bwrap runs in a user namespace of the service's own (unprivileged) user."""
+    Without ``drop_to``, bwrap runs in a user namespace of the service's own (unprivileged) user.
+    ``devices`` (the granted GPUs' nodes and the driver's) are bound into the otherwise minimal /dev."""
     if not spec.command:
         raise RuntimeFailure(
             f"operator {spec.operator!r} has no command: the sandbox runtime does not use "
@@ -254,6 +264,8 @@ def bwrap_arguments(spec: OperatorSpec, fds: Descriptors, status_fd: int, drop_t
     args += [*host_root(), "--ro-bind", str(sandbox_etc(uid, gid)), "/etc"]
     # /proc/sys read-only over the fresh /proc (its sysctls are the kernel's, not the sandbox's)
     args += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev"]
+    for device in devices:
+        args += ["--dev-bind", str(device), f"/dev/{device.name}"]
     args += ["--perms", "1777", "--tmpfs", "/dev/shm"]
     args += ["--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/"]
     for mount in spec.mounts:
@@ -527,7 +539,8 @@ def open_cgroups(instance: str) -> Cgroups | None:
 class SandboxRuntime:
     name = "sandbox"
 
-    def __init__(self, bwrap: str = "bwrap", cgroups: Cgroups | None = None) -> None:
+    def __init__(self, bwrap: str = "bwrap", cgroups: Cgroups | None = None, devices: Path = Path("/dev")) -> None:
+        """``devices`` is where GPU device nodes are found (the host's /dev)."""
         path = shutil.which(bwrap)
         if path is None:
             raise RuntimeFailure("the sandbox runtime needs bubblewrap (Debian package 'bubblewrap')")
@@ -540,6 +553,7 @@ class SandboxRuntime:
             raise RuntimeFailure(f"the sandbox runtime cannot filter system calls here: {exc}") from exc
         self._bwrap = path
         self._cgroups = cgroups
+        self._devices = devices
         leave_session_keyring()
         if self._root:
             sandbox_etc(*FALLBACK_USER)  # made now rather than at the first operator's start
@@ -557,8 +571,11 @@ class SandboxRuntime:
         # Opening two local files is instant; the child needs real descriptors, not async streams.
         with open(spec.log_path, "ab") as log_file, open(status_path(spec), "wb") as status:
             try:
-                args = bwrap_arguments(spec, fds, status.fileno(), self._user(spec))
+                devices = gpus.device_nodes(spec.gpu_ids, self._devices)
+                args = bwrap_arguments(spec, fds, status.fileno(), self._user(spec), devices)
                 return spawn([*command, *args[1:]], log_file.fileno(), fds)
+            except gpus.MissingDevice as exc:
+                raise RuntimeFailure(f"operator {spec.operator!r}: {exc}") from exc
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start bwrap for operator {spec.operator!r}: {exc}") from exc
             finally:
