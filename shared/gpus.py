@@ -78,8 +78,10 @@ class MissingDevice(Exception):
 
 def device_nodes(gpu_ids: Sequence[str], dev: Path = Path("/dev")) -> list[Path]:
     """The device nodes a process granted ``gpu_ids`` needs: each GPU's ``nvidia<minor>``, then the control
-    nodes that exist; nothing for no GPU. :class:`MissingDevice` when a granted GPU's node is not there."""
-    if not gpu_ids:
+    nodes that exist; nothing for no GPU, nor on a node without the NVIDIA driver (no ``nvidiactl``: GPUs
+    declared by configuration there only exercise scheduling). :class:`MissingDevice` when the driver is
+    there but a granted GPU's node is not."""
+    if not gpu_ids or not (dev / CONTROL_DEVICES[0]).exists():
         return []
     nodes = []
     for gpu_id in gpu_ids:

@@ -72,3 +72,11 @@ def test_device_nodes_are_the_gpus_then_the_control_nodes_present(devices: Path)
     assert gpus.device_nodes((), devices) == []
     with pytest.raises(gpus.MissingDevice, match="neither known to NVML nor a device number"):
         gpus.device_nodes(("GPU-unknown",), devices)
+
+
+async def test_declared_gpus_on_a_node_without_the_driver_bind_nothing(tmp_path: Path) -> None:
+    """GPUs declared by configuration (CLARET_GPUS) on a machine without the NVIDIA driver exercise the
+    scheduler only: the operator runs, with no NVIDIA node."""
+    no_driver = tmp_path / "dev-without-driver"
+    no_driver.mkdir()
+    assert await listed_devices(tmp_path, no_driver, ("0",)) == []
