@@ -3,7 +3,9 @@
 * ``Payloads/Upload``: the chunks' ``data`` written one after the other into a new file ``<root>/upload-<n>.bin``;
 * ``Payloads/Download``: ``<root>/<name>`` streamed back in 1 MiB chunks;
 * ``Jobs/Status``: a unary echo: answers every request with the same reply bytes (``--status-reply``, a
-  serialized JobsStatusResponse captured from Claret, so both servers send the same bytes).
+  serialized JobsStatusResponse captured from Claret, so both servers send the same bytes);
+* ``Jobs/List``: streams the replies of ``--list-replies`` (serialized JobsListResponse messages captured
+  from Claret, each after its 4-byte big-endian length), the same bytes Claret sent.
 
 Same server options as Claret (8 MiB messages, no SO_REUSEPORT) and the same event loop (uvloop).
 Run by the benchmarks as a separate process: ``python bench/bare_server.py --port P --root DIR``.
@@ -29,9 +31,10 @@ CHUNK = 1024 * 1024
 
 
 class Bare:
-    def __init__(self, root: Path, status_reply: bytes) -> None:
+    def __init__(self, root: Path, status_reply: bytes, list_replies: list[bytes]) -> None:
         self.root = root
         self.status_reply = status_reply
+        self.list_replies = list_replies
         self.uploads = 0
 
     async def upload(
@@ -56,15 +59,31 @@ class Bare:
     async def status(self, request: jobs_pb2.JobsStatusRequest, context: grpc.aio.ServicerContext) -> bytes:
         return self.status_reply
 
+    async def list(self, request: jobs_pb2.JobsListRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        for reply in self.list_replies:
+            yield reply
+
+
+def framed(path: Path | None) -> list[bytes]:
+    """The messages of a file of 4-byte big-endian lengths, each followed by its message."""
+    data = path.read_bytes() if path else b""
+    messages, at = [], 0
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 4], "big")
+        messages.append(data[at + 4 : at + 4 + size])
+        at += 4 + size
+    return messages
+
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--status-reply", type=Path)
+    parser.add_argument("--list-replies", type=Path)
     options = parser.parse_args()
     reply = options.status_reply.read_bytes() if options.status_reply else b""
-    bare = Bare(options.root, reply)
+    bare = Bare(options.root, reply, framed(options.list_replies))
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
@@ -94,6 +113,9 @@ async def main() -> None:
                 {
                     "Status": grpc.unary_unary_rpc_method_handler(
                         bare.status, request_deserializer=jobs_pb2.JobsStatusRequest.FromString
+                    ),
+                    "List": grpc.unary_stream_rpc_method_handler(
+                        bare.list, request_deserializer=jobs_pb2.JobsListRequest.FromString
                     ),
                 },
             ),

@@ -153,7 +153,11 @@ def claret_server(
 
 @contextlib.contextmanager
 def bare_server(
-    workdir: Path, *, status_reply: Path | None = None, profile_name: str | None = None
+    workdir: Path,
+    *,
+    status_reply: Path | None = None,
+    list_replies: Path | None = None,
+    profile_name: str | None = None,
 ) -> Iterator[Served]:
     """``bench/bare_server.py``: the same RPC names and messages as Claret over a bare grpc.aio server."""
     port = free_port()
@@ -161,6 +165,8 @@ def bare_server(
     args = [PYTHON, str(ROOT / "bench" / "bare_server.py"), "--port", str(port), "--root", str(workdir)]
     if status_reply is not None:
         args += ["--status-reply", str(status_reply)]
+    if list_replies is not None:
+        args += ["--list-replies", str(list_replies)]
     with open(log, "wb") as log_file:
         environ = {k: v for k, v in os.environ.items() if k not in _OWN_ENV}
         process = subprocess.Popen(args, cwd=ROOT, env=environ, stdout=log_file, stderr=subprocess.STDOUT)

@@ -12,44 +12,17 @@ client, rounds alternating between the two servers.
 from __future__ import annotations
 
 import argparse
-import json
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from harness import Result, claret_server, median, report, request_header, run, scratch
-from jobs_common import Clara, one_operator_pipeline
+from jobs_common import Clara, fill_history, one_operator_pipeline
 
 from protos.nvidia.clara.platform import common_pb2, jobs_pb2, jobs_pb2_grpc
 
 NAME = "history_scaling"
 TARGET = 1.2
 STARTUP_TARGET_S = 3.0
-
-
-def fill(database: Path, jobs: int) -> None:
-    """Add ``jobs`` stopped jobs (one completed operator and a payload row each) to a migrated database."""
-    now = time.time()
-    files = json.dumps([["pipeline.yaml", one_operator_pipeline(["true"])]])
-    with sqlite3.connect(database) as conn:
-        conn.executemany(
-            "INSERT INTO jobs (id, pipeline_id, payload_id, name, priority, state, status, files, created, queued,"
-            " started, stopped) VALUES (?, ?, ?, ?, 2, 3, 1, ?, ?, ?, ?, ?)",
-            (
-                (f"{n:032x}", "f" * 32, f"{n:031x}e", f"history {n}", files, now - n, now - n, now - n, now - n)
-                for n in range(jobs)
-            ),
-        )
-        conn.executemany(
-            "INSERT INTO operators (job_id, name, position, status, created, started, stopped, exit_code)"
-            " VALUES (?, 'op', 0, 3, ?, ?, ?, 0)",
-            ((f"{n:032x}", now - n, now - n, now - n) for n in range(jobs)),
-        )
-        conn.executemany(
-            "INSERT INTO payloads (id, type, job_id, read_only, created) VALUES (?, 1, ?, 1, ?)",
-            ((f"{n:031x}e", f"{n:032x}", now - n) for n in range(jobs)),
-        )
 
 
 async def latency(call: Callable[[], Awaitable[object]], calls: int) -> float:
@@ -104,7 +77,7 @@ async def main() -> None:
             with claret_server(work / size) as server:
                 async with server.channel() as channel:
                     pipelines[size] = await Clara(channel).pipeline(one_operator_pipeline(["true"]))
-            fill(work / size / "data" / "claret.db", jobs)
+            fill_history(work / size / "data" / "claret.db", jobs)
         for round_ in range(options.rounds):
             for size in sizes if round_ % 2 == 0 else reversed(list(sizes)):
                 begin = time.perf_counter()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -166,3 +168,27 @@ async def docker_client() -> AsyncIterator[object]:
         yield docker
     finally:
         await docker.close()
+
+
+def fill_history(database: Path, jobs: int) -> None:
+    """Add ``jobs`` stopped jobs (one completed operator and a payload row each) to a migrated database."""
+    now = time.time()
+    files = json.dumps([["pipeline.yaml", one_operator_pipeline(["true"])]])
+    with sqlite3.connect(database) as conn:
+        conn.executemany(
+            "INSERT INTO jobs (id, pipeline_id, payload_id, name, priority, state, status, files, created, queued,"
+            " started, stopped) VALUES (?, ?, ?, ?, 2, 3, 1, ?, ?, ?, ?, ?)",
+            (
+                (f"{n:032x}", "f" * 32, f"{n:031x}e", f"history {n}", files, now - n, now - n, now - n, now - n)
+                for n in range(jobs)
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO operators (job_id, name, position, status, created, started, stopped, exit_code)"
+            " VALUES (?, 'op', 0, 3, ?, ?, ?, 0)",
+            ((f"{n:032x}", now - n, now - n, now - n) for n in range(jobs)),
+        )
+        conn.executemany(
+            "INSERT INTO payloads (id, type, job_id, read_only, created) VALUES (?, 1, ?, 1, ?)",
+            ((f"{n:031x}e", f"{n:032x}", now - n) for n in range(jobs)),
+        )
