@@ -28,7 +28,7 @@ import shutil
 import stat
 import time
 import unicodedata
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -200,28 +200,20 @@ class PayloadStore:
 
     # -- files ------------------------------------------------------------------------------------
 
-    async def write_file(
-        self,
-        payload_id: str,
-        name: str,
-        chunks: AsyncIterable[bytes],
-        before_commit: Callable[[], Awaitable[None]] | None = None,
-    ) -> FileInfo:
+    async def write_file(self, payload_id: str, name: str, chunks: AsyncIterable[bytes]) -> FileInfo:
         """Store the concatenated ``chunks`` as ``name`` (relative to the payload root) and return it.
 
         The file becomes visible only when the stream ended; a stream that raises or is cancelled leaves
         nothing behind. Concurrent writers of one name each use their own temporary: the last to finish
         wins. No fsync: other processes see the renamed file through the page cache at once, and after a
         power loss the client's upload (of a job not yet started) is simply repeated; syncing multi-GB
-        files would stall the upload path for a guarantee nobody needs. ``before_commit`` runs between the
-        last chunk and the rename: raising there discards the upload (the caller's last-moment checks).
+        files would stall the upload path for a guarantee nobody needs. One file of a stream: uploads of
+        several files, and last-moment checks before the rename, use :meth:`pending_files`.
         """
         with self.pending_files(payload_id) as files:
             relative = files.open(name)  # a refused name fails before the stream is read
             async for chunk in chunks:
                 files.write(name, chunk)
-            if before_commit is not None:
-                await before_commit()
             return files.commit()[relative]
 
     def pending_files(self, payload_id: str) -> PendingFiles:

@@ -358,7 +358,7 @@ class Executor:
         log.info(
             "operator started", job_id=run.job.id, operator=name, runtime_id=handle.runtime_id, gpus=list(grant.gpu_ids)
         )
-        self._arm_deadline(run, run.job.timeout or self.settings.default_timeout)
+        self._arm_deadline(run, ids.now())
         self._watch_outputs(run)
         if run.ending:  # the job ended while this operator was starting
             self._spawn(handle.stop(self.settings.stop_grace))
@@ -470,13 +470,14 @@ class Executor:
 
     # -- ending a job --------------------------------------------------------------------------------------
 
-    def _arm_deadline(self, run: JobRun, seconds: float) -> None:
-        """End the job TERMINATED in ``seconds`` (its timeout, less what already ran), unless armed already."""
-        seconds_total = run.job.timeout or self.settings.default_timeout
+    def _arm_deadline(self, run: JobRun, started: float) -> None:
+        """End the job TERMINATED once its timeout has passed since ``started`` (its first operator's start),
+        unless armed already."""
+        timeout = run.job.timeout or self.settings.default_timeout
         if run.deadline is None and not run.ending:
             run.deadline = asyncio.get_running_loop().call_later(
-                max(seconds, 0),
-                lambda: self._spawn(self._end(run, JobStatus.TERMINATED, f"job timed out after {seconds_total:g} s")),
+                max(started + timeout - ids.now(), 0),
+                lambda: self._spawn(self._end(run, JobStatus.TERMINATED, f"job timed out after {timeout:g} s")),
             )
 
     async def _end(
@@ -568,7 +569,7 @@ class Executor:
             carried_on = run.handles.keys() | run.completed
             started = [op.started for op in operators if op.started is not None and op.name in carried_on]
             if started:
-                self._arm_deadline(run, min(started) + (job.timeout or self.settings.default_timeout) - ids.now())
+                self._arm_deadline(run, min(started))
             await self._submit_ready(run)
 
     async def _reattach(self, run: JobRun, record: OperatorRecord) -> str | None:
