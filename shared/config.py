@@ -109,6 +109,12 @@ class Settings:
     """Each operator's log keeps this many MiB, then a line saying the rest was dropped (and a job message)."""
     max_output_mb: int = 10240
     """Most MiB one job's operators may write into its payload; past it the operator faults."""
+    service_start_timeout: float = 300.0
+    """Seconds a pipeline service has to accept connections on each declared http port."""
+    service_idle_timeout: float = 1800.0
+    """Seconds a pipeline service no operator uses keeps running; 0 keeps it until Clara.Stop."""
+    service_data_dir: Path | None = None
+    """Folder mounted read-only in every pipeline service at /clara/common (NVIDIA_CLARA_SERVICE_DATA_PATH)."""
 
     @property
     def replica_id(self) -> str:
@@ -173,6 +179,8 @@ class Settings:
         for name in ("operator_uid", "operator_gid", "pids_limit", "max_log_mb", "max_output_mb"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive (0 would mean root or no limit): got {getattr(self, name)}")
+        if self.service_start_timeout <= 0 or self.service_idle_timeout < 0:
+            raise ValueError("service_start_timeout must be positive and service_idle_timeout not negative")
         if not 0 < self.default_timeout <= self.max_timeout:
             raise ValueError("default_timeout must be positive and at most max_timeout")
 

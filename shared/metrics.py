@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -54,6 +54,17 @@ class Metrics:
             "Time for the runtime to start an operator.",
             ["runtime"],
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.services_started = Counter(
+            "claret_services_started",
+            "Pipeline services started, by outcome (ready, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.services_running = Gauge(
+            "claret_services_running",
+            "Pipeline services running and ready in this jobs process.",
             registry=self.registry,
         )
         payload_bytes = Counter(

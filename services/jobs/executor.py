@@ -34,6 +34,14 @@ from services.jobs.runtimes.base import (
     Runtime,
 )
 from services.jobs.scheduler import CannotHold, Demand, Grant
+from services.jobs.services import (
+    Instance,
+    ServiceFailure,
+    ServiceManager,
+    ServiceSettings,
+    ServicesInUse,
+    ServicesNeedResources,
+)
 from shared import ids
 from shared.config import Settings
 from shared.db import Database
@@ -79,6 +87,7 @@ class ExecutorSettings:
     stop_grace: float
     """Seconds between the stop signal and the kill."""
     limits: OperatorLimits
+    services: ServiceSettings = field(default_factory=ServiceSettings)
 
     @classmethod
     def of(cls, settings: Settings) -> ExecutorSettings:
@@ -96,11 +105,24 @@ class ExecutorSettings:
                 log_mb=settings.max_log_mb,
                 output_mb=settings.max_output_mb,
             ),
+            services=ServiceSettings(
+                node=settings.node_name,
+                start_timeout=settings.service_start_timeout,
+                idle_timeout=settings.service_idle_timeout,
+                data_dir=settings.service_data_dir,
+            ),
         )
 
 
 def demand(operator: Operator) -> Demand:
     return Demand(cpu=operator.requests.cpu, memory_mb=operator.requests.memory, gpus=operator.requests.gpu)
+
+
+def plus(one: Demand, other: Demand) -> Demand:
+    return Demand(one.cpu + other.cpu, one.memory_mb + other.memory_mb, one.gpus + other.gpus)
+
+
+NO_SERVICES = ServicesInUse(env={}, joins=())
 
 
 async def _wait(handle: Handle) -> Exit:
@@ -128,6 +150,8 @@ class JobRun:
     ready_since: dict[str, float] = field(default_factory=dict)
     """When each submitted operator became ready (for the queue-wait metric)."""
     handles: dict[str, Handle] = field(default_factory=dict)
+    services: dict[str, tuple[Instance, ...]] = field(default_factory=dict)
+    """The pipeline services each started operator uses."""
     ending: bool = False
     deadline: asyncio.TimerHandle | None = None
     watching_outputs: bool = False
@@ -166,6 +190,21 @@ class Executor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._adopting = 0
         """Adoptions in progress: until each survivor holds its grant again, the queue hands nothing out."""
+        limits = settings.limits
+        self.services = ServiceManager(
+            db,
+            runtime,
+            queue,
+            settings.services,
+            replica=settings.replica,
+            instance=settings.instance,
+            logs_path=settings.logs_path,
+            user=(limits.uid, limits.gid),
+            pids=limits.pids,
+            max_log_bytes=limits.log_mb * MIB,
+            stop_grace=settings.stop_grace,
+            metrics=metrics,
+        )
 
     # -- public surface ------------------------------------------------------------------------------------
 
@@ -198,10 +237,6 @@ class Executor:
             ended = partial(job_table.finish, job_id=job_id, status=status, messages=[reason], at=ids.now())
             await self._db.write(ended)
 
-    async def end_all(self, reason: str) -> None:
-        """Clara.Stop: end every job in flight here as CANCELED, stopping their operators."""
-        await asyncio.gather(*(self._end(run, JobStatus.CANCELED, reason) for run in list(self._runs.values())))
-
     async def recover(self, *, every: bool) -> None:
         """At start: remove what no job owns, then carry on the jobs that were in flight, re-attaching to
         operators still running: ``every`` one (a single jobs process), or this replica's own and those of no
@@ -209,6 +244,7 @@ class Executor:
         anything of its own."""
         for runtime_id in await self._runtime.remove_orphans(lambda: self._db.read(job_table.running_operators)):
             log.warning("removed an operator no job owns", runtime_id=runtime_id)
+        await self.services.recover(every=every)  # before the operators that use them are re-attached
         await self.adopt(await self._db.write(partial(job_table.adopt_in_flight, owner=self._replica, every=every)))
 
     async def adopt(self, job_ids: list[str]) -> None:
@@ -242,6 +278,7 @@ class Executor:
     async def close(self) -> None:
         """Stop following operators (they keep running and are re-attached at the next start)."""
         await self.forget_all()
+        await self.services.close()
         await self._runtime.close()
 
     async def forget_all(self) -> None:
@@ -265,7 +302,10 @@ class Executor:
         for name in run.ready():
             run.submitted.add(name)
             run.ready_since[name] = time.monotonic()
-            ready.append(Ready((run.job.id, name), run.job.priority, demand(run.model.operator(name))))
+            operator = run.model.operator(name)  # waits for its services' requests too when they do not run
+            ready.append(
+                Ready((run.job.id, name), run.job.priority, plus(demand(operator), self.services.demand(operator)))
+            )
         try:
             await self.queue.submit(ready)
         except BaseException:  # not queued after all: the next call submits them again
@@ -297,14 +337,17 @@ class Executor:
 
     # -- one operator --------------------------------------------------------------------------------------
 
-    def _spec(self, run: JobRun, operator: Operator, gpu_ids: tuple[str, ...]) -> OperatorSpec:
+    def _spec(
+        self, run: JobRun, operator: Operator, gpu_ids: tuple[str, ...], services: ServicesInUse = NO_SERVICES
+    ) -> OperatorSpec:
         payload_dir = self._store.path(run.job.payload_id)
         return OperatorSpec(
             job_id=run.job.id,
             operator=operator.name,
             image=operator.container.reference,
             command=operator.container.command,
-            env=environment.variables(run.job, operator, gpu_ids),
+            env={**environment.variables(run.job, operator, gpu_ids), **services.env},
+            joins=services.joins,
             mounts=environment.mounts(operator, payload_dir),
             cpu=operator.requests.cpu,
             memory_mb=operator.requests.memory,
@@ -338,18 +381,29 @@ class Executor:
             await self._ended_elsewhere(run)
             return
         try:
+            services, grant = await self.services.use(operator, grant) if operator.services else (NO_SERVICES, grant)
+        except ServicesNeedResources:  # a service it needs stopped after it was queued: queue it again
+            await self._db.write(lambda conn: job_table.operator_not_started(conn, run.job.id, name))
+            await self.queue.release((run.job.id, name))
+            run.submitted.discard(name)
+            if not run.ending:
+                await self._submit_ready(run)
+            await self.pump()
+            return
+        except ServiceFailure as exc:
+            await self._not_started(run, name, exc)
+            return
+        run.services[name] = services.instances
+        try:
             outputs.prepare(self._output_dirs(run, name), self._user)
             started = time.monotonic()
-            handle = await self._runtime.start(self._spec(run, operator, grant.gpu_ids))
+            handle = await self._runtime.start(self._spec(run, operator, grant.gpu_ids, services))
             self._metrics.runtime_start_seconds.labels(self._runtime.name).observe(time.monotonic() - started)
             self._metrics.queue_wait_seconds.labels(run.job.priority.name.lower()).observe(
                 started - run.ready_since.pop(name, started)
             )
         except Exception as exc:  # RuntimeFailure, OSError, or a client library's own: the operator never ran
-            reason = f"operator {name!r} could not start: {exc}"
-            await self._record_exit(run, name, Exit(-1, str(exc)), ends_job=(JobStatus.FAULTED, reason))
-            await self.queue.release((run.job.id, name))  # after its end is recorded, as in _follow
-            await self.pump()
+            await self._not_started(run, name, exc)
             return
         await self._db.write(lambda conn: job_table.operator_runtime_id(conn, run.job.id, name, handle.runtime_id))
         # Known to the job only now: a job that ended before this line is stopped by the check below, one that
@@ -363,6 +417,14 @@ class Executor:
         if run.ending:  # the job ended while this operator was starting
             self._spawn(handle.stop(self.settings.stop_grace))
         await self._follow(run, name, handle)
+
+    async def _not_started(self, run: JobRun, name: str, exc: Exception) -> None:
+        """The operator (recorded as starting) could not start: it faults its job."""
+        reason = f"operator {name!r} could not start: {exc}"
+        await self._record_exit(run, name, Exit(-1, str(exc)), ends_job=(JobStatus.FAULTED, reason))
+        await self.queue.release((run.job.id, name))  # after its end is recorded, as in _follow
+        self.services.done(run.services.pop(name, ()))
+        await self.pump()
 
     async def _follow(self, run: JobRun, name: str, handle: Handle) -> None:
         """Wait for the operator to end (its own timeout applies), then move the job on."""
@@ -380,6 +442,7 @@ class Executor:
         # Only once its end is recorded: released earlier, its resources could go to an operator recorded
         # RUNNING while this one still was, and a crash then would leave more RUNNING than the node holds.
         await self.queue.release((run.job.id, name))
+        self.services.done(run.services.pop(name, ()))
         if outcome is None and not run.ending:
             await self._submit_ready(run)
         self._forget_if_done(run)
@@ -603,6 +666,7 @@ class Executor:
             await _wait(handle)  # what removes its container, or its control group
             return f"was stopped: this node can no longer hold what it was granted ({exc})"
         run.handles[record.name] = handle
+        run.services[record.name] = self.services.hold_again(operator)
         if record.runtime_id != handle.runtime_id:  # found by name: remember where it is from now on
             await self._db.write(lambda c: job_table.operator_runtime_id(c, run.job.id, record.name, handle.runtime_id))
         self._spawn(self._follow(run, record.name, handle))

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 from services.jobs import job_table, logs
-from services.jobs.executor import demand
+from services.jobs.executor import demand, plus
 from services.jobs.model import (
     RUNNING_JOBS,
     JobFilter,
@@ -24,6 +24,7 @@ from services.jobs.model import (
     OperatorStatus,
     Priority,
 )
+from services.jobs.runtimes.base import SERVICES_JOB
 from services.jobs.topology import Topology
 from shared import ids
 from shared import metadata as metadata_rules
@@ -141,7 +142,7 @@ class JobManager:
         misfits = [
             f"operator {op.name!r} {reason}"
             for op in model.operators
-            if (reason := self._executor.queue.lacks(demand(op))) is not None
+            if (reason := self._executor.queue.lacks(plus(demand(op), self._executor.services.demand(op)))) is not None
         ]
         if misfits:
             raise ClaretError(ErrorCode.JOB_CANNOT_FIT, *misfits)
@@ -188,7 +189,13 @@ class JobManager:
         return await self._db.read(lambda conn: job_table.list_jobs(conn, chosen))
 
     async def read_logs(self, job_id: str, operator_name: str) -> AsyncIterator[list[str]]:
-        """The operator's log lines (stdout and stderr as they were written), in batches; what exists now."""
+        """The operator's log lines (stdout and stderr as they were written), in batches; what exists now.
+        Job id ``services`` reads the log of the latest pipeline service of that name (Claret's addition)."""
+        if job_id == SERVICES_JOB:
+            path = self._executor.services.newest_log(operator_name.strip())
+            if path is None:
+                raise ClaretError(ErrorCode.NO_SUCH_OPERATOR, f"no pipeline service named {operator_name!r} ran here")
+            return logs.batches(path)
         view = await self.status(job_id)
         wanted = operator_name.strip().casefold()
         match = next((op.name for op in view.operators if op.name.casefold() == wanted), None)

@@ -87,6 +87,11 @@ class OperatorQueue(Protocol):
         """At start: grants this process took but did not start (it died in between) are to be taken again."""
         ...
 
+    async def split(self, key: OperatorKey, parts: Sequence[OperatorGrant]) -> None:
+        """Hand what ``key`` holds over to ``parts`` at once (an operator and the pipeline services it starts,
+        whose requests it waited for together); what no part takes is released."""
+        ...
+
 
 class LocalQueue:
     """The scheduler of this process, as an :class:`OperatorQueue`."""
@@ -125,6 +130,11 @@ class LocalQueue:
 
     async def reclaim(self) -> None:
         return None  # a new process starts with an empty scheduler
+
+    async def split(self, key: OperatorKey, parts: Sequence[OperatorGrant]) -> None:
+        self.scheduler.release(key)
+        for part in parts:
+            self.scheduler.restore(part)
 
 
 class SharedQueue:
@@ -195,6 +205,9 @@ class SharedQueue:
     async def reclaim(self) -> None:
         await self._db.write(lambda conn: queue_table.reclaim(conn, self._replica))
 
+    async def split(self, key: OperatorKey, parts: Sequence[OperatorGrant]) -> None:
+        await self._db.write(partial(self._split, key=key, parts=parts), queue=self._lock)
+
     # -- in a transaction ---------------------------------------------------------------------------------
 
     def _scheduler(self, conn: Connection, now: float) -> Scheduler[OperatorKey]:
@@ -237,6 +250,15 @@ class SharedQueue:
         if later:  # jobs being adopted get theirs at a later call; an ended job's grants are given back
             queue_table.unpick_or_release(conn, [hold.id for hold in later], now)
         return [hold for hold in picked if hold.job_id in running], for_others
+
+    def _split(self, conn: Connection, key: OperatorKey, parts: Sequence[OperatorGrant]) -> None:
+        now = self._clock()
+        queue_table.release(conn, key, now, self._replica)
+        for part in parts:
+            demand = part.demand
+            queue_table.grant(
+                conn, self._node, part.key, demand.cpu, demand.memory_mb, part.gpu_ids, now, self._replica, picked=True
+            )
 
     def _restore(self, conn: Connection, grant: OperatorGrant) -> None:
         key = grant.key

@@ -50,7 +50,7 @@ class Topology(Protocol):
         ...
 
     async def stop_all(self, reason: str) -> None:
-        """Clara.Stop: end every job in flight, in every process."""
+        """Clara.Stop: halt every pipeline service of this node and release what they hold (jobs go on)."""
         ...
 
 
@@ -74,7 +74,7 @@ class SingleProcess:
         await self._executor.end(job.id, JobStatus.CANCELED, message)
 
     async def stop_all(self, reason: str) -> None:
-        await self._executor.end_all(reason)
+        await self._executor.services.stop_all(reason)
 
 
 class Replicas:
@@ -108,10 +108,7 @@ class Replicas:
         await self._db.notify(WAKE_CHANNEL)
 
     async def stop_all(self, reason: str) -> None:
-        replica = self._executor.settings.replica
-        await self._db.write(lambda conn: queue_table.request_cancel_all(conn, reason, replica))
-        await self._db.notify(WAKE_CHANNEL)  # the other replicas stop theirs at their next look
-        await self._executor.end_all(reason)
+        await self._executor.services.stop_all(reason)  # also the other replicas' on this node
 
 
 def open_topology(

@@ -11,6 +11,10 @@ JOB_LABEL = "claret.job"
 OPERATOR_LABEL = "claret.operator"
 INSTANCE_LABEL = "claret.instance"
 """Labels on every operator a runtime starts, to find it again after a restart."""
+SERVICE_LABEL = "claret.service"
+"""On a pipeline service's container (and its network): the service's instance id."""
+SERVICES_JOB = "services"
+"""The job id in a pipeline service's spec: services belong to no job (job ids are hex, never this word)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class OperatorSpec:
     log_path: Path
     """stdout and stderr, interleaved in the order they were written, appended as they stream."""
     network: bool = False
+    """Full network access (tests only: operators get none, or their services' networks)."""
+    joins: tuple[str, ...] = ()
+    """The private networks (:attr:`ServiceNetwork.ref`) of the pipeline services this operator uses: it
+    reaches them and nothing else."""
     labels: Mapping[str, str] = field(default_factory=dict)
     user: tuple[int, int] | None = None
     """Host uid and gid the operator's processes run as; None leaves the runtime's own choice (the sandbox
@@ -90,6 +98,23 @@ class Handle(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ServiceNetwork:
+    """The private network a pipeline service listens on, which the operators that use it join."""
+
+    ref: str
+    """What an operator's :attr:`OperatorSpec.joins` names (a Docker network id; a sandbox's process)."""
+    host: str
+    """The service's address on that network, as operators reach it."""
+
+
+class ServiceHandle(Handle, Protocol):
+    """A started pipeline service: an operator-like process with a private network of its own."""
+
+    @property
+    def network(self) -> ServiceNetwork: ...
+
+
 class Runtime(Protocol):
     name: str
 
@@ -101,6 +126,26 @@ class Runtime(Protocol):
         """The handle of an operator started before a restart, or None when it is gone. Without a
         ``runtime_id`` (the service died right after starting it), find it by job and operator, or raise
         :class:`NeverStarted` when it provably never ran."""
+        ...
+
+    async def start_service(self, spec: OperatorSpec) -> ServiceHandle:
+        """Start a pipeline service (``spec.job_id`` is :data:`SERVICES_JOB`) on a private network of its own.
+        Raises :class:`RuntimeFailure` when it cannot be started."""
+        ...
+
+    async def attach_service(
+        self, spec: OperatorSpec, runtime_id: str, network: ServiceNetwork
+    ) -> ServiceHandle | None:
+        """The handle of a service started before a restart, or None when it is gone (what is left of it is
+        removed)."""
+        ...
+
+    async def accepts(self, network: ServiceNetwork, port: int) -> bool:
+        """Whether something accepts TCP connections at ``port`` of the service on ``network`` (readiness)."""
+        ...
+
+    async def remove_orphan_services(self, known: set[str]) -> list[str]:
+        """Remove the services this platform instance started whose id is not in ``known``; returns their ids."""
         ...
 
     async def problem(self) -> str | None:

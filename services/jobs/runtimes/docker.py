@@ -32,11 +32,13 @@ from services.jobs.runtimes.base import (
     INSTANCE_LABEL,
     JOB_LABEL,
     OPERATOR_LABEL,
+    SERVICE_LABEL,
     Exit,
     Handle,
     NeverStarted,
     OperatorSpec,
     RuntimeFailure,
+    ServiceNetwork,
     memory_limit_bytes,
 )
 from services.jobs.runtimes.docker_logs import CappedLog, LogCopy, engine_log_config, error_text, open_stream
@@ -73,7 +75,8 @@ def container_config(spec: OperatorSpec, paths: PathMapping) -> dict[str, Any]:
     host_config: dict[str, Any] = {
         "Binds": [f"{paths.to_host(m.source)}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
         "Init": True,
-        "NetworkMode": "bridge" if spec.network else "none",
+        # An operator's first service network (the others are connected before it starts), else none.
+        "NetworkMode": spec.joins[0] if spec.joins else "bridge" if spec.network else "none",
         "SecurityOpt": ["no-new-privileges"],
         "CapDrop": ["ALL"],  # operators read and write files; they need no privilege beyond their own files
         # Always limited, whatever the request (0 opted out once): memory with no swap beyond it, cpus,
@@ -157,6 +160,34 @@ class DockerHandle:
             await self._container.stop(t=max(1, round(grace)))
 
 
+class DockerServiceHandle(DockerHandle):
+    """A service's container on its private network; the network goes when the container has ended."""
+
+    def __init__(self, container: DockerContainer, logs: LogCopy, network: ServiceNetwork, docker: aiodocker.Docker):
+        super().__init__(container, logs)
+        self._network = network
+        self._docker = docker
+
+    @property
+    def network(self) -> ServiceNetwork:
+        return self._network
+
+    async def wait(self) -> Exit:
+        exit = await super().wait()
+        await remove_network(self._docker, self._network.ref)
+        return exit
+
+
+async def remove_network(docker: aiodocker.Docker, ref: str) -> None:
+    """Remove a service's network, cutting off the operators still on it (they lose their service)."""
+    with contextlib.suppress(DockerError):
+        network = await docker.networks.get(ref)
+        for container in (await network.show()).get("Containers") or {}:
+            with contextlib.suppress(DockerError):
+                await network.disconnect({"Container": container, "Force": True})
+        await network.delete()
+
+
 class DockerRuntime:
     name = "docker"
 
@@ -177,20 +208,80 @@ class DockerRuntime:
         return cls(docker, paths, instance)
 
     async def start(self, spec: OperatorSpec) -> Handle:
+        container, logs = await self._launch(spec, container_config(spec, self._paths))
+        return DockerHandle(container, logs)
+
+    async def start_service(self, spec: OperatorSpec) -> DockerServiceHandle:
+        """The service's container on an internal network of its own (no way out of it), created first."""
+        labels = {SERVICE_LABEL: spec.operator, INSTANCE_LABEL: self._instance}
+        name = container_name(spec)
+        try:
+            network = await self._docker.networks.create({"Name": name, "Internal": True, "Labels": labels})
+        except DockerError as exc:
+            raise RuntimeFailure(f"the Docker engine could not create the service's network: {exc.message}") from exc
+        config = container_config(spec, self._paths)
+        config["HostConfig"]["NetworkMode"] = network.id
+        try:
+            container, logs = await self._launch(spec, config)
+            info = await container.show()
+        except BaseException:
+            await remove_network(self._docker, network.id)
+            raise
+        address = info["NetworkSettings"]["Networks"][name]["IPAddress"]
+        return DockerServiceHandle(container, logs, ServiceNetwork(network.id, address), self._docker)
+
+    async def attach_service(
+        self, spec: OperatorSpec, runtime_id: str, network: ServiceNetwork
+    ) -> DockerServiceHandle | None:
+        handle = await self.attach(spec, runtime_id)
+        if not isinstance(handle, DockerHandle):
+            await remove_network(self._docker, network.ref)
+            return None
+        return DockerServiceHandle(handle._container, handle._logs, network, self._docker)
+
+    async def accepts(self, network: ServiceNetwork, port: int) -> bool:
+        """A TCP connection from this process to the service's address (the engine's host reaches every
+        bridge network, internal ones included)."""
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(network.host, port), 1.0)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    async def remove_orphan_services(self, known: set[str]) -> list[str]:
+        removed = []
+        filters = json.dumps({"label": [f"{INSTANCE_LABEL}={self._instance}", SERVICE_LABEL]})
+        for container in await self._docker.containers.list(all=True, filters=filters):
+            if (container["Labels"] or {}).get(SERVICE_LABEL) not in known:
+                with contextlib.suppress(DockerError):
+                    await container.delete(force=True)
+                    removed.append(str(container["Labels"][SERVICE_LABEL]))
+        for network in await self._docker.networks.list(filters={"label": [f"{INSTANCE_LABEL}={self._instance}"]}):
+            if (network.get("Labels") or {}).get(SERVICE_LABEL) not in known:
+                await remove_network(self._docker, network["Id"])
+        return removed
+
+    async def _launch(self, spec: OperatorSpec, config: dict[str, Any]) -> tuple[DockerContainer, LogCopy]:
+        """Create and start a container, its output copied into the log file from its first byte."""
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = CappedLog(spec.log_path, spec.max_log_bytes, rewrite=False)
         try:
-            container = await self._create(spec)
+            container = await self._create(spec, config)
         except BaseException:
             log_file.close()
             raise
         try:
+            for ref in spec.joins[1:]:  # the first is its NetworkMode
+                await (await self._docker.networks.get(ref)).connect({"Container": container.id})
             stream = await open_stream(container, restarted=False)  # before the start: from its first byte
         except DockerError as exc:
             log_file.close()
             with contextlib.suppress(DockerError):
                 await container.delete(force=True)
-            raise RuntimeFailure(f"the Docker engine could not attach to the container: {exc.message}") from exc
+            raise RuntimeFailure(f"the Docker engine could not prepare the container: {exc.message}") from exc
         logs = LogCopy(container, log_file, stream)
         try:
             await container.start()
@@ -199,13 +290,12 @@ class DockerRuntime:
             with contextlib.suppress(DockerError, aiohttp.ClientError, OSError):
                 await container.delete(force=True)
             raise RuntimeFailure(f"the Docker engine could not start the container: {error_text(exc)}") from exc
-        return DockerHandle(container, logs)
+        return container, logs
 
-    async def _create(self, spec: OperatorSpec) -> DockerContainer:
+    async def _create(self, spec: OperatorSpec, config: dict[str, Any]) -> DockerContainer:
         """Create the operator's container. Its name is unique to this job and operator, so one that is
         already there is a leftover of an earlier attempt (a create still in flight when the service died,
         which may hold the name before the container can be seen): remove it and try again, for a while."""
-        config = container_config(spec, self._paths)
         for attempt in range(CREATE_ATTEMPTS):
             try:
                 return await self._docker.containers.create(config, name=container_name(spec))
@@ -256,6 +346,8 @@ class DockerRuntime:
         recorded = await running()
         for container in containers:
             labels = container["Labels"] or {}
+            if SERVICE_LABEL in labels:  # services are recovered on their own (remove_orphan_services)
+                continue
             if (labels.get(JOB_LABEL), labels.get(OPERATOR_LABEL)) not in recorded:
                 with contextlib.suppress(DockerError):
                     await container.delete(force=True)

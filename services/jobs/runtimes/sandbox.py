@@ -43,18 +43,20 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from services.jobs.runtimes import seccomp
+from services.jobs.runtimes import netns, seccomp
 from services.jobs.runtimes.base import (
+    SERVICES_JOB,
     Exit,
     Handle,
     Mount,
     NeverStarted,
     OperatorSpec,
     RuntimeFailure,
+    ServiceNetwork,
     memory_limit_bytes,
     truncation_marker,
 )
@@ -215,6 +217,16 @@ def mount_point(mount: Mount) -> str:
     return "/" + posixpath.normpath(mount.target).lstrip("/")
 
 
+def mount_parents(spec: OperatorSpec) -> list[str]:
+    """The folders above the mount points (``/clara`` for ``/clara/common``), each once, outermost first."""
+    parents: dict[str, None] = {}
+    for mount in spec.mounts:
+        parts = mount_point(mount).split("/")[1:-1]
+        for depth in range(1, len(parts) + 1):
+            parents["/" + "/".join(parts[:depth])] = None
+    return list(parents)
+
+
 def check_mounts(spec: OperatorSpec) -> None:
     """Refuse mounts a root bwrap must not make: over the system's folders (an operator's files would
     replace setpriv or its libraries), or inside another mount (a link an upstream operator left there
@@ -255,7 +267,7 @@ def bwrap_arguments(
     check_mounts(spec)
     # No --die-with-parent: a sandbox must outlive a crash of the service, which re-attaches to it.
     args = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    args += [] if spec.network else ["--unshare-net"]
+    args += [] if spec.network or spec.joins else ["--unshare-net"]  # joins: nsenter put it in its service's
     if drop_to is None:
         args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
     else:
@@ -268,6 +280,8 @@ def bwrap_arguments(
         args += ["--dev-bind", str(device), f"/dev/{device.name}"]
     args += ["--perms", "1777", "--tmpfs", "/dev/shm"]
     args += ["--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/"]
+    for folder in mount_parents(spec):  # bwrap would make them 0700: an operator could not reach its mounts
+        args += ["--perms", "0755", "--dir", folder]
     for mount in spec.mounts:
         args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount_point(mount)]  # as checked
     args += ["--seccomp", fds.data("seccomp", seccomp.program()), "--clearenv"]
@@ -330,7 +344,11 @@ def find_sandbox(job_id: str, operator: str) -> int | None:
     """The outer bwrap process (it leads its process group) running ``operator`` of ``job_id``, found by
     the environment it was told to set, which its command line carries; also while it is still the ``sh``
     that joins its control group before it execs bwrap (same pid, bwrap's arguments after its own)."""
-    wanted = [("NVIDIA_CLARA_JOB_ID", job_id), ("NVIDIA_CLARA_STAGE_NAME", operator)]
+    return next((pid for pid, job, name in sandboxes() if (job, name) == (job_id, operator)), None)
+
+
+def sandboxes() -> Iterator[tuple[int, str, str]]:
+    """(pid, job id, operator name) of every sandbox running on this host (see :func:`find_sandbox`)."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -343,10 +361,9 @@ def find_sandbox(job_id: str, operator: str) -> int | None:
         if bwrap is None or not leads:
             continue
         args = args[bwrap:]
-        pairs = {(args[i + 1], args[i + 2]) for i, arg in enumerate(args[:-2]) if arg == "--setenv"}
-        if all(pair in pairs for pair in wanted):
-            return int(entry.name)
-    return None
+        values = {args[i + 1]: args[i + 2] for i, arg in enumerate(args[:-2]) if arg == "--setenv"}
+        if "NVIDIA_CLARA_JOB_ID" in values and "NVIDIA_CLARA_STAGE_NAME" in values:
+            yield int(entry.name), values["NVIDIA_CLARA_JOB_ID"], values["NVIDIA_CLARA_STAGE_NAME"]
 
 
 def spawn(command: list[str], log_fd: int, fds: Descriptors) -> subprocess.Popen[bytes]:
@@ -443,6 +460,10 @@ class SandboxHandle:
     def runtime_id(self) -> str:
         return f"{self.pid}:{self._start_time}"
 
+    @property
+    def ended(self) -> bool:
+        return self._exited.done()
+
     async def _trim_while_running(self) -> None:
         # A stat, and rarely a truncate, of a local file: quicker in the loop than a trip to a thread.
         while not self._exited.done():
@@ -494,6 +515,28 @@ class SandboxHandle:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
             await asyncio.shield(self._exited)
+
+
+class SandboxServiceHandle:
+    """A sandboxed service and the network namespace its operators join."""
+
+    def __init__(self, handle: SandboxHandle, network: ServiceNetwork) -> None:
+        self._handle = handle
+        self._network = network
+
+    @property
+    def runtime_id(self) -> str:
+        return self._handle.runtime_id
+
+    @property
+    def network(self) -> ServiceNetwork:
+        return self._network
+
+    async def wait(self) -> Exit:
+        return await self._handle.wait()
+
+    async def stop(self, grace: float) -> None:
+        await self._handle.stop(grace)
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
@@ -585,14 +628,18 @@ class SandboxRuntime:
         return None if self._cgroups is None else self._cgroups.group(spec.job_id, spec.operator)
 
     async def start(self, spec: OperatorSpec) -> Handle:
+        return await self._start(spec)
+
+    async def _start(self, spec: OperatorSpec) -> SandboxHandle:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command, group = [self._bwrap], None
+        bwrap = [*self._join(spec), self._bwrap]
+        command, group = bwrap, None
         if self._cgroups is not None:
             try:
                 group = self._cgroups.create(spec.job_id, spec.operator, limits(spec))
             except OSError as exc:
                 raise RuntimeFailure(f"cannot make the control group of operator {spec.operator!r}: {exc}") from exc
-            command = ["/bin/sh", "-c", JOIN_CGROUP, "claret-join", *map(str, group.procs_files), "--", self._bwrap]
+            command = ["/bin/sh", "-c", JOIN_CGROUP, "claret-join", *map(str, group.procs_files), "--", *bwrap]
         try:
             process = self._spawn(spec, command)
         except BaseException:
@@ -609,6 +656,77 @@ class SandboxRuntime:
             raise RuntimeFailure(f"cannot watch the sandbox of operator {spec.operator!r}: {exc}") from exc
         log.debug("sandbox started", job_id=spec.job_id, operator=spec.operator, pid=process.pid)
         return SandboxHandle(process.pid, spec, exited, group)
+
+    def _join(self, spec: OperatorSpec) -> list[str]:
+        """What puts an operator that uses a service into the service's network namespace (nothing for one
+        that uses none)."""
+        if not spec.joins:
+            return []
+        if len(spec.joins) > 1:
+            raise RuntimeFailure(
+                f"operator {spec.operator!r} uses {len(spec.joins)} services: the sandbox runtime gives an "
+                f"operator one service's network (the docker runtime joins several)"
+            )
+        pid_text, _, start_time = spec.joins[0].partition(":")
+        if not pid_text.isdigit() or process_start_time(int(pid_text)) != start_time:
+            raise RuntimeFailure(f"operator {spec.operator!r}: its service is gone")
+        return [netns.NSENTER, f"--net={netns.namespace_path(int(pid_text))}"]
+
+    async def start_service(self, spec: OperatorSpec) -> SandboxServiceHandle:
+        """The service in a sandbox of its own, with a network namespace of its own (bwrap's
+        ``--unshare-net``: a loopback and nothing else) that its operators join."""
+        if not self._root:
+            raise RuntimeFailure(
+                "pipeline services need the sandbox runtime to run as root (operators join the service's "
+                "network namespace); run the jobs service as root, or use the docker runtime"
+            )
+        handle = await self._start(spec)
+        try:
+            holder = await self._namespace_holder(spec, handle)
+        except BaseException:
+            await handle.stop(0)
+            await handle.wait()
+            raise
+        network = ServiceNetwork(f"{holder}:{process_start_time(holder)}", netns.LOOPBACK)
+        return SandboxServiceHandle(handle, network)
+
+    async def _namespace_holder(self, spec: OperatorSpec, handle: SandboxHandle, within: float = 10.0) -> int:
+        """bwrap writes its child's pid as soon as it has made the namespaces: milliseconds."""
+        deadline = time.monotonic() + within
+        while (holder := netns.namespace_holder(status_path(spec))) is None:
+            if handle.ended or time.monotonic() > deadline:
+                raise RuntimeFailure(f"service {spec.operator!r}: its sandbox ended before it started")
+            await asyncio.sleep(0.005)
+        return holder
+
+    async def attach_service(
+        self, spec: OperatorSpec, runtime_id: str, network: ServiceNetwork
+    ) -> SandboxServiceHandle | None:
+        handle = await self.attach(spec, runtime_id)
+        if not isinstance(handle, SandboxHandle):
+            return None
+        if handle.ended:  # it ended while the jobs service was down: what is left of it goes
+            await handle.wait()
+            return None
+        return SandboxServiceHandle(handle, network)
+
+    async def accepts(self, network: ServiceNetwork, port: int) -> bool:
+        pid_text, _, start_time = network.ref.partition(":")
+        if not pid_text.isdigit() or process_start_time(int(pid_text)) != start_time:
+            return False
+        return await netns.accepts(int(pid_text), port)
+
+    async def remove_orphan_services(self, known: set[str]) -> list[str]:
+        """Kill the sandboxes of services not in ``known`` (with their process groups and control groups)."""
+        removed = []
+        for pid, job_id, name in await asyncio.to_thread(lambda: list(sandboxes())):
+            if job_id == SERVICES_JOB and name not in known:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+                    removed.append(name)
+                if self._cgroups is not None:
+                    _in_background(remove_group(self._cgroups.group(SERVICES_JOB, name)))
+        return removed
 
     async def attach(self, spec: OperatorSpec, runtime_id: str | None) -> Handle | None:
         """Re-attach to a sandbox started by an earlier run of the service (it is no child of ours): by its

@@ -1,0 +1,105 @@
+"""The pipeline services table (migration 004): one row per running service, so a restart finds it again.
+
+Plain functions over a ``Connection``; the lifecycle is in ``services/jobs/services.py``. ``UNIQUE (node,
+identity)`` makes one service per container identity and node, whichever jobs process asks first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from services.jobs.runtimes.base import ServiceNetwork
+from shared.db.connection import Connection, Row
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRow:
+    id: str
+    node: str
+    identity: str
+    """JSON ``[image, command]``."""
+    name: str
+    owner: str
+    cpu: int
+    memory_mb: int
+    gpu_ids: tuple[str, ...]
+    started: float
+    runtime_id: str | None = None
+    network: ServiceNetwork | None = None
+    ready: float | None = None
+
+
+def _row(row: Row) -> ServiceRow:
+    spec = json.loads(row["spec"])
+    network = json.loads(row["network"]) if row["network"] else None
+    return ServiceRow(
+        id=row["id"],
+        node=row["node"],
+        identity=row["identity"],
+        name=row["name"],
+        owner=row["owner"],
+        cpu=spec["cpu"],
+        memory_mb=spec["memory_mb"],
+        gpu_ids=tuple(json.loads(row["gpu_ids"])),
+        started=row["started"],
+        runtime_id=row["runtime_id"],
+        network=None if network is None else ServiceNetwork(network["ref"], network["host"]),
+        ready=row["ready"],
+    )
+
+
+def insert(conn: Connection, service: ServiceRow) -> None:
+    """Claim the identity on the node: :class:`~shared.db.connection.Conflict` when a service holds it."""
+    conn.execute(
+        "INSERT INTO services (id, node, identity, name, owner, spec, gpu_ids, started, last_used)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            service.id,
+            service.node,
+            service.identity,
+            service.name,
+            service.owner,
+            json.dumps({"cpu": service.cpu, "memory_mb": service.memory_mb}),
+            json.dumps(list(service.gpu_ids)),
+            service.started,
+            service.started,
+        ),
+    )
+
+
+def started(conn: Connection, service_id: str, runtime_id: str, network: ServiceNetwork) -> None:
+    conn.execute(
+        "UPDATE services SET runtime_id = ?, network = ? WHERE id = ?",
+        (runtime_id, json.dumps({"ref": network.ref, "host": network.host}), service_id),
+    )
+
+
+def mark_ready(conn: Connection, service_id: str, at: float) -> None:
+    conn.execute("UPDATE services SET ready = ?, last_used = ? WHERE id = ?", (at, at, service_id))
+
+
+def used(conn: Connection, service_id: str, at: float) -> None:
+    conn.execute("UPDATE services SET last_used = ? WHERE id = ?", (at, service_id))
+
+
+def adopt(conn: Connection, service_id: str, owner: str) -> None:
+    conn.execute("UPDATE services SET owner = ? WHERE id = ?", (owner, service_id))
+
+
+def delete(conn: Connection, service_id: str) -> None:
+    conn.execute("DELETE FROM services WHERE id = ?", (service_id,))
+
+
+def get(conn: Connection, service_id: str) -> ServiceRow | None:
+    row = conn.execute("SELECT * FROM services WHERE id = ?", (service_id,)).fetchone()
+    return None if row is None else _row(row)
+
+
+def find(conn: Connection, node: str, identity: str) -> ServiceRow | None:
+    row = conn.execute("SELECT * FROM services WHERE node = ? AND identity = ?", (node, identity)).fetchone()
+    return None if row is None else _row(row)
+
+
+def of_node(conn: Connection, node: str) -> list[ServiceRow]:
+    return [_row(row) for row in conn.execute("SELECT * FROM services WHERE node = ? ORDER BY started", (node,))]
