@@ -45,8 +45,8 @@ class OperatorSpec:
     network: bool = False
     """Full network access (tests only: operators get none, or their services' networks)."""
     joins: tuple[str, ...] = ()
-    """The private networks (:attr:`ServiceNetwork.ref`) of the pipeline services this operator uses: it
-    reaches them and nothing else."""
+    """The networks (:attr:`ServiceNetwork.ref`) of the pipeline services this operator uses: it reaches
+    them and nothing else. At most one (:func:`joined_network`)."""
     labels: Mapping[str, str] = field(default_factory=dict)
     user: tuple[int, int] | None = None
     """Host uid and gid the operator's processes run as; None leaves the runtime's own choice (the sandbox
@@ -100,12 +100,24 @@ class Handle(Protocol):
 
 @dataclass(frozen=True)
 class ServiceNetwork:
-    """The private network a pipeline service listens on, which the operators that use it join."""
+    """The private network a pipeline service listens on, which the operators that use it join: on every
+    runtime, the service's own network namespace, which has a loopback interface and nothing else."""
 
     ref: str
-    """What an operator's :attr:`OperatorSpec.joins` names (a Docker network id; a sandbox's process)."""
+    """What an operator's :attr:`OperatorSpec.joins` names (a Docker container id; a sandbox's process)."""
     host: str
     """The service's address on that network, as operators reach it."""
+
+
+def joined_network(spec: OperatorSpec) -> str | None:
+    """The one service network the operator joins, or None. An operator shares its service's network
+    namespace, and a process has one: an operator cannot use two services."""
+    if len(spec.joins) > 1:
+        raise RuntimeFailure(
+            f"operator {spec.operator!r} uses {len(spec.joins)} running services: an operator joins its "
+            f"service's network, and can join one"
+        )
+    return spec.joins[0] if spec.joins else None
 
 
 class ServiceHandle(Handle, Protocol):

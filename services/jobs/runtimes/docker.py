@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import aiohttp
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
+from services.jobs.runtimes import netns
 from services.jobs.runtimes.base import (
     INSTANCE_LABEL,
     JOB_LABEL,
@@ -39,6 +41,7 @@ from services.jobs.runtimes.base import (
     OperatorSpec,
     RuntimeFailure,
     ServiceNetwork,
+    joined_network,
     memory_limit_bytes,
 )
 from services.jobs.runtimes.docker_logs import CappedLog, LogCopy, engine_log_config, error_text, open_stream
@@ -75,8 +78,8 @@ def container_config(spec: OperatorSpec, paths: PathMapping) -> dict[str, Any]:
     host_config: dict[str, Any] = {
         "Binds": [f"{paths.to_host(m.source)}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
         "Init": True,
-        # An operator's first service network (the others are connected before it starts), else none.
-        "NetworkMode": spec.joins[0] if spec.joins else "bridge" if spec.network else "none",
+        # An operator that uses a service shares its service's network namespace; others have none.
+        "NetworkMode": network_mode(spec),
         "SecurityOpt": ["no-new-privileges"],
         "CapDrop": ["ALL"],  # operators read and write files; they need no privilege beyond their own files
         # Always limited, whatever the request (0 opted out once): memory with no swap beyond it, cpus,
@@ -109,6 +112,13 @@ def container_config(spec: OperatorSpec, paths: PathMapping) -> dict[str, Any]:
     if spec.command:  # Docker CMD semantics: the image's entrypoint, if any, receives these as arguments
         config["Cmd"] = list(spec.command)
     return config
+
+
+def network_mode(spec: OperatorSpec) -> str:
+    service = joined_network(spec)
+    if service is not None:
+        return f"container:{service}"
+    return "bridge" if spec.network else "none"
 
 
 def container_name(spec: OperatorSpec) -> str:
@@ -161,31 +171,15 @@ class DockerHandle:
 
 
 class DockerServiceHandle(DockerHandle):
-    """A service's container on its private network; the network goes when the container has ended."""
+    """A service's container; operators join its network namespace (``NetworkMode: container:<id>``)."""
 
-    def __init__(self, container: DockerContainer, logs: LogCopy, network: ServiceNetwork, docker: aiodocker.Docker):
+    def __init__(self, container: DockerContainer, logs: LogCopy, network: ServiceNetwork) -> None:
         super().__init__(container, logs)
         self._network = network
-        self._docker = docker
 
     @property
     def network(self) -> ServiceNetwork:
         return self._network
-
-    async def wait(self) -> Exit:
-        exit = await super().wait()
-        await remove_network(self._docker, self._network.ref)
-        return exit
-
-
-async def remove_network(docker: aiodocker.Docker, ref: str) -> None:
-    """Remove a service's network, cutting off the operators still on it (they lose their service)."""
-    with contextlib.suppress(DockerError):
-        network = await docker.networks.get(ref)
-        for container in (await network.show()).get("Containers") or {}:
-            with contextlib.suppress(DockerError):
-                await network.disconnect({"Container": container, "Force": True})
-        await network.delete()
 
 
 class DockerRuntime:
@@ -212,56 +206,49 @@ class DockerRuntime:
         return DockerHandle(container, logs)
 
     async def start_service(self, spec: OperatorSpec) -> DockerServiceHandle:
-        """The service's container on an internal network of its own (no way out of it), created first."""
-        labels = {SERVICE_LABEL: spec.operator, INSTANCE_LABEL: self._instance}
-        name = container_name(spec)
-        try:
-            network = await self._docker.networks.create({"Name": name, "Internal": True, "Labels": labels})
-        except DockerError as exc:
-            raise RuntimeFailure(f"the Docker engine could not create the service's network: {exc.message}") from exc
-        config = container_config(spec, self._paths)
-        config["HostConfig"]["NetworkMode"] = network.id
-        try:
-            container, logs = await self._launch(spec, config)
-            info = await container.show()
-        except BaseException:
-            await remove_network(self._docker, network.id)
-            raise
-        address = info["NetworkSettings"]["Networks"][name]["IPAddress"]
-        return DockerServiceHandle(container, logs, ServiceNetwork(network.id, address), self._docker)
+        """The service's container with no network but its loopback, which its operators share."""
+        container, logs = await self._launch(spec, container_config(spec, self._paths))
+        handle = DockerServiceHandle(container, logs, ServiceNetwork(container.id, netns.LOOPBACK))
+        if await self._namespace_holder(container.id) is None:
+            await handle.stop(0)
+            await handle.wait()
+            raise RuntimeFailure(
+                "the jobs service cannot see the service container's processes, so it cannot tell when the "
+                "service is ready: run it in the host's process namespace (compose: pid: host)"
+            )
+        return handle
 
     async def attach_service(
         self, spec: OperatorSpec, runtime_id: str, network: ServiceNetwork
     ) -> DockerServiceHandle | None:
         handle = await self.attach(spec, runtime_id)
         if not isinstance(handle, DockerHandle):
-            await remove_network(self._docker, network.ref)
             return None
-        return DockerServiceHandle(handle._container, handle._logs, network, self._docker)
+        return DockerServiceHandle(handle._container, handle._logs, network)
 
     async def accepts(self, network: ServiceNetwork, port: int) -> bool:
-        """A TCP connection from this process to the service's address (the engine's host reaches every
-        bridge network, internal ones included)."""
+        """A TCP connection made inside the service container's network namespace."""
+        pid = await self._namespace_holder(network.ref)
+        return pid is not None and await netns.accepts(pid, port)
+
+    async def _namespace_holder(self, container_id: str) -> int | None:
+        """The pid of the container's first process, when this process can see it (in the host's pids)."""
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(network.host, port), 1.0)
-        except (OSError, TimeoutError):
-            return False
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
+            state = (await (await self._docker.containers.get(container_id)).show())["State"]
+        except DockerError:
+            return None
+        pid = int(state.get("Pid") or 0)
+        return pid if pid and os.path.exists(netns.namespace_path(pid)) else None  # noqa: ASYNC240 - procfs: instant
 
     async def remove_orphan_services(self, known: set[str]) -> list[str]:
         removed = []
         filters = json.dumps({"label": [f"{INSTANCE_LABEL}={self._instance}", SERVICE_LABEL]})
         for container in await self._docker.containers.list(all=True, filters=filters):
-            if (container["Labels"] or {}).get(SERVICE_LABEL) not in known:
+            service_id = str((container["Labels"] or {}).get(SERVICE_LABEL))
+            if service_id not in known:
                 with contextlib.suppress(DockerError):
                     await container.delete(force=True)
-                    removed.append(str(container["Labels"][SERVICE_LABEL]))
-        for network in await self._docker.networks.list(filters={"label": [f"{INSTANCE_LABEL}={self._instance}"]}):
-            if (network.get("Labels") or {}).get(SERVICE_LABEL) not in known:
-                await remove_network(self._docker, network["Id"])
+                    removed.append(service_id)
         return removed
 
     async def _launch(self, spec: OperatorSpec, config: dict[str, Any]) -> tuple[DockerContainer, LogCopy]:
@@ -274,14 +261,12 @@ class DockerRuntime:
             log_file.close()
             raise
         try:
-            for ref in spec.joins[1:]:  # the first is its NetworkMode
-                await (await self._docker.networks.get(ref)).connect({"Container": container.id})
             stream = await open_stream(container, restarted=False)  # before the start: from its first byte
         except DockerError as exc:
             log_file.close()
             with contextlib.suppress(DockerError):
                 await container.delete(force=True)
-            raise RuntimeFailure(f"the Docker engine could not prepare the container: {exc.message}") from exc
+            raise RuntimeFailure(f"the Docker engine could not attach to the container: {exc.message}") from exc
         logs = LogCopy(container, log_file, stream)
         try:
             await container.start()

@@ -57,6 +57,7 @@ from services.jobs.runtimes.base import (
     OperatorSpec,
     RuntimeFailure,
     ServiceNetwork,
+    joined_network,
     memory_limit_bytes,
     truncation_marker,
 )
@@ -660,14 +661,10 @@ class SandboxRuntime:
     def _join(self, spec: OperatorSpec) -> list[str]:
         """What puts an operator that uses a service into the service's network namespace (nothing for one
         that uses none)."""
-        if not spec.joins:
+        service = joined_network(spec)
+        if service is None:
             return []
-        if len(spec.joins) > 1:
-            raise RuntimeFailure(
-                f"operator {spec.operator!r} uses {len(spec.joins)} services: the sandbox runtime gives an "
-                f"operator one service's network (the docker runtime joins several)"
-            )
-        pid_text, _, start_time = spec.joins[0].partition(":")
+        pid_text, _, start_time = service.partition(":")
         if not pid_text.isdigit() or process_start_time(int(pid_text)) != start_time:
             raise RuntimeFailure(f"operator {spec.operator!r}: its service is gone")
         return [netns.NSENTER, f"--net={netns.namespace_path(int(pid_text))}"]
