@@ -583,12 +583,21 @@ async def stop_job(s: Session, ids: tuple[str, ...], flagged: tuple[str, ...], r
 
 
 @main.command()
-@click.option("-j", "--job", "job_ref", required=True, metavar="ID", help="Job id or unique prefix.")
+@click.option("-j", "--job", "job_ref", metavar="ID", help="Job id or unique prefix.")
 @click.option("-o", "--operator", "operators", multiple=True, help="Operator name [default: every operator].")
+@click.option("-s", "--service", metavar="NAME", help="A pipeline service's log (its latest instance) instead.")
 @client_options
 @verb
-async def logs(s: Session, job_ref: str, operators: tuple[str, ...]) -> None:
-    """Print an operator's log (stdout and stderr as written); each operator's under a header if none is named."""
+async def logs(s: Session, job_ref: str | None, operators: tuple[str, ...], service: str | None) -> None:
+    """Print an operator's log (stdout and stderr as written); each operator's under a header if none is named.
+    With --service, the log of the latest pipeline service started under that name."""
+    if (job_ref is None) == (service is None):
+        raise click.UsageError("give either --job (with --operator) or --service")
+    if service is not None:
+        lines = [line async for line in s.client.read_service_log(service)]
+        s.output.result({"service": service, "lines": lines}, *lines)
+        return
+    assert job_ref is not None
     job_id = await s.client.resolve_job(job_ref)
     names = list(operators) or [op.name for op in (await s.client.job_status(job_id)).operators]
     document: list[Document] = [

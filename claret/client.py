@@ -132,6 +132,10 @@ def canonical_id(kind: str, ref: str, invalid: int) -> str:
     return prefix
 
 
+SERVICES_LOG_JOB = "services"
+"""The job id under which Jobs.ReadLogs serves pipeline services' logs (``SERVICES_JOB`` of the jobs service)."""
+
+
 def _identifier(value: str) -> common_pb2.Identifier:
     return common_pb2.Identifier(value=value)
 
@@ -331,6 +335,12 @@ class PlatformClient:
             for line in reply.logs:
                 yield line
 
+    async def read_service_log(self, name: str) -> AsyncIterator[str]:
+        """The log lines of the latest pipeline service started under ``name`` (Jobs.ReadLogs of job
+        ``services``, the platform's own addition: no job has that id)."""
+        async for line in self.read_logs(SERVICES_LOG_JOB, name):
+            yield line
+
     async def resolve_job(self, ref: str) -> str:
         """A full id as it is (the platform says whether it exists); a prefix expanded through Jobs.List."""
         prefix = canonical_id("job", ref, ErrorCode.INVALID_JOB_ID)
@@ -456,6 +466,10 @@ class PlatformClient:
         except grpc.aio.AioRpcError as error:
             raise self._transport_error(error) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    async def stop_platform(self) -> None:
+        """Clara.Stop: halt every pipeline service the platform runs and release what they hold."""
+        await self._unary(self._clara.Stop, clara_pb2.ClaraStopRequest(header=HEADER))
 
     async def utilization(self) -> list[Gpu]:
         request = clara_pb2.ClaraUtilizationRequest(header=HEADER, watch=False)

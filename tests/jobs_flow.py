@@ -42,6 +42,8 @@ class Platform:
     database: str | Path
     """The store the server runs on (tests/store.py)."""
     runtime: str = "sandbox"
+    address: str = ""
+    """host:port of the server, for clients of their own (the official one)."""
 
     def __post_init__(self) -> None:
         self.client = PlatformClient("the test's server", timeout=None, channel=self.channel)
@@ -122,7 +124,8 @@ async def serving(tmp_path: Path, **changes: object) -> AsyncIterator[Platform]:
     server, resources = await start_in_process(make_settings(tmp_path, **changes))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield Platform(channel, resources.settings.database_target, runtime=resources.settings.runtime)
+            address = f"127.0.0.1:{server.port}"
+            yield Platform(channel, resources.settings.database_target, resources.settings.runtime, address)
     finally:
         await server.stop(grace=1)
         await resources.close()

@@ -19,7 +19,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from services.jobs.runtimes.base import Exit, NeverStarted, OperatorSpec, RuntimeFailure
+from services.jobs.runtimes.base import (
+    Exit,
+    NeverStarted,
+    OperatorSpec,
+    RuntimeFailure,
+    ServiceHandle,
+    ServiceNetwork,
+)
 
 STOPPED_CODE = 143
 """Exit code of an operator that stopped when asked (128 + SIGTERM)."""
@@ -251,6 +258,18 @@ class MemoryRuntime:
 
     async def problem(self) -> str | None:
         return self.trouble
+
+    async def start_service(self, spec: OperatorSpec) -> ServiceHandle:
+        raise RuntimeFailure("the memory runtime runs no pipeline services (tests/test_services.py runs them)")
+
+    async def attach_service(self, spec: OperatorSpec, runtime_id: str, network: ServiceNetwork) -> None:
+        return None
+
+    async def accepts(self, network: ServiceNetwork, port: int) -> bool:
+        return False
+
+    async def remove_orphan_services(self, known: set[str]) -> list[str]:
+        return []
 
     async def remove_orphans(self, running: Callable[[], Awaitable[set[tuple[str, str]]]]) -> list[str]:
         listed = self.live()  # listed first, then the database asked: as the real runtimes do

@@ -204,6 +204,7 @@ class Executor:
             max_log_bytes=limits.log_mb * MIB,
             stop_grace=settings.stop_grace,
             metrics=metrics,
+            released=self.pump,
         )
 
     # -- public surface ------------------------------------------------------------------------------------

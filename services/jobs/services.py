@@ -25,7 +25,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -155,7 +155,9 @@ class ServiceManager:
         max_log_bytes: int,
         stop_grace: float,
         metrics: Metrics,
+        released: Callable[[], Awaitable[None]],
     ) -> None:
+        """``released`` is called whenever a service gave back what it held (the queue may start more)."""
         self._db = db
         self._runtime = runtime
         self._queue = queue
@@ -168,6 +170,7 @@ class ServiceManager:
         self._max_log_bytes = max_log_bytes
         self._grace = stop_grace
         self._metrics = metrics
+        self._released = released
         self._instances: dict[Identity, Instance] = {}
         self._closing = False
         metrics.services_running.set_function(lambda: self.running)
@@ -201,6 +204,7 @@ class ServiceManager:
         :class:`ServiceFailure` or :class:`ServicesNeedResources` (nothing is left in use then)."""
         requests = operator.requests
         own = Grant(grant.key, Demand(requests.cpu, requests.memory, requests.gpu), grant.gpu_ids[: requests.gpu])
+        await self._forget_gone(operator)
         fresh = self._claim(operator, grant)
         chosen = [(s, self._instances[identity(s)]) for s in operator.services]
         for _, inst in chosen:
@@ -297,6 +301,14 @@ class ServiceManager:
             fresh.append((service, inst))
         return fresh
 
+    async def _forget_gone(self, operator: Operator) -> None:
+        """Forget the services of another jobs process that have stopped since (their rows are gone)."""
+        for service in operator.services:
+            inst = self._instances.get(identity(service))
+            foreign = inst is not None and inst.grant is None and inst.ready.done()
+            if foreign and inst and await self._db.read(partial(service_table.get, service_id=inst.id)) is None:
+                del self._instances[inst.identity]
+
     def _hold(self, inst: Instance) -> None:
         inst.users += 1
         if inst.idle is not None:
@@ -350,6 +362,7 @@ class ServiceManager:
             await self._db.write(lambda conn: service_table.insert(conn, row))
         except Conflict:  # another jobs process of this node runs it: use theirs
             await self._queue.release(inst.key)
+            await self._released()
             inst.grant = None
             await self._follow_other(inst, row.identity)
             return
@@ -413,6 +426,7 @@ class ServiceManager:
             if row is None:
                 break
             if row.ready is not None and row.network is not None:
+                inst.id = row.id  # to tell later whether it still runs
                 inst.ready.set_result(row.network)
                 return
             await asyncio.sleep(0.1)
@@ -434,6 +448,7 @@ class ServiceManager:
             await asyncio.gather(inst.exited, return_exceptions=True)
         await self._db.write(lambda conn: service_table.delete(conn, inst.id))
         await self._queue.release(inst.key)
+        await self._released()
 
     # -- stopping --------------------------------------------------------------------------------------------
 

@@ -121,6 +121,12 @@ def network_mode(spec: OperatorSpec) -> str:
     return "bridge" if spec.network else "none"
 
 
+def namespace_holder(state: dict[str, Any]) -> int | None:
+    """The pid of a running container's first process, when this process can see it (in the host's pids)."""
+    pid = int(state.get("Pid") or 0)
+    return pid if pid and os.path.exists(netns.namespace_path(pid)) else None
+
+
 def container_name(spec: OperatorSpec) -> str:
     return f"claret-{spec.job_id}-{spec.operator}"
 
@@ -209,7 +215,8 @@ class DockerRuntime:
         """The service's container with no network but its loopback, which its operators share."""
         container, logs = await self._launch(spec, container_config(spec, self._paths))
         handle = DockerServiceHandle(container, logs, ServiceNetwork(container.id, netns.LOOPBACK))
-        if await self._namespace_holder(container.id) is None:
+        state = await self._state(container.id)
+        if state.get("Running") and namespace_holder(state) is None:
             await handle.stop(0)
             await handle.wait()
             raise RuntimeFailure(
@@ -228,17 +235,15 @@ class DockerRuntime:
 
     async def accepts(self, network: ServiceNetwork, port: int) -> bool:
         """A TCP connection made inside the service container's network namespace."""
-        pid = await self._namespace_holder(network.ref)
+        pid = namespace_holder(await self._state(network.ref))
         return pid is not None and await netns.accepts(pid, port)
 
-    async def _namespace_holder(self, container_id: str) -> int | None:
-        """The pid of the container's first process, when this process can see it (in the host's pids)."""
+    async def _state(self, container_id: str) -> dict[str, Any]:
         try:
-            state = (await (await self._docker.containers.get(container_id)).show())["State"]
+            state: dict[str, Any] = (await (await self._docker.containers.get(container_id)).show())["State"]
         except DockerError:
-            return None
-        pid = int(state.get("Pid") or 0)
-        return pid if pid and os.path.exists(netns.namespace_path(pid)) else None  # noqa: ASYNC240 - procfs: instant
+            return {}
+        return state
 
     async def remove_orphan_services(self, known: set[str]) -> list[str]:
         removed = []
