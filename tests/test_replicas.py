@@ -185,19 +185,55 @@ async def test_a_cancel_reaches_the_replica_that_runs_the_job(tmp_path: Path) ->
         assert not process_alive(runtime_id)
 
 
-async def test_clara_stop_reaches_the_jobs_of_every_replica(tmp_path: Path) -> None:
-    async with two_replicas(tmp_path / "data") as (a, b):
-        pipeline = await a.pipeline(GPU_OPERATOR.format(sleep=60))
-        jobs = [await a.job(pipeline), await b.job(pipeline)]
-        await a.start(jobs[0].job_id.value)
-        await b.start(jobs[1].job_id.value)
-        for job in jobs:
-            await b.wait_operator(job.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
+SERVICE_READER = """api-version: 0.4.0
+name: reader
+operators:
+- name: reader
+  container:
+    image: busybox
+    command: ["sh", "-c", "python3 -c \\"import os, urllib.request; print(urllib.request.urlopen('http://'
+      + os.environ['WEB_URI'] + '/passwd').read().decode())\\" > /output/out.txt"]
+  requests: {cpu: 0, memory: 1}
+  output: [{path: /output}]
+  services:
+  - name: web
+    container:
+      image: busybox
+      command: ["python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/etc"]
+    requests: {cpu: 0, memory: 1}
+    connections:
+      http: [{name: WEB_URI, port: 8000}]
+"""
 
-        reply = await clara_pb2_grpc.ClaraStub(b.channel).Stop(clara_pb2.ClaraStopRequest())
+
+async def test_replicas_of_a_node_share_one_service_which_clara_stop_halts_leaving_jobs_running(
+    tmp_path: Path,
+) -> None:
+    async with two_replicas(tmp_path / "data") as (a, b):
+        for replica in (a, b):  # one started on a, the other on b: the same service serves both
+            job = await replica.job(await replica.pipeline(SERVICE_READER))
+            await replica.start(job.job_id.value)
+            final = await replica.wait_stopped(job.job_id.value)
+            assert final.status == pb.JOB_STATUS_HEALTHY, list(final.messages)
+            assert b"operator:x:" in await replica.download(job.payload_id.value, "operators/reader/out.txt")
+        [(owner, runtime_id)] = query(a.database, "SELECT owner, runtime_id FROM services")
+        assert owner == "a" and process_alive(str(runtime_id))
+
+        long = await b.job(await b.pipeline(GPU_OPERATOR.format(sleep=60)))
+        await b.start(long.job_id.value)
+        await b.wait_operator(long.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
+        reply = await clara_pb2_grpc.ClaraStub(b.channel).Stop(clara_pb2.ClaraStopRequest())  # b halts a's service
         assert reply.header.code == 0, reply.header.messages
-        finals = [await a.wait_stopped(job.job_id.value, within=10) for job in jobs]
-        assert [f.status for f in finals] == [pb.JOB_STATUS_CANCELED] * 2, [list(f.messages) for f in finals]
+        for _ in range(100):
+            if not process_alive(str(runtime_id)) and not query(a.database, "SELECT id FROM services"):
+                break
+            await asyncio.sleep(0.05)
+        assert not process_alive(str(runtime_id))
+        assert query(a.database, "SELECT id FROM services") == []  # a cleaned up after it, ledger included
+        assert query(a.database, "SELECT count(*) FROM ledger WHERE job_id = 'services' AND released IS NULL") == [(0,)]
+        assert (await b.status(long.job_id.value)).state == pb.JOB_STATE_RUNNING  # Clara.Stop cancels no job
+        await b.jobs.Cancel(pb.JobsCancelRequest(job_id=common_pb2.Identifier(value=long.job_id.value)))
+        await b.wait_stopped(long.job_id.value)
 
 
 # -- the shared queue's decisions, on one SQLite file ---------------------------------------------------------

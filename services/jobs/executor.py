@@ -299,19 +299,24 @@ class Executor:
     # -- scheduling ----------------------------------------------------------------------------------------
 
     async def _submit_ready(self, run: JobRun) -> None:
-        ready = []
-        for name in run.ready():
+        names = run.ready()
+        for name in names:  # marked at once: a concurrent call must not submit them too
             run.submitted.add(name)
             run.ready_since[name] = time.monotonic()
-            operator = run.model.operator(name)  # waits for its services' requests too when they do not run
-            ready.append(
-                Ready((run.job.id, name), run.job.priority, plus(demand(operator), self.services.demand(operator)))
-            )
         try:
+            ready = [
+                Ready((run.job.id, n), run.job.priority, await self.waits_for(run.model.operator(n))) for n in names
+            ]
             await self.queue.submit(ready)
         except BaseException:  # not queued after all: the next call submits them again
-            run.submitted.difference_update(r.key[1] for r in ready)
+            run.submitted.difference_update(names)
             raise
+
+    async def waits_for(self, operator: Operator) -> Demand:
+        """What the operator waits for: its requests, and those of its services that do not run."""
+        if not operator.services:
+            return demand(operator)
+        return plus(demand(operator), await self.services.demand(operator))
 
     async def pump(self) -> None:
         """Start what the queue grants now (once adoptions in progress are done: see :meth:`adopt`)."""

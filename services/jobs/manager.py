@@ -12,7 +12,6 @@ import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 from services.jobs import job_table, logs
-from services.jobs.executor import demand, plus
 from services.jobs.model import (
     RUNNING_JOBS,
     JobFilter,
@@ -142,7 +141,7 @@ class JobManager:
         misfits = [
             f"operator {op.name!r} {reason}"
             for op in model.operators
-            if (reason := self._executor.queue.lacks(plus(demand(op), self._executor.services.demand(op)))) is not None
+            if (reason := self._executor.queue.lacks(await self._executor.waits_for(op)))
         ]
         if misfits:
             raise ClaretError(ErrorCode.JOB_CANNOT_FIT, *misfits)

@@ -93,6 +93,11 @@ def identity(service: Service) -> Identity:
     return service.container.reference, service.container.command
 
 
+def identity_text(key: Identity) -> str:
+    """An identity as the services table keeps it."""
+    return json.dumps([key[0], list(key[1])])
+
+
 def expand(command: Sequence[str], env: dict[str, str]) -> tuple[str, ...]:
     """``$(NAME)`` in a service's command becomes that variable of its environment (as Clara's pipelines
     write ``--model-store=$(NVIDIA_CLARA_SERVICE_DATA_PATH)/models``); unknown names stay as written."""
@@ -191,9 +196,9 @@ class ServiceManager:
     def running(self) -> int:
         return sum(1 for inst in self._instances.values() if inst.ready.done() and not inst.ready.exception())
 
-    def demand(self, operator: Operator) -> Demand:
-        """What the operator's services that do not run (nor start) now need besides the operator."""
-        missing = [s.requests for s in operator.services if identity(s) not in self._instances]
+    async def demand(self, operator: Operator) -> Demand:
+        """What the operator's services that do not run (nor start) on this node need besides the operator."""
+        missing = [s.requests for s in operator.services if not await self._runs(identity(s))]
         return Demand(
             cpu=sum(r.cpu for r in missing), memory_mb=sum(r.memory for r in missing), gpus=sum(r.gpu for r in missing)
         )
@@ -204,7 +209,8 @@ class ServiceManager:
         :class:`ServiceFailure` or :class:`ServicesNeedResources` (nothing is left in use then)."""
         requests = operator.requests
         own = Grant(grant.key, Demand(requests.cpu, requests.memory, requests.gpu), grant.gpu_ids[: requests.gpu])
-        await self._forget_gone(operator)
+        for service in operator.services:
+            await self._runs(identity(service))
         fresh = self._claim(operator, grant)
         chosen = [(s, self._instances[identity(s)]) for s in operator.services]
         for _, inst in chosen:
@@ -218,6 +224,7 @@ class ServiceManager:
             raise
         for service, inst in fresh:
             inst.task = asyncio.create_task(self._run(service, inst))
+            inst.task.add_done_callback(partial(self._run_ended, inst))
         try:
             networks = [await asyncio.shield(inst.ready) for _, inst in chosen]
         except BaseException:
@@ -301,13 +308,24 @@ class ServiceManager:
             fresh.append((service, inst))
         return fresh
 
-    async def _forget_gone(self, operator: Operator) -> None:
-        """Forget the services of another jobs process that have stopped since (their rows are gone)."""
-        for service in operator.services:
-            inst = self._instances.get(identity(service))
-            foreign = inst is not None and inst.grant is None and inst.ready.done()
-            if foreign and inst and await self._db.read(partial(service_table.get, service_id=inst.id)) is None:
-                del self._instances[inst.identity]
+    async def _runs(self, key: Identity) -> bool:
+        """Whether a service of this identity runs (or starts) on this node: one of this process's, or
+        another jobs process's from the table (known from now on, as long as its row is there)."""
+        inst = self._instances.get(key)
+        if inst is not None and (inst.grant is not None or not inst.ready.done()):
+            return True  # ours, or another's being waited for
+        row = await self._db.read(partial(service_table.find, node=self.settings.node, identity=identity_text(key)))
+        if inst is not None and (row is None or row.id != inst.id):
+            del self._instances[key]  # the other process's service stopped
+        if row is None or key in self._instances:
+            return row is not None
+        other = Instance(row.id, key, row.name, None, asyncio.get_running_loop().create_future())
+        self._instances[key] = other
+        if row.ready is not None and row.network is not None:
+            other.ready.set_result(row.network)
+        else:
+            other.task = asyncio.create_task(self._follow_other(other, row.identity))
+        return True
 
     def _hold(self, inst: Instance) -> None:
         inst.users += 1
@@ -350,7 +368,7 @@ class ServiceManager:
         row = service_table.ServiceRow(
             id=inst.id,
             node=self.settings.node,
-            identity=json.dumps([inst.identity[0], list(inst.identity[1])]),
+            identity=identity_text(inst.identity),
             name=inst.name,
             owner=self._replica,
             cpu=inst.grant.demand.cpu,
@@ -366,6 +384,7 @@ class ServiceManager:
             inst.grant = None
             await self._follow_other(inst, row.identity)
             return
+        failure = None
         try:
             await self._start(service, inst)
             exit = await inst.exited if inst.exited is not None else Exit(-1)
@@ -373,11 +392,18 @@ class ServiceManager:
         except ServiceFailure as exc:
             self._metrics.services_started.labels("failed").inc()
             log.warning("service failed", service=inst.name, service_id=inst.id, reason=str(exc))
-            if not inst.ready.done():
-                inst.ready.set_exception(exc)
+            failure = exc
         finally:
             if not self._closing:
-                await self._forget(inst)
+                await self._forget(inst, failure)
+
+    def _run_ended(self, inst: Instance, task: asyncio.Task[None]) -> None:
+        """A service's task that failed unexpectedly must not leave its operators waiting."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("service task failed", service=inst.name, service_id=inst.id, exc_info=task.exception())
+        if not inst.ready.done():
+            inst.ready.set_exception(ServiceFailure(f"service {inst.name!r} failed: {task.exception()}"))
 
     async def _start(self, service: Service, inst: Instance) -> None:
         assert inst.grant is not None
@@ -410,8 +436,7 @@ class ServiceManager:
             waiting = [port for port in ports if not await self._runtime.accepts(handle.network, port)]
             if not waiting:
                 return
-            if time.monotonic() > deadline:
-                await handle.stop(self._grace)
+            if time.monotonic() > deadline:  # _forget stops it
                 raise ServiceFailure(
                     f"service {inst.name!r} was not ready within {self.settings.start_timeout:g} s: nothing "
                     f"accepted connections on port {', '.join(map(str, waiting))}{tail(log_path)}"
@@ -434,12 +459,11 @@ class ServiceManager:
         if not inst.ready.done():
             inst.ready.set_exception(ServiceFailure(f"service {inst.name!r} stopped before it was ready"))
 
-    async def _forget(self, inst: Instance) -> None:
-        """The service ended: it is no longer used, its row goes and what it held is released."""
+    async def _forget(self, inst: Instance, failure: ServiceFailure | None = None) -> None:
+        """The service ended (or failed to start: ``failure``): its row goes and what it held is released;
+        only then do the operators waiting for it learn it failed."""
         if self._instances.get(inst.identity) is inst:
             del self._instances[inst.identity]
-        if not inst.ready.done():
-            inst.ready.set_exception(ServiceFailure(f"service {inst.name!r} was stopped ({inst.stopping})"))
         if inst.idle is not None:
             inst.idle.cancel()
         if inst.handle is not None and inst.exited is not None and not inst.exited.done():
@@ -448,6 +472,8 @@ class ServiceManager:
             await asyncio.gather(inst.exited, return_exceptions=True)
         await self._db.write(lambda conn: service_table.delete(conn, inst.id))
         await self._queue.release(inst.key)
+        if not inst.ready.done():
+            inst.ready.set_exception(failure or ServiceFailure(f"service {inst.name!r} was stopped ({inst.stopping})"))
         await self._released()
 
     # -- stopping --------------------------------------------------------------------------------------------

@@ -215,8 +215,7 @@ class DockerRuntime:
         """The service's container with no network but its loopback, which its operators share."""
         container, logs = await self._launch(spec, container_config(spec, self._paths))
         handle = DockerServiceHandle(container, logs, ServiceNetwork(container.id, netns.LOOPBACK))
-        state = await self._state(container.id)
-        if state.get("Running") and namespace_holder(state) is None:
+        if not await self._sees_processes(container.id):
             await handle.stop(0)
             await handle.wait()
             raise RuntimeFailure(
@@ -237,6 +236,16 @@ class DockerRuntime:
         """A TCP connection made inside the service container's network namespace."""
         pid = namespace_holder(await self._state(network.ref))
         return pid is not None and await netns.accepts(pid, port)
+
+    async def _sees_processes(self, container_id: str) -> bool:
+        """Whether this process sees the running container's processes (False when it runs in a pid namespace
+        of its own); a container that ended (or is ending: asked again a moment later) does not tell."""
+        for _ in range(2):
+            state = await self._state(container_id)
+            if not state.get("Running") or namespace_holder(state) is not None:
+                return True
+            await asyncio.sleep(0.1)
+        return False
 
     async def _state(self, container_id: str) -> dict[str, Any]:
         try:
