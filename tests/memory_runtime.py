@@ -268,7 +268,7 @@ class MemoryRuntime:
     async def accepts(self, network: ServiceNetwork, port: int) -> bool:
         return False
 
-    async def remove_orphan_services(self, known: set[str]) -> list[str]:
+    async def remove_orphan_services(self, known: Callable[[], Awaitable[set[str]]]) -> list[str]:
         return []
 
     async def remove_orphans(self, running: Callable[[], Awaitable[set[tuple[str, str]]]]) -> list[str]:

@@ -265,9 +265,11 @@ class ServiceManager:
         for row in rows:
             if every or row.owner == self._replica:
                 await self._carry_on(row)
-        known = {row.id for row in await self._db.read(partial(service_table.of_node, node=self.settings.node))}
-        for service_id in await self._runtime.remove_orphan_services(known):
+        for service_id in await self._runtime.remove_orphan_services(self._known):
             log.warning("removed a service no row knows", service_id=service_id)
+
+    async def _known(self) -> set[str]:
+        return {row.id for row in await self._db.read(partial(service_table.of_node, node=self.settings.node))}
 
     async def close(self) -> None:
         """Stop following services; they keep running, for the next start to carry on."""

@@ -15,7 +15,7 @@ async def open_runtime(settings: Settings) -> Runtime:
     """The configured runtime; ``auto`` takes Docker when an engine answers, else the sandbox."""
     runtime: Runtime
     if settings.runtime == "sandbox":
-        runtime = SandboxRuntime(cgroups=open_cgroups(settings.instance))
+        runtime = SandboxRuntime(cgroups=open_cgroups(settings.instance), instance=settings.instance)
     else:
         paths = PathMapping(settings.payload_path, settings.host_payload_dir)
         try:
@@ -24,6 +24,6 @@ async def open_runtime(settings: Settings) -> Runtime:
             if settings.runtime == "docker":
                 raise
             log.info("no Docker engine; using the sandbox runtime", reason=str(exc))
-            runtime = SandboxRuntime(cgroups=open_cgroups(settings.instance))
+            runtime = SandboxRuntime(cgroups=open_cgroups(settings.instance), instance=settings.instance)
     log.info("runtime", name=runtime.name, requested=settings.runtime)
     return runtime

@@ -156,8 +156,10 @@ class Runtime(Protocol):
         """Whether something accepts TCP connections at ``port`` of the service on ``network`` (readiness)."""
         ...
 
-    async def remove_orphan_services(self, known: set[str]) -> list[str]:
-        """Remove the services this platform instance started whose id is not in ``known``; returns their ids."""
+    async def remove_orphan_services(self, known: Callable[[], Awaitable[set[str]]]) -> list[str]:
+        """Remove the services this platform instance started whose id is not among ``known()`` (read after
+        the runtime listed its services: one too new to be listed is never taken for an orphan); returns
+        their ids."""
         ...
 
     async def problem(self) -> str | None:

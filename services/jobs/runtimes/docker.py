@@ -254,12 +254,14 @@ class DockerRuntime:
             return {}
         return state
 
-    async def remove_orphan_services(self, known: set[str]) -> list[str]:
+    async def remove_orphan_services(self, known: Callable[[], Awaitable[set[str]]]) -> list[str]:
         removed = []
         filters = json.dumps({"label": [f"{INSTANCE_LABEL}={self._instance}", SERVICE_LABEL]})
-        for container in await self._docker.containers.list(all=True, filters=filters):
+        containers = await self._docker.containers.list(all=True, filters=filters)
+        recorded = await known()
+        for container in containers:
             service_id = str((container["Labels"] or {}).get(SERVICE_LABEL))
-            if service_id not in known:
+            if service_id not in recorded:
                 with contextlib.suppress(DockerError):
                     await container.delete(force=True)
                     removed.append(service_id)

@@ -49,6 +49,7 @@ from typing import Any
 
 from services.jobs.runtimes import netns, seccomp
 from services.jobs.runtimes.base import (
+    INSTANCE_LABEL,
     SERVICES_JOB,
     Exit,
     Handle,
@@ -97,6 +98,8 @@ ENV = "/usr/bin/env"
 """Run by absolute path, from the host's /usr that no mount may cover (:func:`check_mounts`)."""
 FALLBACK_USER = (65532, 65532)
 """Operators of a root service run as this uid and gid when the spec names no user (never as root)."""
+INSTANCE_VARIABLE = "CLARET_INSTANCE"
+"""Set in every sandbox to its platform instance, as Docker labels containers."""
 KILLED = 137
 KEYCTL_JOIN_SESSION_KEYRING = 1
 ALLOCATION_SLACK = 1 << 20
@@ -286,10 +289,13 @@ def bwrap_arguments(
     for mount in spec.mounts:
         args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount_point(mount)]  # as checked
     args += ["--seccomp", fds.data("seccomp", seccomp.program()), "--clearenv"]
-    # The job and operator names are always there: find_sandbox() looks for them on the command line.
+    # The job and operator names are always there: sandboxes() reads them on the command line, and the
+    # platform instance where bwrap's environment is not the operator's (a root service: setpriv's), so
+    # that no CLARET_ variable reaches an operator.
     identity = {"NVIDIA_CLARA_JOB_ID": spec.job_id, "NVIDIA_CLARA_STAGE_NAME": spec.operator}
     operator_env = {"PATH": PATH, "HOME": "/tmp", **spec.env, **identity}
-    for key, value in ({"PATH": PATH, **identity} if drop_to else operator_env).items():
+    instance = {INSTANCE_VARIABLE: spec.labels[INSTANCE_LABEL]} if INSTANCE_LABEL in spec.labels else {}
+    for key, value in ({"PATH": PATH, **identity, **instance} if drop_to else operator_env).items():
         args += ["--setenv", key, value]
     args += ["--json-status-fd", fds.keep(status_fd), "--"]
     if drop_to is None:
@@ -345,11 +351,12 @@ def find_sandbox(job_id: str, operator: str) -> int | None:
     """The outer bwrap process (it leads its process group) running ``operator`` of ``job_id``, found by
     the environment it was told to set, which its command line carries; also while it is still the ``sh``
     that joins its control group before it execs bwrap (same pid, bwrap's arguments after its own)."""
-    return next((pid for pid, job, name in sandboxes() if (job, name) == (job_id, operator)), None)
+    wanted = {"NVIDIA_CLARA_JOB_ID": job_id, "NVIDIA_CLARA_STAGE_NAME": operator}
+    return next((pid for pid, identity in sandboxes() if wanted.items() <= identity.items()), None)
 
 
-def sandboxes() -> Iterator[tuple[int, str, str]]:
-    """(pid, job id, operator name) of every sandbox running on this host (see :func:`find_sandbox`)."""
+def sandboxes() -> Iterator[tuple[int, dict[str, str]]]:
+    """(pid, identity variables) of every sandbox running on this host (see :func:`find_sandbox`)."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -363,8 +370,7 @@ def sandboxes() -> Iterator[tuple[int, str, str]]:
             continue
         args = args[bwrap:]
         values = {args[i + 1]: args[i + 2] for i, arg in enumerate(args[:-2]) if arg == "--setenv"}
-        if "NVIDIA_CLARA_JOB_ID" in values and "NVIDIA_CLARA_STAGE_NAME" in values:
-            yield int(entry.name), values["NVIDIA_CLARA_JOB_ID"], values["NVIDIA_CLARA_STAGE_NAME"]
+        yield int(entry.name), values
 
 
 def spawn(command: list[str], log_fd: int, fds: Descriptors) -> subprocess.Popen[bytes]:
@@ -583,8 +589,15 @@ def open_cgroups(instance: str) -> Cgroups | None:
 class SandboxRuntime:
     name = "sandbox"
 
-    def __init__(self, bwrap: str = "bwrap", cgroups: Cgroups | None = None, devices: Path = Path("/dev")) -> None:
-        """``devices`` is where GPU device nodes are found (the host's /dev)."""
+    def __init__(
+        self,
+        bwrap: str = "bwrap",
+        cgroups: Cgroups | None = None,
+        devices: Path = Path("/dev"),
+        instance: str = "claret",
+    ) -> None:
+        """``devices`` is where GPU device nodes are found (the host's /dev); ``instance`` the platform
+        instance whose services this runtime may remove."""
         path = shutil.which(bwrap)
         if path is None:
             raise RuntimeFailure("the sandbox runtime needs bubblewrap (Debian package 'bubblewrap')")
@@ -598,6 +611,7 @@ class SandboxRuntime:
         self._bwrap = path
         self._cgroups = cgroups
         self._devices = devices
+        self._instance = instance
         leave_session_keyring()
         if self._root:
             sandbox_etc(*FALLBACK_USER)  # made now rather than at the first operator's start
@@ -713,11 +727,15 @@ class SandboxRuntime:
             return False
         return await netns.accepts(int(pid_text), port)
 
-    async def remove_orphan_services(self, known: set[str]) -> list[str]:
-        """Kill the sandboxes of services not in ``known`` (with their process groups and control groups)."""
+    async def remove_orphan_services(self, known: Callable[[], Awaitable[set[str]]]) -> list[str]:
+        """Kill the sandboxes of services not among ``known()`` (with their process and control groups)."""
         removed = []
-        for pid, job_id, name in await asyncio.to_thread(lambda: list(sandboxes())):
-            if job_id == SERVICES_JOB and name not in known:
+        ours = {"NVIDIA_CLARA_JOB_ID": SERVICES_JOB, INSTANCE_VARIABLE: self._instance}.items()
+        found = await asyncio.to_thread(lambda: [(pid, named) for pid, named in sandboxes() if ours <= named.items()])
+        recorded = await known()
+        for pid, named in found:
+            name = named["NVIDIA_CLARA_STAGE_NAME"]
+            if name not in recorded:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
                     removed.append(name)
