@@ -22,7 +22,7 @@ import pytest
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from shared.resources import Resources
 from tests.helpers import make_settings, run_official, serve_process, start_in_process
-from tests.jobs_flow import Platform, process_alive, run_job
+from tests.jobs_flow import DATA, Platform, process_alive, run_job
 from tests.store import query
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxed services need the jobs service to run as root")
@@ -338,3 +338,41 @@ async def test_a_sigkilled_jobs_service_leaves_no_orphan_service(tmp_path: Path,
 async def connected(address: str, database: Path, runtime: str) -> AsyncIterator[Platform]:
     async with grpc.aio.insecure_channel(address) as channel:
         yield Platform(channel, database, runtime, address)
+
+
+STAND_INS = {
+    # What answers for Triton here: the pipeline's command ("some command") serves a health endpoint.
+    "nvcr.io/nvidia/tritonserver:latest": (
+        "RUN mkdir -p /srv/v2/health && echo ready > /srv/v2/health/ready"
+        " && printf '#!/bin/sh\\nexec httpd -f -p 8000 -h /srv\\n' > /bin/some && chmod +x /bin/some"
+    ),
+    # The operator asks its server whether it is ready, as Clara's inference operators do first.
+    "null-pipeline/operator-py:0.8.1": (
+        'CMD ["sh", "-c", "echo CLARA_TRACE=$CLARA_TRACE; wget -q -O /output/ready'
+        ' http://$NVIDIA_CLARA_TRTISURI/v2/health/ready"]'
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def stand_in_images(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Local images under the names a real Clara pipeline uses, built from the busybox test image."""
+    for name, instruction in STAND_INS.items():
+        folder = tmp_path_factory.mktemp("image")
+        (folder / "Dockerfile").write_text(f"FROM busybox:latest\n{instruction}\n")
+        subprocess.run(["docker", "build", "-q", "-t", name, str(folder)], check=True, capture_output=True)
+    yield
+    subprocess.run(["docker", "rmi", *STAND_INS], capture_output=True)
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("stand_in_images")
+async def test_a_real_clara_pipeline_with_a_service_runs_with_stand_in_images(tmp_path: Path) -> None:
+    text = (DATA / "clara" / "operator_with_services.yaml").read_text()
+    async with platform(tmp_path, "docker") as (clara, _):
+        final, payload = await run_job(clara, text)
+        assert final.status == pb.JOB_STATUS_HEALTHY, list(final.messages)
+        assert await output_of(clara, payload, "null-reader", "ready") == "ready\n"
+        assert await clara.logs(final.job_id.value, "null-reader") == ["CLARA_TRACE=2"]
+        [(_, _, name)] = service_rows(clara.database)
+        assert name == "trtis"
