@@ -376,3 +376,40 @@ async def test_a_real_clara_pipeline_with_a_service_runs_with_stand_in_images(tm
         assert await clara.logs(final.job_id.value, "null-reader") == ["CLARA_TRACE=2"]
         [(_, _, name)] = service_rows(clara.database)
         assert name == "trtis"
+
+
+@pytest.mark.parametrize("runtime", ["sandbox", pytest.param("docker", marks=pytest.mark.docker)])
+async def test_a_volume_connection_is_a_folder_the_service_and_its_operators_share(
+    tmp_path: Path, runtime: str, request: pytest.FixtureRequest
+) -> None:
+    if runtime == "docker":
+        request.getfixturevalue("docker_engine")
+    text = """api-version: 0.4.0
+name: volume
+operators:
+- name: reader
+  container:
+    image: busybox
+    command: ["sh", "-c", "echo $SHARED; until [ -f $SHARED/from-service ]; do sleep 0.1; done;
+      cat $SHARED/from-service > /output/out.txt; echo hi > $SHARED/from-operator"]
+  output: [{path: /output}]
+  services:
+  - name: keeper
+    container:
+      image: busybox
+      command: ["sh", "-c", "echo kept > $SHARED/from-service; exec sleep 600"]
+    connections:
+      volume:
+      - name: SHARED
+        path: /shared
+"""
+    async with platform(tmp_path, runtime) as (clara, _):
+        final, payload = await run_job(clara, text)
+        assert final.status == pb.JOB_STATUS_HEALTHY, list(final.messages)
+        assert await output_of(clara, payload) == "kept\n"
+        assert await clara.logs(final.job_id.value, "reader") == ["/shared"]
+        [(service_id, _, _)] = service_rows(clara.database)
+        folder = tmp_path / "data" / "service-volumes" / service_id / "SHARED"
+        assert (folder / "from-operator").read_text() == "hi\n"
+        await clara.client.stop_platform()
+        assert not folder.exists()  # the shared folder goes with its service

@@ -110,6 +110,7 @@ class ExecutorSettings:
                 start_timeout=settings.service_start_timeout,
                 idle_timeout=settings.service_idle_timeout,
                 data_dir=settings.service_data_dir,
+                volumes_path=settings.data_dir / "service-volumes",
             ),
         )
 
@@ -354,7 +355,7 @@ class Executor:
             command=operator.container.command,
             env={**environment.variables(run.job, operator, gpu_ids), **services.env},
             joins=services.joins,
-            mounts=environment.mounts(operator, payload_dir),
+            mounts=environment.mounts(operator, payload_dir) + services.mounts,
             cpu=operator.requests.cpu,
             memory_mb=operator.requests.memory,
             gpu_ids=gpu_ids,

@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -78,6 +80,8 @@ class ServiceSettings:
     """Seconds without an operator using it after which a service stops; 0 keeps services until Clara.Stop."""
     data_dir: Path | None = None
     """Mounted read-only at :data:`SERVICE_DATA_MOUNT` in every service (models, typically)."""
+    volumes_path: Path = Path(".claret/service-volumes")
+    """Where the folders of ``volume`` connections are made, one folder per service instance."""
 
 
 class ServiceFailure(Exception):
@@ -105,12 +109,15 @@ def expand(command: Sequence[str], env: dict[str, str]) -> tuple[str, ...]:
 
 
 def connection_variables(uses: Iterable[tuple[Service, ServiceNetwork]]) -> dict[str, str]:
-    """``NAME=host:port`` for each http connection of the operator's services (``host`` without a port)."""
-    return {
-        name: f"{network.host}:{port}" if port else network.host
-        for service, network in uses
-        for name, port in service.http_connections
-    }
+    """``NAME=host:port`` for each http connection of the operator's services (``host`` without a port),
+    ``NAME=path`` for each volume connection."""
+    found: dict[str, str] = {}
+    for service, network in uses:
+        found.update(
+            (name, f"{network.host}:{port}" if port else network.host) for name, port in service.http_connections
+        )
+        found.update(service.volume_connections)
+    return found
 
 
 @dataclass(eq=False)
@@ -141,6 +148,7 @@ class ServicesInUse:
 
     env: dict[str, str]
     joins: tuple[str, ...]
+    mounts: tuple[Mount, ...] = ()
     instances: tuple[Instance, ...] = ()
 
 
@@ -232,7 +240,8 @@ class ServiceManager:
             raise
         uses = list(zip(operator.services, networks, strict=True))
         joins = tuple(dict.fromkeys(network.ref for network in networks))
-        return ServicesInUse(connection_variables(uses), joins, tuple(inst for _, inst in chosen)), own
+        mounts = tuple(m for service, inst in chosen for m in self._volumes(service, inst.id))
+        return ServicesInUse(connection_variables(uses), joins, mounts, tuple(inst for _, inst in chosen)), own
 
     def hold_again(self, operator: Operator) -> tuple[Instance, ...]:
         """An operator re-attached after a restart uses its services again (those still running)."""
@@ -337,14 +346,28 @@ class ServiceManager:
 
     # -- one service's life ----------------------------------------------------------------------------------
 
+    def _volumes(self, service: Service, service_id: str) -> tuple[Mount, ...]:
+        """The folders of the service's ``volume`` connections, made (for the operators' user) if missing."""
+        mounts = []
+        for name, path in service.volume_connections:
+            folder = self.settings.volumes_path / service_id / name
+            if not folder.is_dir():
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if os.geteuid() == 0:
+                    os.chown(folder, *self._user)
+            mounts.append(Mount(folder, path, read_only=False))
+        return tuple(mounts)
+
     def _spec(self, inst: Instance, service: Service | None, gpu_ids: tuple[str, ...]) -> OperatorSpec:
         """The runtime's spec of a service (``service`` None: enough of one to re-attach to it)."""
         env: dict[str, str] = {}
         mounts: tuple[Mount, ...] = ()
         if service is not None:
-            env = {**service.variables, "NVIDIA_CLARA_SERVICE_DATA_PATH": SERVICE_DATA_MOUNT, **gpu_variables(gpu_ids)}
+            data_path = {"NVIDIA_CLARA_SERVICE_DATA_PATH": SERVICE_DATA_MOUNT}
+            env = {**service.variables, **data_path, **gpu_variables(gpu_ids), **dict(service.volume_connections)}
+            mounts = self._volumes(service, inst.id)
             if self.settings.data_dir is not None:
-                mounts = (Mount(self.settings.data_dir, SERVICE_DATA_MOUNT, read_only=True),)
+                mounts += (Mount(self.settings.data_dir, SERVICE_DATA_MOUNT, read_only=True),)
         requests = service.requests if service is not None else None
         return OperatorSpec(
             job_id=SERVICES_JOB,
@@ -474,6 +497,7 @@ class ServiceManager:
             await asyncio.gather(inst.exited, return_exceptions=True)
         await self._db.write(lambda conn: service_table.delete(conn, inst.id))
         await self._queue.release(inst.key)
+        await asyncio.to_thread(shutil.rmtree, self.settings.volumes_path / inst.id, ignore_errors=True)
         if not inst.ready.done():
             inst.ready.set_exception(failure or ServiceFailure(f"service {inst.name!r} was stopped ({inst.stopping})"))
         await self._released()

@@ -7,7 +7,7 @@ Update can tell the author, who most likely made a typo. Free-form mappings (``p
 A key listed here is part of the language even where this platform does not act on it, and gets no
 warning: ``orchestrator`` and ``pipeline-inject`` (accepted and ignored; real pipelines carry
 ``orchestrator: Clara``, and a warning on each would teach authors to skip warnings), a service's
-``description``, ``connections.volume``, and typed attributes before api-version 0.5.0.
+``description``, and typed attributes before api-version 0.5.0.
 """
 
 from __future__ import annotations
@@ -39,3 +39,4 @@ OUTPUT: Keys = _TYPED
 MODEL: Keys = frozenset({"name"})
 CONNECTIONS: Keys = frozenset({"http", "volume"})
 HTTP: Keys = frozenset({"name", "port"})
+VOLUME: Keys = frozenset({"name", "path"})

@@ -81,7 +81,8 @@ class Service:
     """A long-running helper container (e.g. Triton) declared by an operator; deprecated since 0.7.1.
 
     ``http_connections`` are ``(env-var name, port or None)``: each name becomes an environment variable
-    holding ``host:port`` of the service in every operator that declares it.
+    holding ``host:port`` of the service in every operator that declares it. ``volume_connections`` are
+    ``(env-var name, container path)``: a folder the service and those operators share at that path.
     """
 
     name: str
@@ -89,6 +90,7 @@ class Service:
     requests: Requests = Requests()
     variables: dict[str, str] = field(default_factory=dict, hash=False)
     http_connections: tuple[tuple[str, int | None], ...] = ()
+    volume_connections: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,11 @@ def _read_services(section: Section, declaration: Declaration, context: Operator
         if service is not None:
             built.append((where, build_service(service, where, context.problems)))
     _check_unique(context.problems, ((where.at("name"), s.name or None) for where, s in built), "service name")
-    connections = ((where.at("connections"), name) for where, service in built for name, _ in service.http_connections)
+    connections = (
+        (where.at("connections"), name)
+        for where, service in built
+        for name, _ in (*service.http_connections, *service.volume_connections)
+    )
     _check_unique(context.problems, connections, "connection name")
     return tuple(service for _, service in built)
 
@@ -248,7 +252,26 @@ def build_service(declaration: Declaration, where: Where, problems: Problems) ->
         requests=read_requests(section),
         variables=section.string_map("variables"),
         http_connections=_read_http(section),
+        volume_connections=_read_volumes(section),
     )
+
+
+def _read_volumes(section: Section) -> tuple[tuple[str, str], ...]:
+    """``connections.volume``: ``name`` (an environment variable) and ``path`` (where the folder is mounted)."""
+    connections = section.section("connections")
+    if connections is None:
+        return ()
+    found: list[tuple[str, str]] = []
+    for where, entry in connections.items("volume"):
+        volume = Section.of(entry, where, section.problems)
+        if volume is None:
+            continue
+        volume.ignore_unknown(keys.VOLUME)
+        name = volume.name("name", required=True, env=True)
+        path = _read_path(volume, required=True)
+        if name is not None and path is not None:
+            found.append((name, path))
+    return tuple(found)
 
 
 def _read_http(section: Section) -> tuple[tuple[str, int | None], ...]:
