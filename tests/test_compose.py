@@ -6,6 +6,7 @@ spread over the replicas inside the compose network, and `down` leaves nothing b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from services.jobs.runtimes.base import INSTANCE_LABEL, JOB_LABEL, OPERATOR_LABEL
+from claret.client import PlatformClient
+from claret.records import JobState, JobStatus
+from services.jobs.runtimes.base import INSTANCE_LABEL, JOB_LABEL, OPERATOR_LABEL, SERVICE_LABEL
 from tests.helpers import ROOT, free_port
 from tests.test_official_client import check_combined_flow
 
@@ -226,6 +229,48 @@ def test_official_client_flow_through_the_compose_stack(stack: Stack, official_p
     assert len(outputs) == 1
     assert outputs[0].read_bytes() == (tmp_path / "input-2.txt").read_bytes().upper()
     assert run("docker", "ps", "-aq", "--filter", f"label={INSTANCE_LABEL}={stack.instance}") == ""
+
+
+SERVICE_PIPELINE = """api-version: 0.4.0
+name: with-service
+operators:
+- name: reader
+  container:
+    image: busybox
+    command: ["sh", "-c", "wget -q -O - http://$WEB_URI/passwd | head -1"]
+  requests: {cpu: 0, memory: 1}
+  services:
+  - name: web
+    container:
+      image: busybox
+      command: ["httpd", "-f", "-p", "8000", "-h", "/etc"]
+    requests: {cpu: 0, memory: 1}
+    connections:
+      http: [{name: WEB_URI, port: 8000}]
+"""
+
+
+def test_a_pipeline_service_runs_under_the_compose_stack(stack: Stack) -> None:
+    """The jobs container sees the host's processes (pid: host) and may enter a service's network namespace
+    (SYS_ADMIN, SYS_PTRACE), so it tells when the service is ready; its operator reads it."""
+
+    async def flow() -> tuple[JobStatus, list[str]]:
+        async with PlatformClient(stack.pipelines) as pipelines, PlatformClient(stack.jobs[0]) as jobs:
+            pipeline = await pipelines.create_pipeline([("service.yaml", SERVICE_PIPELINE)])
+            job = await jobs.create_job(pipeline.pipeline_id, "service")
+            await jobs.start_job(job.job_id)
+            deadline = time.monotonic() + 60
+            while (status := await jobs.job_status(job.job_id)).state is not JobState.STOPPED:
+                assert time.monotonic() < deadline, status
+                await asyncio.sleep(0.2)
+            lines = [line async for line in jobs.read_logs(job.job_id, "reader")]
+            await jobs.stop_platform()
+            return status.status, lines
+
+    status, lines = asyncio.run(flow())
+    assert (status, lines) == (JobStatus.HEALTHY, ["root:x:0:0:root:/root:/bin/sh"])
+    ours = ("--filter", f"label={INSTANCE_LABEL}={stack.instance}", "--filter", f"label={SERVICE_LABEL}")
+    assert run("docker", "ps", "-aq", *ours) == ""  # Clara.Stop halted it
 
 
 ROUND_ROBIN = """
