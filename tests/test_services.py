@@ -11,10 +11,12 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from subprocess import PIPE
 
 import grpc
 import pytest
@@ -413,3 +415,23 @@ operators:
         assert (folder / "from-operator").read_text() == "hi\n"
         await clara.client.stop_platform()
         assert not folder.exists()  # the shared folder goes with its service
+
+
+async def test_the_cli_prints_a_service_log(tmp_path: Path) -> None:
+    async with platform(tmp_path, "sandbox") as (clara, _):
+        await run_job(clara, service_pipeline("sandbox", f"{fetch('sandbox')} > /output/out.txt"))
+
+        async def cli(*args: str) -> tuple[int, str, str]:
+            command = [sys.executable, "-m", "claret", "--host", clara.address, "logs", *args]
+            process = await asyncio.create_subprocess_exec(*command, stdout=PIPE, stderr=PIPE)
+            out, err = await process.communicate()
+            return process.returncode or 0, out.decode(), err.decode()
+
+        code, out, err = await cli("--service", "web")
+        assert code == 0, err
+        assert out.splitlines() == await service_log(clara)
+        assert out.splitlines()[0] == "gpus=void"
+        code, _, err = await cli("--service", "../../etc")
+        assert code == 1 and "no pipeline service named '../../etc' ran here" in err
+        code, _, err = await cli("--service", "web", "--job", "0" * 32)
+        assert code == 2 and "give either --job (with --operator) or --service" in err

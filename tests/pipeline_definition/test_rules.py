@@ -17,6 +17,7 @@ from .test_support import DEFINITION, DELETE, LOAD, base, dump, edited, files, l
 READER = "operators.0"
 SEG = "operators.1"
 ARRAY = {"name": "volume", "type": "array", "element-type": "float32", "shape": [-1, 512, 512]}
+VOLUME_AS_TRITON_URI = {"name": "TRITON_URI", "path": "/x"}
 SVC = {"name": "trtis", "container": {"image": "triton"}, "connections": {"http": [{"name": "TRITON_URI"}]}}
 
 Edit = tuple[str, Any]
@@ -157,6 +158,32 @@ BROKEN: list[tuple[str, str, list[Edit], ErrorCode, tuple[str, ...]]] = [
         [(f"{SEG}.services", [{**SVC, "connections": {"http": [{"name": "U", "port": 80}]}}])],
         DEFINITION,
         ("services[0].connections.http[0].port", "between 1024 and 65535"),
+    ),
+    (
+        "volume path relative",
+        "0.4.0",
+        [(f"{SEG}.services", [{**SVC, "connections": {"volume": [{"name": "SHARED", "path": "shared"}]}}])],
+        DEFINITION,
+        ("services[0].connections.volume[0].path", "must be rooted"),
+    ),
+    (
+        "volume without path",
+        "0.4.0",
+        [(f"{SEG}.services", [{**SVC, "connections": {"volume": [{"name": "SHARED"}]}}])],
+        DEFINITION,
+        ("services[0].connections.volume[0].path: is required",),
+    ),
+    (
+        "volume name taken by http",
+        "0.4.0",
+        [
+            (
+                f"{SEG}.services",
+                [{**SVC, "connections": {**SVC["connections"], "volume": [{"name": "TRITON_URI", "path": "/x"}]}}],
+            )
+        ],
+        DEFINITION,
+        ("services[0].connections", "'TRITON_URI' is used twice"),
     ),
     ("services twice", "0.4.0", [(f"{SEG}.services", [SVC, SVC])], DEFINITION, ("services[1].name", "used twice")),
     (
@@ -357,6 +384,13 @@ def test_models_and_services_load() -> None:
     assert seg.services == (
         Service("trtis", Container("triton"), Requests(gpu=1), {"X": "1"}, (("TRITON_URI", None),)),
     )
+
+
+def test_volume_connections_load() -> None:
+    volume = {"volume": [{"name": "SHARED", "path": "/shared"}]}
+    document = edited(base("0.4.0"), (f"{SEG}.services", [{**SVC, "connections": {**SVC["connections"], **volume}}]))
+    [service] = load(document).operator("seg").services
+    assert (service.http_connections, service.volume_connections) == ((("TRITON_URI", None),), (("SHARED", "/shared"),))
 
 
 def test_models_accepted_before_0_6_0_like_nvidia_tools_do() -> None:
