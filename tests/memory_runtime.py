@@ -265,6 +265,9 @@ class MemoryRuntime:
     async def attach_service(self, spec: OperatorSpec, runtime_id: str, network: ServiceNetwork) -> None:
         return None
 
+    async def stop_service(self, spec: OperatorSpec, runtime_id: str, grace: float) -> None:
+        return None
+
     async def accepts(self, network: ServiceNetwork, port: int) -> bool:
         return False
 

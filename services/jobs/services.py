@@ -202,7 +202,9 @@ class ServiceManager:
 
     @property
     def running(self) -> int:
-        return sum(1 for inst in self._instances.values() if inst.ready.done() and not inst.ready.exception())
+        """This process's services that are ready (not those of another it uses)."""
+        ready = (inst for inst in self._instances.values() if inst.grant is not None and inst.ready.done())
+        return sum(1 for inst in ready if not inst.ready.exception())
 
     async def demand(self, operator: Operator) -> Demand:
         """What the operator's services that do not run (nor start) on this node need besides the operator."""
@@ -521,12 +523,9 @@ class ServiceManager:
 
     async def _stop_row(self, row: service_table.ServiceRow) -> None:
         """Stop a service of this node run by another jobs process (it cleans up after it once it ended)."""
-        if row.runtime_id is None or row.network is None:
-            return
-        inst = Instance(row.id, ("", ()), row.name, None, asyncio.get_running_loop().create_future())
-        handle = await self._runtime.attach_service(self._spec(inst, None, row.gpu_ids), row.runtime_id, row.network)
-        if handle is not None:
-            await handle.stop(self._grace)
+        if row.runtime_id is not None:
+            inst = Instance(row.id, ("", ()), row.name, None, asyncio.get_running_loop().create_future())
+            await self._runtime.stop_service(self._spec(inst, None, row.gpu_ids), row.runtime_id, self._grace)
 
     # -- restart -----------------------------------------------------------------------------------------------
 

@@ -152,6 +152,11 @@ class Runtime(Protocol):
         removed)."""
         ...
 
+    async def stop_service(self, spec: OperatorSpec, runtime_id: str, grace: float) -> None:
+        """Stop a service another jobs process follows (it cleans up once the service ended); returns once
+        the stop was asked for."""
+        ...
+
     async def accepts(self, network: ServiceNetwork, port: int) -> bool:
         """Whether something accepts TCP connections at ``port`` of the service on ``network`` (readiness)."""
         ...

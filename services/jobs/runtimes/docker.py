@@ -232,6 +232,11 @@ class DockerRuntime:
             return None
         return DockerServiceHandle(handle._container, handle._logs, network)
 
+    async def stop_service(self, spec: OperatorSpec, runtime_id: str, grace: float) -> None:
+        """The engine's stop (no log copy of our own: the process that follows the service copies it)."""
+        with contextlib.suppress(DockerError):
+            await self._docker.containers.container(runtime_id).stop(t=max(1, round(grace)))
+
     async def accepts(self, network: ServiceNetwork, port: int) -> bool:
         """A TCP connection made inside the service container's network namespace."""
         pid = namespace_holder(await self._state(network.ref))

@@ -721,6 +721,11 @@ class SandboxRuntime:
             return None
         return SandboxServiceHandle(handle, network)
 
+    async def stop_service(self, spec: OperatorSpec, runtime_id: str, grace: float) -> None:
+        handle = await self.attach(spec, runtime_id)
+        if handle is not None:
+            await handle.stop(grace)
+
     async def accepts(self, network: ServiceNetwork, port: int) -> bool:
         pid_text, _, start_time = network.ref.partition(":")
         if not pid_text.isdigit() or process_start_time(int(pid_text)) != start_time:
