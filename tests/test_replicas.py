@@ -236,6 +236,38 @@ async def test_replicas_of_a_node_share_one_service_which_clara_stop_halts_leavi
         await b.wait_stopped(long.job_id.value)
 
 
+async def test_a_killed_replicas_service_is_taken_over_with_its_ledger_hold(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with replicas(data, "a", "b") as served:
+        async with (
+            grpc.aio.insecure_channel(served["a"][0]) as channel_a,
+            grpc.aio.insecure_channel(served["b"][0]) as channel_b,
+        ):
+            a, b = Platform(channel_a, target(data)), Platform(channel_b, target(data))
+            job = await a.job(await a.pipeline(SERVICE_READER))
+            await a.start(job.job_id.value)
+            assert (await a.wait_stopped(job.job_id.value)).status == pb.JOB_STATUS_HEALTHY
+            [(service_id, runtime_id)] = query(a.database, "SELECT id, runtime_id FROM services")
+            served["a"][1].send_signal(signal.SIGKILL)
+            served["a"][1].wait()
+
+            held = "SELECT owner FROM ledger WHERE job_id = 'services' AND released IS NULL"
+            for _ in range(200):  # b takes it over after CLARET_TAKEOVER_AFTER (3 s) of silence
+                if query(b.database, "SELECT owner FROM services") == [("b",)] and query(b.database, held) == [("b",)]:
+                    break
+                await asyncio.sleep(0.05)
+            assert query(b.database, "SELECT id, runtime_id, owner FROM services") == [(service_id, runtime_id, "b")]
+            assert query(b.database, held) == [("b",)]
+            job = await b.job(await b.pipeline(SERVICE_READER))
+            await b.start(job.job_id.value)
+            assert (await b.wait_stopped(job.job_id.value)).status == pb.JOB_STATUS_HEALTHY
+            assert query(b.database, "SELECT id FROM services") == [(service_id,)]  # the same one served it
+
+            await b.client.stop_platform()
+            assert query(b.database, "SELECT id FROM services") == [] and query(b.database, held) == []
+            assert not process_alive(str(runtime_id))
+
+
 # -- the shared queue's decisions, on one SQLite file ---------------------------------------------------------
 
 

@@ -435,3 +435,29 @@ async def test_the_cli_prints_a_service_log(tmp_path: Path) -> None:
         assert code == 1 and "no pipeline service named '../../etc' ran here" in err
         code, _, err = await cli("--service", "web", "--job", "0" * 32)
         assert code == 2 and "give either --job (with --operator) or --service" in err
+
+
+async def test_an_operator_whose_service_stopped_while_it_waited_waits_again_for_the_service_too(
+    tmp_path: Path,
+) -> None:
+    # 2 cpus: the service holds one, a blocker the other; job 2 (service running: it waits for 1 cpu) is
+    # granted when Clara.Stop frees the service's cpu, finds its service gone and waits again, for 2 cpus.
+    async with platform(tmp_path, "sandbox", cpus=2) as (clara, resources):
+        reader = service_pipeline("sandbox", f"{fetch('sandbox')} > /output/out.txt")
+        assert (await run_job(clara, reader))[0].status == pb.JOB_STATUS_HEALTHY
+        blocker = await clara.job(await clara.pipeline(plain_pipeline("sleep 2; date +%s.%N > /output/out.txt")))
+        await clara.start(blocker.job_id.value)
+        await clara.wait_operator(blocker.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
+        second = await clara.job(await clara.pipeline(reader))
+        await clara.start(second.job_id.value)
+        await asyncio.sleep(0.3)
+        assert (await clara.status(second.job_id.value)).state == pb.JOB_STATE_PENDING
+
+        await clara.client.stop_platform()
+        final = await clara.wait_stopped(second.job_id.value)
+        assert final.status == pb.JOB_STATUS_HEALTHY, list(final.messages)
+        assert await output_of(clara, second.payload_id.value) == HELLO
+        blocker_end = float(await output_of(clara, blocker.payload_id.value, "op"))
+        [(started,)] = query(clara.database, "SELECT started FROM operators WHERE job_id = ?", (second.job_id.value,))
+        assert float(started) >= blocker_end  # type: ignore[arg-type]
+        assert metric(resources, "claret_services_started_total", outcome="ready") == 2

@@ -16,7 +16,7 @@ WATCH_INTERVAL_S = 1.0
 
 
 class ClaraServicer(Servicer, clara_pb2_grpc.ClaraServicer):
-    """``stop_all`` is what Clara.Stop does (the jobs service's topology ends every job in flight)."""
+    """``stop_all`` is what Clara.Stop does (the topology halts the node's pipeline services; no job ends)."""
 
     def __init__(
         self,

@@ -390,8 +390,11 @@ class Executor:
         try:
             services, grant = await self.services.use(operator, grant) if operator.services else (NO_SERVICES, grant)
         except ServicesNeedResources:  # a service it needs stopped after it was queued: queue it again
-            await self._db.write(lambda conn: job_table.operator_not_started(conn, run.job.id, name))
             await self.queue.release((run.job.id, name))
+            if (lacks := self.queue.lacks(await self.waits_for(operator))) is not None:
+                await self._not_started(run, name, ServiceFailure(f"its services stopped; with them again it {lacks}"))
+                return
+            await self._db.write(lambda conn: job_table.operator_not_started(conn, run.job.id, name))
             run.submitted.discard(name)
             if not run.ending:
                 await self._submit_ready(run)

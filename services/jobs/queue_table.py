@@ -254,14 +254,6 @@ def request_cancel(conn: Connection, job_id: str, message: str) -> None:
     conn.execute("UPDATE jobs SET cancel_request = ? WHERE id = ? AND stopped IS NULL", (message, job_id))
 
 
-def request_cancel_all(conn: Connection, message: str, except_owner: str) -> None:
-    conn.execute(
-        "UPDATE jobs SET cancel_request = ? WHERE queued IS NOT NULL AND stopped IS NULL"
-        " AND (owner IS NULL OR owner <> ?)",
-        (message, except_owner),
-    )
-
-
 def cancel_requests(conn: Connection, owner: str) -> list[tuple[str, str]]:
     """(job id, message) of the Cancels other replicas passed on for jobs ``owner`` runs."""
     rows = conn.execute(

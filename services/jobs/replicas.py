@@ -5,9 +5,9 @@ Each replica runs the jobs it started (``jobs.owner``); the queue and ledger the
 registers (a task of its own, so a long recovery or takeover does not silence it), and every ``queue_poll``
 seconds, or when notified, it
 
-* adopts the jobs of replicas silent for ``takeover_after`` seconds (their operators are re-attached, as
-  after a restart: Docker containers by name, sandboxes by process);
-* ends the jobs it runs whose Cancel (or Clara.Stop) reached another replica;
+* adopts the jobs and pipeline services of replicas silent for ``takeover_after`` seconds (their operators
+  and services are re-attached, as after a restart: Docker containers by name, sandboxes by process);
+* ends the jobs it runs whose Cancel reached another replica;
 * starts what the queue granted to it, including grants another replica's decision made.
 
 A replica that finds its own row gone was taken over while it stalled: it lets go of every job (the new
@@ -22,7 +22,7 @@ import contextvars
 import time
 from functools import partial
 
-from services.jobs import queue_table
+from services.jobs import queue_table, service_table
 from services.jobs.executor import Executor
 from services.jobs.model import JobStatus
 from services.jobs.queue import WAKE_CHANNEL
@@ -107,10 +107,14 @@ class ReplicaLoop:
         if self._taken_over:
             log.error("this replica was taken over while it stalled; letting go of its jobs", replica=self._replica)
             await self._executor.forget_all()
+            await self._executor.services.let_go()
             self._taken_over = False
             await self._announce()
             return
-        adopted = await self._db.write(self._take_over)
+        adopted, services = await self._db.write(self._take_over)
+        if services:
+            log.warning("took over the services of a silent replica", replica=self._replica, services=services)
+            await self._executor.services.carry_on(services)  # before the operators that use them
         if adopted:
             log.warning("took over the jobs of a silent replica", replica=self._replica, jobs=adopted)
             await self._executor.adopt(adopted)
@@ -118,7 +122,8 @@ class ReplicaLoop:
             await self._executor.end(job_id, JobStatus.CANCELED, message)
         await self._executor.pump()
 
-    def _take_over(self, conn: Connection) -> list[str]:
+    def _take_over(self, conn: Connection) -> tuple[list[str], list[service_table.ServiceRow]]:
         now = time.time()
         queue_table.sweep(conn, now)  # grants of operators that ended, left by a replica that died at that moment
-        return queue_table.take_over(conn, self._replica, now - self._takeover_after)
+        jobs = queue_table.take_over(conn, self._replica, now - self._takeover_after)
+        return jobs, service_table.adopt_orphans(conn, self._node, self._replica)

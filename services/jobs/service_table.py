@@ -28,6 +28,8 @@ class ServiceRow:
     runtime_id: str | None = None
     network: ServiceNetwork | None = None
     ready: float | None = None
+    last_used: float = 0.0
+    """When an operator (of any jobs process) last began or ended using it."""
 
 
 def _row(row: Row) -> ServiceRow:
@@ -46,6 +48,7 @@ def _row(row: Row) -> ServiceRow:
         runtime_id=row["runtime_id"],
         network=None if network is None else ServiceNetwork(network["ref"], network["host"]),
         ready=row["ready"],
+        last_used=row["last_used"],
     )
 
 
@@ -80,6 +83,7 @@ def mark_ready(conn: Connection, service_id: str, at: float) -> None:
 
 
 def used(conn: Connection, service_id: str, at: float) -> None:
+    """An operator of another jobs process began or ended using the service: its owner's idle clock restarts."""
     conn.execute("UPDATE services SET last_used = ? WHERE id = ?", (at, service_id))
 
 
@@ -87,13 +91,18 @@ def adopt(conn: Connection, service_id: str, owner: str) -> None:
     conn.execute("UPDATE services SET owner = ? WHERE id = ?", (owner, service_id))
 
 
+def adopt_orphans(conn: Connection, node: str, owner: str) -> list[ServiceRow]:
+    """The services of ``node`` whose jobs process is no registered replica (taken over, or never one)
+    become ``owner``'s; returns them."""
+    rows = conn.execute(
+        "UPDATE services SET owner = ? WHERE node = ? AND owner NOT IN (SELECT id FROM replicas) RETURNING *",
+        (owner, node),
+    ).fetchall()
+    return [_row(row) for row in rows]
+
+
 def delete(conn: Connection, service_id: str) -> None:
     conn.execute("DELETE FROM services WHERE id = ?", (service_id,))
-
-
-def get(conn: Connection, service_id: str) -> ServiceRow | None:
-    row = conn.execute("SELECT * FROM services WHERE id = ?", (service_id,)).fetchone()
-    return None if row is None else _row(row)
 
 
 def find(conn: Connection, node: str, identity: str) -> ServiceRow | None:

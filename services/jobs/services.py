@@ -27,10 +27,11 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from services.jobs import service_table
 from services.jobs.environment import gpu_variables
@@ -240,6 +241,9 @@ class ServiceManager:
         except BaseException:
             self.done(inst for _, inst in chosen)
             raise
+        for _, inst in chosen:
+            if inst.grant is None:  # another process's: its owner's idle clock restarts
+                self._background(self._db.write(partial(service_table.used, service_id=inst.id, at=ids.now())))
         uses = list(zip(operator.services, networks, strict=True))
         joins = tuple(dict.fromkeys(network.ref for network in networks))
         mounts = tuple(m for service, inst in chosen for m in self._volumes(service, inst.id))
@@ -256,10 +260,17 @@ class ServiceManager:
         """Operators stopped using these services; one no operator uses is stopped after the idle timeout."""
         for inst in instances:
             inst.users -= 1
-            if inst.users == 0 and self.settings.idle_timeout > 0 and inst.grant is not None:
-                inst.idle = asyncio.get_running_loop().call_later(
-                    self.settings.idle_timeout, self._spawn_stop, inst, "idle"
-                )
+            if inst.grant is None:  # another process's: its owner's idle clock restarts
+                self._background(self._db.write(partial(service_table.used, service_id=inst.id, at=ids.now())))
+            elif inst.users == 0 and self.settings.idle_timeout > 0:
+                self._idle_in(inst, self.settings.idle_timeout)
+
+    def _idle_in(self, inst: Instance, delay: float) -> None:
+        inst.idle = asyncio.get_running_loop().call_later(delay, lambda: self._background(self._stop_if_idle(inst)))
+
+    def _background(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(work)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def stop_all(self, reason: str) -> None:
         """Clara.Stop: halt every service of this node (also another jobs process's) and release what they
@@ -278,6 +289,16 @@ class ServiceManager:
                 await self._carry_on(row)
         for service_id in await self._runtime.remove_orphan_services(self._known):
             log.warning("removed a service no row knows", service_id=service_id)
+
+    async def carry_on(self, rows: Iterable[service_table.ServiceRow]) -> None:
+        """Carry on services this process adopted from a jobs process that went silent."""
+        for row in rows:
+            await self._carry_on(row)
+
+    async def let_go(self) -> None:
+        """This process was taken over while it stalled: its services are another's to follow now."""
+        await self.close()
+        self._closing = False
 
     async def _known(self) -> set[str]:
         return {row.id for row in await self._db.read(partial(service_table.of_node, node=self.settings.node))}
@@ -321,13 +342,17 @@ class ServiceManager:
             fresh.append((service, inst))
         return fresh
 
+    async def _row(self, key: Identity) -> service_table.ServiceRow | None:
+        """The table's service of this identity on this node, whichever process runs it."""
+        return await self._db.read(partial(service_table.find, node=self.settings.node, identity=identity_text(key)))
+
     async def _runs(self, key: Identity) -> bool:
         """Whether a service of this identity runs (or starts) on this node: one of this process's, or
         another jobs process's from the table (known from now on, as long as its row is there)."""
         inst = self._instances.get(key)
         if inst is not None and (inst.grant is not None or not inst.ready.done()):
             return True  # ours, or another's being waited for
-        row = await self._db.read(partial(service_table.find, node=self.settings.node, identity=identity_text(key)))
+        row = await self._row(key)
         if inst is not None and (row is None or row.id != inst.id):
             del self._instances[key]  # the other process's service stopped
         if row is None or key in self._instances:
@@ -506,10 +531,17 @@ class ServiceManager:
 
     # -- stopping --------------------------------------------------------------------------------------------
 
-    def _spawn_stop(self, inst: Instance, why: str) -> None:
-        if inst.users == 0 and self._instances.get(inst.identity) is inst:
-            task = asyncio.create_task(self._stop(inst, why))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    async def _stop_if_idle(self, inst: Instance) -> None:
+        """Stop a service nobody used for the idle timeout: not this process's operators (``users``), nor
+        another's (the row's ``last_used``; then the clock runs on from that use)."""
+        if inst.users or self._instances.get(inst.identity) is not inst:
+            return
+        row = await self._row(inst.identity)
+        idle_for = ids.now() - (row.last_used if row is not None else 0)
+        if idle_for < self.settings.idle_timeout:
+            self._idle_in(inst, self.settings.idle_timeout - idle_for)
+        elif not inst.users:
+            await self._stop(inst, "idle")
 
     async def _stop(self, inst: Instance, why: str) -> None:
         inst.stopping = why
@@ -530,16 +562,24 @@ class ServiceManager:
     # -- restart -----------------------------------------------------------------------------------------------
 
     async def _carry_on(self, row: service_table.ServiceRow) -> None:
+        """Follow a service started by an earlier run of this process (or by one it took over), holding its
+        grant again; one that is gone, never became ready or cannot be held is stopped and forgotten."""
         image, command = json.loads(row.identity)
-        ready: asyncio.Future[ServiceNetwork] = asyncio.get_running_loop().create_future()
         grant = Grant((SERVICES_JOB, row.id), Demand(row.cpu, row.memory_mb, len(row.gpu_ids)), row.gpu_ids)
-        inst = Instance(row.id, (image, tuple(command)), row.name, grant, ready)
-        handle = None
-        if row.runtime_id is not None and row.network is not None:
-            handle = await self._runtime.attach_service(
-                self._spec(inst, None, row.gpu_ids), row.runtime_id, row.network
+        inst = self._instances.get((image, tuple(command)))
+        if inst is not None and inst.grant is None and inst.id == row.id:  # another's it used: ours from now on
+            if inst.task is not None:
+                inst.task.cancel()
+            inst.grant = grant
+        else:
+            inst = Instance(
+                row.id, (image, tuple(command)), row.name, grant, asyncio.get_running_loop().create_future()
             )
-        if handle is not None and row.ready is not None and inst.identity not in self._instances:
+        handle = None
+        if row.runtime_id is not None and row.network is not None and row.ready is not None:
+            spec = self._spec(inst, None, row.gpu_ids)
+            handle = await self._runtime.attach_service(spec, row.runtime_id, row.network)
+        if handle is not None and self._instances.get(inst.identity, inst) is inst:
             try:
                 await self._queue.restore(grant)
             except CannotHold as exc:
@@ -547,17 +587,22 @@ class ServiceManager:
             else:
                 await self._db.write(lambda conn: service_table.adopt(conn, row.id, self._replica))
                 inst.handle, inst.exited = handle, asyncio.create_task(handle.wait())
-                ready.set_result(handle.network)
+                if not inst.ready.done():
+                    inst.ready.set_result(handle.network)
                 self._instances[inst.identity] = inst
                 inst.task = asyncio.create_task(self._carried_on(inst))
-                inst.users = 1
-                self.done([inst])  # the idle clock starts now
+                inst.users += 1
+                self.done([inst])  # the idle clock starts now, unless operators use it
                 log.info("service re-attached", service=row.name, service_id=row.id)
                 return
         log.info("service not carried on", service=row.name, service_id=row.id, found=handle is not None)
+        if self._instances.get(inst.identity) is inst:
+            del self._instances[inst.identity]
         if handle is not None:
             await handle.stop(0)
             await handle.wait()
+        elif row.runtime_id is not None:  # started but never ready: stop what may still run of it
+            await self._runtime.stop_service(self._spec(inst, None, row.gpu_ids), row.runtime_id, 0)
         await self._db.write(lambda conn: service_table.delete(conn, row.id))
         await self._queue.release(inst.key)
 

@@ -7,7 +7,7 @@ CREATE TABLE services (
     identity    TEXT NOT NULL,                      -- JSON [image, command]: what makes two services one
     name        TEXT NOT NULL,                      -- as declared by the operator that started it
     owner       TEXT NOT NULL,                      -- the jobs process that started (or adopted) it
-    spec        TEXT NOT NULL,                      -- JSON: its requests, ports and volumes, to carry it on
+    spec        TEXT NOT NULL,                      -- JSON: its cpu and memory_mb, to hold them again
     gpu_ids     TEXT NOT NULL,                      -- JSON list, granted from the ledger
     runtime_id  TEXT,                               -- NULL until the runtime started it
     network     TEXT,                               -- JSON ServiceNetwork, once started
