@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from shared.pipeline_definition import keys
@@ -242,51 +242,53 @@ def _read_services(section: Section, declaration: Declaration, context: Operator
 
 
 def build_service(declaration: Declaration, where: Where, problems: Problems) -> Service:
-    """One service: ``name``, ``container``, ``requests``, ``variables``, ``connections.http``."""
+    """One service: ``name``, ``container``, ``requests``, ``variables``, ``connections``."""
     section = Section(declaration.body, Where(declaration.home, where.scope, where.key), problems, declaration.origin)
     section.ignore_unknown(keys.SERVICE)
     read_version(section, required=False)
+    name = section.name("name", required=True) or ""
+    container, requests = read_container(section), read_requests(section)
+    variables = section.string_map("variables")
+    http, volumes = _read_connections(section)
     return Service(
-        name=section.name("name", required=True) or "",
-        container=read_container(section),
-        requests=read_requests(section),
-        variables=section.string_map("variables"),
-        http_connections=_read_http(section),
-        volume_connections=_read_volumes(section),
+        name=name,
+        container=container,
+        requests=requests,
+        variables=variables,
+        http_connections=http,
+        volume_connections=volumes,
     )
 
 
-def _read_volumes(section: Section) -> tuple[tuple[str, str], ...]:
-    """``connections.volume``: ``name`` (an environment variable) and ``path`` (where the folder is mounted)."""
-    connections = section.section("connections")
-    if connections is None:
-        return ()
-    found: list[tuple[str, str]] = []
-    for where, entry in connections.items("volume"):
-        volume = Section.of(entry, where, section.problems)
-        if volume is None:
-            continue
-        volume.ignore_unknown(keys.VOLUME)
-        name = volume.name("name", required=True, env=True)
-        path = _read_path(volume, required=True)
-        if name is not None and path is not None:
-            found.append((name, path))
-    return tuple(found)
+Connections = tuple[tuple[tuple[str, int | None], ...], tuple[tuple[str, str], ...]]
 
 
-def _read_http(section: Section) -> tuple[tuple[str, int | None], ...]:
+def _read_connections(section: Section) -> Connections:
+    """``connections``: ``http`` entries (``name``, an environment variable, and an optional ``port``) and
+    ``volume`` entries (``name`` and ``path``, where the shared folder is mounted)."""
     connections = section.section("connections")
     if connections is None:
-        return ()
+        return (), ()
     connections.ignore_unknown(keys.CONNECTIONS)
-    found: list[tuple[str, int | None]] = []
-    for where, entry in connections.items("http"):
-        http = Section.of(entry, where, section.problems)
-        if http is None:
-            continue
-        http.ignore_unknown(keys.HTTP)
-        name = http.name("name", required=True, env=True)
-        port = http.integer("port", None, minimum=_MIN_PORT, maximum=_MAX_PORT)
+    http: list[tuple[str, int | None]] = []
+    for entry in _entries(connections, "http", keys.HTTP):
+        name = entry.name("name", required=True, env=True)
+        port = entry.integer("port", None, minimum=_MIN_PORT, maximum=_MAX_PORT)
         if name is not None:
-            found.append((name, port))
-    return tuple(found)
+            http.append((name, port))
+    volumes: list[tuple[str, str]] = []
+    for entry in _entries(connections, "volume", keys.VOLUME):
+        name = entry.name("name", required=True, env=True)
+        path = _read_path(entry, required=True)
+        if name is not None and path is not None:
+            volumes.append((name, path))
+    return tuple(http), tuple(volumes)
+
+
+def _entries(connections: Section, kind: str, known: keys.Keys) -> Iterator[Section]:
+    """The mappings listed under ``kind``, each warned of keys outside ``known``."""
+    for where, entry in connections.items(kind):
+        found = Section.of(entry, where, connections.problems)
+        if found is not None:
+            found.ignore_unknown(known)
+            yield found
