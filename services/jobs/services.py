@@ -12,7 +12,7 @@ docs/services.md tells the lifecycle; in short:
 * Before the operator starts, each of its services is ready: every declared http port accepts
   connections, within ``start_timeout``. A service that fails to start or to become ready faults the
   operator with the end of the service's log (:class:`ServiceFailure`).
-* The operator gets ``NAME=host:port`` per http connection and joins the service's private network
+* The operator gets ``NAME=host:port`` per http connection and joins the service's network namespace
   (:attr:`~services.jobs.runtimes.base.OperatorSpec.joins`): it reaches its services and nothing else.
 * A service stops on Clara.Stop (:meth:`ServiceManager.stop_all`) or after ``idle_timeout`` seconds with
   no operator using it; it survives a restart of the jobs service (:meth:`ServiceManager.recover`).
