@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-ALL_SERVICES = ("pipelines", "payloads", "jobs")
+ALL_SERVICES = ("pipelines", "payloads", "jobs", "models")
 RuntimeName = Literal["auto", "docker", "sandbox"]
 QueueKind = Literal["local", "database"]
 LogFormat = Literal["console", "json"]
@@ -48,6 +48,10 @@ class Settings:
     """Payload tree shared by all services (default ``<data_dir>/payloads``)."""
     logs_dir: Path | None = None
     """Operator log files (default ``<data_dir>/logs``)."""
+    models_dir: Path | None = None
+    """The Model Repository's files (default ``<data_dir>/models``)."""
+    max_model_mb: int = 10240
+    """Largest model accepted, as uploaded and unpacked, in MiB."""
     services: tuple[str, ...] = ALL_SERVICES
     """Which services this process serves (the Clara service comes with ``jobs``)."""
     runtime: RuntimeName = "auto"
@@ -141,6 +145,10 @@ class Settings:
     def logs_path(self) -> Path:
         return self.logs_dir or self.data_dir / "logs"
 
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
     @classmethod
     def load(cls, options: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
         """Defaults, overridden by ``CLARET_*`` variables, overridden by ``options`` that are not None."""
@@ -176,7 +184,7 @@ class Settings:
             raise ValueError(
                 f"queue_poll ({self.queue_poll}) must be positive and below takeover_after ({self.takeover_after})"
             )
-        for name in ("operator_uid", "operator_gid", "pids_limit", "max_log_mb", "max_output_mb"):
+        for name in ("operator_uid", "operator_gid", "pids_limit", "max_log_mb", "max_output_mb", "max_model_mb"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive (0 would mean root or no limit): got {getattr(self, name)}")
         if self.service_start_timeout <= 0 or self.service_idle_timeout < 0:

@@ -14,7 +14,7 @@ from shared.errors import ClaretError
 if TYPE_CHECKING:
     from shared.db import Database
 
-Table = Literal["pipelines", "jobs", "payloads"]
+Table = Literal["pipelines", "jobs", "payloads", "models"]
 Edit = Callable[[dict[str, str]], dict[str, str]]
 
 

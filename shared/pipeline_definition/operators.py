@@ -28,7 +28,7 @@ from shared.pipeline_definition.typed_io import read_typing
 from shared.pipeline_definition.versions import TYPED_IO, ApiVersion, read_version
 
 _NO_SPACE = re.compile(r"\S{1,1024}")
-_MODEL_NAME = re.compile(r"[^\s/\\]{1,255}")
+MODEL_NAME = re.compile(r"[^\s/\\]{1,255}")
 _MIN_PORT, _MAX_PORT = 1024, 65535
 
 
@@ -217,7 +217,7 @@ def _read_models(section: Section) -> tuple[str, ...]:
         if found is None or model is None:
             continue
         model.ignore_unknown(keys.MODEL)
-        if _MODEL_NAME.fullmatch(found):
+        if MODEL_NAME.fullmatch(found):
             names.append((where.at("name"), found))
         else:
             section.problems.invalid(model.at("name"), f"{found!r} is not a model name (no spaces or slashes)")
