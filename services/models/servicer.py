@@ -1,9 +1,10 @@
 """Models RPCs: wire translation over :mod:`services.models.repository`.
 
-Catalogs and instances are one shape on the wire (``ModelCatalogDetails``); the repository tells them
-apart by kind. Streams answer one message per model (ListModels), per catalog or instance (ListCatalogs,
-ListInstances), or one message holding the list (ReadCatalog, ReadInstance); an empty list still answers
-one message, so the caller sees the header.
+Catalogs and instances are one shape on the wire (``ModelCatalogDetails``, whose ``catalog_id`` carries
+an instance's id in ListInstances); the repository tells them apart by kind. Streams answer one message
+per model (ListModels), per catalog or instance (ListCatalogs, ListInstances), or one message holding the
+list (ReadCatalog, ReadInstance). An empty answer is no message at all, as for Payloads.Details: the
+official ModelsClient reads any message of ListModels or ReadCatalog wrongly, and takes none as empty.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ class ModelsServicer(Servicer, models_pb2_grpc.ModelsServicer):
         self, request: pb.ModelsReadCatalogRequest, context: Context
     ) -> AsyncIterator[pb.ModelsReadCatalogResponse]:
         models = await self._repository.read_list("catalog", request.catalog_id.value)
-        yield pb.ModelsReadCatalogResponse(catalog_id=request.catalog_id, models=[details(m) for m in models])
+        if models:
+            yield pb.ModelsReadCatalogResponse(catalog_id=request.catalog_id, models=[details(m) for m in models])
 
     @unary(pb.ModelsUpdateCatalogResponse)
     async def UpdateCatalog(
@@ -143,7 +145,8 @@ class ModelsServicer(Servicer, models_pb2_grpc.ModelsServicer):
         self, request: pb.ModelsReadInstanceRequest, context: Context
     ) -> AsyncIterator[pb.ModelsReadInstanceResponse]:
         models = await self._repository.read_list("instance", request.instance_id.value)
-        yield pb.ModelsReadInstanceResponse(instance_id=request.instance_id, models=[details(m) for m in models])
+        if models:
+            yield pb.ModelsReadInstanceResponse(instance_id=request.instance_id, models=[details(m) for m in models])
 
     @unary(pb.ModelsUpdateInstanceResponse)
     async def UpdateInstance(
