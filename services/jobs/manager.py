@@ -28,6 +28,7 @@ from services.jobs.topology import Topology
 from shared import ids
 from shared import metadata as metadata_rules
 from shared.db import Database
+from shared.db import models as model_table
 from shared.db import payloads as payloads_table
 from shared.db import pipelines as pipelines_table
 from shared.db.connection import Connection
@@ -35,7 +36,7 @@ from shared.db.metadata import MetadataRows
 from shared.db.payloads import PayloadRecord, PayloadType
 from shared.errors import ClaretError, ErrorCode
 from shared.payload_store import PayloadStore
-from shared.pipeline_definition import load_pipeline_cached
+from shared.pipeline_definition import Pipeline, load_pipeline_cached
 
 MAX_NAME_CHARS = 255
 
@@ -145,6 +146,7 @@ class JobManager:
         ]
         if misfits:
             raise ClaretError(ErrorCode.JOB_CANNOT_FIT, *misfits)
+        await self._check_models(model)
         queued = ids.now()
 
         def mark(conn: Connection) -> bool:
@@ -161,6 +163,21 @@ class JobManager:
         # Shielded: a client that leaves mid-Start must not leave a started job half queued.
         await asyncio.shield(self._executor.admit(job, model))
         return job
+
+    async def _check_models(self, model: Pipeline) -> None:
+        """Every model an operator lists is in the Model Repository (by name), or Start is refused naming
+        each one missing."""
+        wanted = {name: op.name for op in model.operators for name in op.models}
+        if not wanted:
+            return
+        known = {m.name for m in await self._db.read(model_table.all_models)}
+        missing = [
+            f"operator {op!r} needs model {name!r}, which is not in the model repository"
+            for name, op in wanted.items()
+            if name not in known
+        ]
+        if missing:
+            raise ClaretError(ErrorCode.NO_SUCH_MODEL, *missing)
 
     async def cancel(self, job_id: str, reason: str) -> JobRecord:
         """Cancel a waiting or running job, wherever it runs; a stopped job is answered as it is."""

@@ -17,12 +17,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 from functools import partial
 from pathlib import Path
 
-from services.models import archive, model_table
-from services.models.model_table import ListKind, ModelRecord
+from services.models import archive
 from shared import ids
 from shared.db import Database
+from shared.db import models as model_table
 from shared.db.connection import Connection
 from shared.db.metadata import MetadataRows
+from shared.db.models import ListKind, ModelRecord
 from shared.errors import FULL_ERRNOS, ClaretError, ErrorCode, storage_full
 from shared.pipeline_definition.operators import MODEL_NAME
 

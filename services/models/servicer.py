@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 
 from protos.nvidia.clara.platform import models_pb2 as pb
 from protos.nvidia.clara.platform import models_pb2_grpc
-from services.models.model_table import ListKind, ModelRecord
 from services.models.repository import ModelRepository
+from shared.db.models import ListKind, ModelRecord
 from shared.metrics import Metrics
 from shared.wire import Context, Servicer, identifier, ok_header, streaming, unary
 

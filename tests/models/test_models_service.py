@@ -218,3 +218,27 @@ def test_the_official_models_client_against_the_models_service_alone(official_py
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+async def test_start_is_refused_while_an_operator_lists_a_model_the_repository_lacks(tmp_path: Path) -> None:
+    text = """api-version: 0.6.0
+name: infer
+operators:
+- name: classify
+  container: {image: busybox, command: [true]}
+  models:
+  - name: adder
+  - name: missing
+"""
+    async with serving(tmp_path) as clara:
+        job = await clara.job(await clara.pipeline(text))
+        refused = await clara.start(job.job_id.value)
+        assert refused.header.code == ErrorCode.NO_SUCH_MODEL
+        assert list(refused.header.messages) == [
+            "operator 'classify' needs model 'adder', which is not in the model repository",
+            "operator 'classify' needs model 'missing', which is not in the model repository",
+        ]
+        stub = Stub(clara.channel)
+        await upload(stub, model_zip("adder"), name="adder")
+        await upload(stub, model_zip("missing"), name="missing")
+        assert (await clara.start(job.job_id.value)).header.code == 0

@@ -1,6 +1,7 @@
 """The Model Repository's tables (migration 005): models, and the catalogs and instances listing them.
 
-Plain functions over a ``Connection``; what they mean is in ``services/models/repository.py``.
+Plain functions over a ``Connection``; what they mean is in ``services/models/repository.py``. Here
+(not in the Models service) because Jobs.Start checks an operator's ``models:`` against them.
 """
 
 from __future__ import annotations
