@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
+import tempfile
+import zipfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ import click
 from claret import __version__, transfers
 from claret.errors import ClientError
 from claret.output import Output, shown, table, when
-from claret.records import Job, JobState, JobStatus, PipelineNode, Priority
+from claret.records import Job, JobState, JobStatus, ModelType, PipelineNode, Priority
 from claret.serve_command import serve
 
 if TYPE_CHECKING:
@@ -673,16 +676,25 @@ async def upload(s: Session, payload_ref: str, sources: tuple[Path, ...]) -> Non
 
 
 @main.command()
-@click.argument("source", metavar="JOB:/PATH")
-@click.argument("dest")
+@click.argument("paths", nargs=-1, required=True, metavar="JOB:/PATH DEST | --model ID DEST")
+@click.option("-m", "--model", "model_ref", metavar="ID", help="Download this model's archive to DEST instead.")
 @client_options
 @verb
-async def download(s: Session, source: str, dest: str) -> None:
+async def download(s: Session, paths: tuple[str, ...], model_ref: str | None) -> None:
     """Download a job's payload files: one file, a folder, or a glob (JOB:/operators/shouter/*).
 
     A file goes to DEST (or into DEST when it is a directory or ends with /). A folder or a glob goes
-    into the directory DEST, each file named relative to the pattern's fixed leading folders.
+    into the directory DEST, each file named relative to the pattern's fixed leading folders. With
+    --model, the model's archive as it was uploaded goes to the file DEST.
     """
+    if model_ref is not None:
+        if len(paths) != 1:
+            raise click.UsageError("with --model, give only DEST")
+        await download_model(s, model_ref, Path(paths[0]))
+        return
+    if len(paths) != 2:
+        raise click.UsageError("give JOB:/PATH and DEST")
+    source, dest = paths
     ref, path = transfers.split_remote(source)
     payload_id = await s.client.resolve_payload(ref)
     sizes = {file.name: file.size for file in (await s.client.payload_details(payload_id)).files}
@@ -698,6 +710,99 @@ async def download(s: Session, source: str, dest: str) -> None:
             files.append({"name": details.name or name, "size": details.size, "path": str(local)})
     rows = [[f["name"], size_text(f["size"]), f["path"]] for f in files]
     s.output.result({"payload_id": payload_id, "files": files}, table(["FILE", "SIZE", "SAVED AS"], rows))
+
+
+# Models
+
+
+MODEL_TYPES = {
+    "tensorflow": ModelType.TENSOR_FLOW,
+    "tensorrt": ModelType.TENSOR_RT,
+    "pytorch": ModelType.PY_TORCH,
+    "unknown": ModelType.UNKNOWN,
+}
+"""``-t`` as the Clara CLI spells the toolsets."""
+
+
+def model_name(folder: Path) -> str:
+    """The name config.pbtxt gives, else the folder's (Triton needs the two equal)."""
+    config = folder / "config.pbtxt"
+    found = (
+        re.search(r'^\s*name\s*:\s*"([^"]*)"', config.read_text(errors="replace"), re.MULTILINE)
+        if config.is_file()
+        else None
+    )
+    return found.group(1) if found else folder.resolve().name
+
+
+def zip_folder(folder: Path, archive: Path) -> Path:
+    """The folder's files in a zip, at their paths relative to it (links are refused by the platform)."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for path in sorted(folder.rglob("*")):
+            zipped.write(path, path.relative_to(folder).as_posix())
+    return archive
+
+
+@create.command("model")
+@click.option(
+    "-p",
+    "--path",
+    "folder",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The Triton model folder (config.pbtxt and numbered version folders).",
+)
+@click.option("-t", "--type", "model_type", required=True, type=click.Choice(MODEL_TYPES), help="The model's toolset.")
+@click.option("-n", "--name", help="The model's name [default: config.pbtxt's name, else the folder's].")
+@client_options
+@verb
+async def create_model(s: Session, folder: Path, model_type: str, name: str | None) -> None:
+    """Upload a model to the Model Repository (a model of the same name is replaced)."""
+    name = name or model_name(folder)
+    with tempfile.TemporaryDirectory(prefix="claret-model-") as scratch:
+        archive = await asyncio.to_thread(zip_folder, folder, Path(scratch) / "model.zip")
+        with s.output.progress(transfer=True) as progress:
+            task = progress.add_task("upload", total=archive.stat().st_size)
+            model = await s.client.upload_model(
+                name, MODEL_TYPES[model_type], archive, lambda n: progress.advance(task, n)
+            )
+    s.output.result({"model_id": model.id, "name": model.name, "type": model.type.wire_name}, f"MODEL_ID:{model.id}")
+
+
+@list_.command("model")
+@client_options
+@verb
+async def list_models(s: Session) -> None:
+    """List the models of the Model Repository (NAME  TYPE  ID)."""
+    models = await s.client.list_models()
+    document: list[Document] = [
+        {"model_id": m.id, "name": m.name, "type": m.type.wire_name, "metadata": dict(m.metadata)} for m in models
+    ]
+    s.output.result(document, table(["NAME", "TYPE", "ID"], [[m["name"], m["type"], m["model_id"]] for m in document]))
+
+
+@delete.command("model")
+@target("-m", "model", many=True)
+@client_options
+@verb
+async def delete_models(s: Session, ids: tuple[str, ...], flagged: tuple[str, ...]) -> None:
+    """Delete models from the Model Repository (they leave every catalog and instance that listed them)."""
+    deleted = []
+    for ref in targets(ids, flagged, "model", many=True):
+        model_id = await s.client.resolve_model(ref)
+        await s.client.delete_model(model_id)
+        deleted.append(model_id)
+    s.output.result({"deleted": deleted}, *(f"deleted model {model_id}" for model_id in deleted))
+
+
+async def download_model(s: Session, ref: str, dest: Path) -> None:
+    model_id = await s.client.resolve_model(ref)
+    with s.output.progress(transfer=True) as progress:
+        task = progress.add_task("download", total=None)
+        model = await s.client.download_model(model_id, dest, lambda n: progress.advance(task, n))
+    size = (await asyncio.to_thread(dest.stat)).st_size
+    document = {"model_id": model.id, "name": model.name, "size": size, "path": str(dest)}
+    s.output.result(document, table(["MODEL", "SIZE", "SAVED AS"], [[model.name, size_text(size), str(dest)]]))
 
 
 # Platform

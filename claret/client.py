@@ -35,6 +35,8 @@ from claret.records import (
     Job,
     JobState,
     JobStatus,
+    Model,
+    ModelType,
     Payload,
     PayloadFile,
     Pipeline,
@@ -48,6 +50,8 @@ from protos.nvidia.clara.platform import (
     common_pb2,
     jobs_pb2,
     jobs_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
     payloads_pb2,
     payloads_pb2_grpc,
     pipelines_pb2,
@@ -202,6 +206,7 @@ class PlatformClient:
         self._jobs = jobs_pb2_grpc.JobsStub(self._channel)  # type: ignore[no-untyped-call]
         self._payloads = payloads_pb2_grpc.PayloadsStub(self._channel)  # type: ignore[no-untyped-call]
         self._clara = clara_pb2_grpc.ClaraStub(self._channel)  # type: ignore[no-untyped-call]
+        self._models = models_pb2_grpc.ModelsStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> PlatformClient:
         return self
@@ -396,13 +401,18 @@ class PlatformClient:
     async def _send(
         self, requests: AsyncIterator[payloads_pb2.PayloadsUploadRequest], progress: Progress | None
     ) -> PayloadFile:
+        reply = await self._client_stream(self._payloads.Upload, requests, progress)
+        return PayloadFile.from_wire(reply.details)
+
+    async def _client_stream(self, method: Any, requests: AsyncIterator[Any], progress: Progress | None) -> Any:
+        """An upload stream's reply, its header checked; ``progress`` hears of each message's data."""
         # Handed to grpc.aio as a request iterator: it alone stops sending cleanly when the platform answers
         # early (a refusal), where writing message by message can fail the call with INTERNAL instead. But
         # it swallows an error of the iterator (a failing read) and cancels the call: the error is kept
         # here and raised in place of that cancellation.
         failure: Exception | None = None
 
-        async def feed() -> AsyncIterator[payloads_pb2.PayloadsUploadRequest]:
+        async def feed() -> AsyncIterator[Any]:
             nonlocal failure
             try:
                 async for request in requests:
@@ -414,7 +424,7 @@ class PlatformClient:
                 raise
 
         try:
-            reply = await self._payloads.Upload(feed(), timeout=None, metadata=self._metadata)
+            reply = await method(feed(), timeout=None, metadata=self._metadata)
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:
             if failure is not None:
                 raise failure from None
@@ -422,34 +432,66 @@ class PlatformClient:
                 raise self._transport_error(error) from None
             raise
         _check(reply.header)
-        return PayloadFile.from_wire(reply.details)
+        return reply
 
     async def download(self, payload_id: str, name: str, target: Path, progress: Progress | None = None) -> PayloadFile:
         """Stream one file to a temporary beside ``target``, renamed over it once complete, so ``target`` is
         never half written."""
         request = payloads_pb2.PayloadsDownloadRequest(header=HEADER, payload_id=_identifier(payload_id), name=name)
-        partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-        file = await asyncio.to_thread(_create, partial)
-        details: PayloadFile | None = None
-        try:
-            try:
-                async for reply in self._stream(self._payloads.Download, request, transfer=True):
-                    if details is None and reply.HasField("details"):
-                        details = PayloadFile.from_wire(reply.details)
-                    await asyncio.to_thread(file.write, reply.data)
-                    if progress is not None:
-                        progress(len(reply.data))
-            finally:
-                file.close()
-            await asyncio.to_thread(os.replace, partial, target)
-        finally:
-            await asyncio.to_thread(partial.unlink, missing_ok=True)
-        return details or PayloadFile(name, 0)
+        details = await _write_stream(self._stream(self._payloads.Download, request, transfer=True), target, progress)
+        return PayloadFile.from_wire(details) if details is not None else PayloadFile(name, 0)
 
     async def download_bytes(self, payload_id: str, name: str) -> bytes:
         """One file's content, in memory (for small files: tests, scripts)."""
         request = payloads_pb2.PayloadsDownloadRequest(header=HEADER, payload_id=_identifier(payload_id), name=name)
         return b"".join([reply.data async for reply in self._stream(self._payloads.Download, request, transfer=True)])
+
+    # Models
+
+    async def upload_model(
+        self, name: str, model_type: ModelType, archive: Path, progress: Progress | None = None
+    ) -> Model:
+        """Stream a model archive (a zip of a Triton model folder) to the Model Repository as ``name``."""
+        file = await asyncio.to_thread(archive.open, "rb")
+        details = models_pb2.ModelDetails(name=name, type=model_type.wire_name)
+
+        async def requests() -> AsyncIterator[models_pb2.ModelsUploadModelRequest]:
+            first = True
+            async for data in _file_chunks(file):
+                yield models_pb2.ModelsUploadModelRequest(header=HEADER, details=details if first else None, data=data)
+                first = False
+
+        try:
+            reply = await self._client_stream(self._models.UploadModel, requests(), progress)
+        finally:
+            file.close()
+        return Model.from_wire(reply.details)
+
+    async def list_models(self) -> list[Model]:
+        request = models_pb2.ModelsListModelsRequest(header=HEADER)
+        return [
+            Model.from_wire(m) async for reply in self._stream(self._models.ListModels, request) for m in reply.models
+        ]
+
+    async def delete_model(self, model_id: str) -> None:
+        request = models_pb2.ModelsDeleteModelRequest(header=HEADER, model_id=_identifier(model_id))
+        await self._unary(self._models.DeleteModel, request)
+
+    async def download_model(self, model_id: str, target: Path, progress: Progress | None = None) -> Model:
+        """The model's archive as uploaded, into ``target`` (written beside it, then renamed over it)."""
+        request = models_pb2.ModelsDownloadModelRequest(header=HEADER, model_id=_identifier(model_id))
+        replies = self._stream(self._models.DownloadModel, request, transfer=True)
+        details = await _write_stream(replies, target, progress)
+        if details is None:
+            raise ClientError(f"the platform sent no details of model {model_id}")
+        return Model.from_wire(details)
+
+    async def resolve_model(self, ref: str) -> str:
+        """A full model id as it is; a prefix expanded through ListModels."""
+        prefix = canonical_id("model", ref, ErrorCode.INVALID_MODEL_ID)
+        if len(prefix) == 32:
+            return prefix
+        return match_prefix("model", ref, [m.id for m in await self.list_models()], ErrorCode.NO_SUCH_MODEL)
 
     # The platform
 
@@ -505,6 +547,28 @@ async def _file_chunks(file: BinaryIO) -> AsyncIterator[bytes]:
 async def _byte_chunks(data: bytes) -> AsyncIterator[bytes]:
     for start in range(0, len(data), CHUNK_SIZE):
         yield data[start : start + CHUNK_SIZE]
+
+
+async def _write_stream(replies: AsyncIterator[Any], target: Path, progress: Progress | None) -> Any:
+    """Write a download stream's data to a temporary beside ``target``, renamed over it once complete, so
+    ``target`` is never half written; returns the ``details`` of its first message that has them."""
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    file = await asyncio.to_thread(_create, partial)
+    details = None
+    try:
+        try:
+            async for reply in replies:
+                if details is None and reply.HasField("details"):
+                    details = reply.details
+                await asyncio.to_thread(file.write, reply.data)
+                if progress is not None:
+                    progress(len(reply.data))
+        finally:
+            file.close()
+        await asyncio.to_thread(os.replace, partial, target)
+    finally:
+        await asyncio.to_thread(partial.unlink, missing_ok=True)
+    return details
 
 
 def _create(path: Path) -> BinaryIO:

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from claret.errors import ClientError
-from protos.nvidia.clara.platform import jobs_pb2, payloads_pb2
+from protos.nvidia.clara.platform import jobs_pb2, models_pb2, payloads_pb2
 
 if TYPE_CHECKING:
     from protos.nvidia.clara.platform import clara_pb2, common_pb2, pipelines_pb2
@@ -37,6 +37,8 @@ __all__ = [
     "JobDagNode",
     "JobState",
     "JobStatus",
+    "Model",
+    "ModelType",
     "Operator",
     "OperatorStatus",
     "Payload",
@@ -118,6 +120,10 @@ class Priority(WireEnum, wire=jobs_pb2.JobPriority, prefix="JOB_PRIORITY_"):
 
 class PayloadType(WireEnum, wire=payloads_pb2.PayloadType, prefix="PAYLOAD_TYPE_"):
     """PIPELINE (a job's payload) or REUSABLE (created on its own, shared by jobs)."""
+
+
+class ModelType(WireEnum, wire=models_pb2.ModelType, prefix="MODEL_TYPE_"):
+    """The inference toolset of a model: TENSOR_FLOW, TENSOR_RT, PY_TORCH or UNKNOWN."""
 
 
 def moment(stamp: common_pb2.Timestamp) -> datetime | None:
@@ -376,6 +382,20 @@ class Payload:
 
 
 # The platform
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model of the Model Repository."""
+
+    id: str
+    name: str
+    type: ModelType
+    metadata: Mapping[str, str] = field(default_factory=_no_metadata)
+
+    @classmethod
+    def from_wire(cls, details: models_pb2.ModelDetails) -> Self:
+        return cls(details.model_id.value, details.name, ModelType(details.type), _frozen(details.metadata))
 
 
 @dataclass(frozen=True)

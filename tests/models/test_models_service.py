@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import subprocess
 import sys
 import zipfile
@@ -242,3 +243,29 @@ operators:
         await upload(stub, model_zip("adder"), name="adder")
         await upload(stub, model_zip("missing"), name="missing")
         assert (await clara.start(job.job_id.value)).header.code == 0
+
+
+async def test_the_cli_creates_lists_downloads_and_deletes_models(tmp_path: Path) -> None:
+    folder = tmp_path / "adder"
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_bytes(CONFIG)
+    (folder / "1" / "model.py").write_bytes(b"print('cli')\n")
+    async with serving(tmp_path) as clara:
+
+        async def cli(*args: str) -> str:
+            command = [sys.executable, "-m", "claret", "--host", clara.address, *args]
+            process = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = await process.communicate()
+            assert process.returncode == 0, err.decode()
+            return out.decode()
+
+        created = await cli("create", "model", "-p", str(folder), "-t", "pytorch")
+        model_id = created.strip().removeprefix("MODEL_ID:")
+        assert json.loads(await cli("list", "models", "--output", "json")) == [
+            {"model_id": model_id, "name": "adder", "type": "MODEL_TYPE_PY_TORCH", "metadata": {}}
+        ]
+        await cli("download", "--model", model_id[:6], str(tmp_path / "back.zip"))
+        with zipfile.ZipFile(tmp_path / "back.zip") as archive:
+            assert archive.read("1/model.py") == b"print('cli')\n" and archive.read("config.pbtxt") == CONFIG
+        assert (await cli("delete", "models", model_id[:6])).strip() == f"deleted model {model_id}"
+        assert json.loads(await cli("list", "models", "--output", "json")) == []
