@@ -52,6 +52,9 @@ class Settings:
     """The Model Repository's files (default ``<data_dir>/models``)."""
     max_model_mb: int = 10240
     """Largest model accepted, as uploaded and unpacked, in MiB."""
+    triton_home: Path | None = None
+    """An environment holding nvidia-pytriton's tritonserver (``bash scripts/triton`` makes ``.triton``): Triton
+    for operators' ``models:`` (sandbox runtime). Unset: jobs whose operators list models are refused."""
     services: tuple[str, ...] = ALL_SERVICES
     """Which services this process serves (the Clara service comes with ``jobs``)."""
     runtime: RuntimeName = "auto"

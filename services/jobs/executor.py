@@ -111,6 +111,8 @@ class ExecutorSettings:
                 idle_timeout=settings.service_idle_timeout,
                 data_dir=settings.service_data_dir,
                 volumes_path=settings.data_dir / "service-volumes",
+                triton_home=settings.triton_home,
+                models_repository=settings.models_path / "repository",
             ),
         )
 
@@ -315,7 +317,7 @@ class Executor:
 
     async def waits_for(self, operator: Operator) -> Demand:
         """What the operator waits for: its requests, and those of its services that do not run."""
-        if not operator.services:
+        if not self.services.services_of(operator):
             return demand(operator)
         return plus(demand(operator), await self.services.demand(operator))
 
@@ -388,7 +390,8 @@ class Executor:
             await self._ended_elsewhere(run)
             return
         try:
-            services, grant = await self.services.use(operator, grant) if operator.services else (NO_SERVICES, grant)
+            uses = self.services.services_of(operator)
+            services, grant = await self.services.use(operator, grant) if uses else (NO_SERVICES, grant)
         except ServicesNeedResources:  # a service it needs stopped after it was queued: queue it again
             await self.queue.release((run.job.id, name))
             if (lacks := self.queue.lacks(await self.waits_for(operator))) is not None:

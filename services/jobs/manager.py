@@ -170,6 +170,12 @@ class JobManager:
         wanted = {name: op.name for op in model.operators for name in op.models}
         if not wanted:
             return
+        if self._executor.services.triton is None:
+            users = ", ".join(sorted({repr(op) for op in wanted.values()}))
+            raise ClaretError(
+                ErrorCode.TRITON_UNAVAILABLE,
+                f"operator(s) {users} list models, and no Triton serves them (CLARET_TRITON_HOME, sandbox runtime)",
+            )
         known = {m.name for m in await self._db.read(model_table.all_models)}
         missing = [
             f"operator {op!r} needs model {name!r}, which is not in the model repository"

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from services.jobs import service_table
+from services.jobs import service_table, triton
 from services.jobs.environment import gpu_variables
 from services.jobs.queue import OperatorGrant, OperatorQueue
 from services.jobs.runtimes.base import (
@@ -49,6 +50,7 @@ from services.jobs.runtimes.base import (
     ServiceNetwork,
 )
 from services.jobs.scheduler import CannotHold, Demand, Grant
+from services.jobs.triton import PlatformService
 from shared import ids
 from shared.db import Database
 from shared.db.connection import Conflict
@@ -83,6 +85,10 @@ class ServiceSettings:
     """Mounted read-only at :data:`SERVICE_DATA_MOUNT` in every service (models, typically)."""
     volumes_path: Path = Path(".claret/service-volumes")
     """Where the folders of ``volume`` connections are made, one folder per service instance."""
+    triton_home: Path | None = None
+    """An environment holding nvidia-pytriton's tritonserver (scripts/triton), for operators' ``models:``."""
+    models_repository: Path = Path(".claret/models/repository")
+    """The Model Repository's folder of unpacked models, which Triton serves."""
 
 
 class ServiceFailure(Exception):
@@ -185,6 +191,13 @@ class ServiceManager:
         self._grace = stop_grace
         self._metrics = metrics
         self._released = released
+        self.triton = (
+            triton.triton_service(settings.triton_home, settings.models_repository)
+            if settings.triton_home is not None and runtime.name == "sandbox"
+            else None
+        )
+        """Serves operators' ``models:``; None when no Triton is configured (or the runtime cannot run it)."""
+        self._loading: dict[str, asyncio.Lock] = {}
         self._instances: dict[Identity, Instance] = {}
         self._closing = False
         metrics.services_running.set_function(lambda: self.running)
@@ -207,9 +220,15 @@ class ServiceManager:
         ready = (inst for inst in self._instances.values() if inst.grant is not None and inst.ready.done())
         return sum(1 for inst in ready if not inst.ready.exception())
 
+    def services_of(self, operator: Operator) -> tuple[Service, ...]:
+        """The services the operator uses: those it declares, and Triton when it lists models."""
+        if operator.models and self.triton is not None:
+            return (*operator.services, self.triton)
+        return operator.services
+
     async def demand(self, operator: Operator) -> Demand:
         """What the operator's services that do not run (nor start) on this node need besides the operator."""
-        missing = [s.requests for s in operator.services if not await self._runs(identity(s))]
+        missing = [s.requests for s in self.services_of(operator) if not await self._runs(identity(s))]
         return Demand(
             cpu=sum(r.cpu for r in missing), memory_mb=sum(r.memory for r in missing), gpus=sum(r.gpu for r in missing)
         )
@@ -220,10 +239,11 @@ class ServiceManager:
         :class:`ServiceFailure` or :class:`ServicesNeedResources` (nothing is left in use then)."""
         requests = operator.requests
         own = Grant(grant.key, Demand(requests.cpu, requests.memory, requests.gpu), grant.gpu_ids[: requests.gpu])
-        for service in operator.services:
+        services = self.services_of(operator)
+        for service in services:
             await self._runs(identity(service))
         fresh = self._claim(operator, grant)
-        chosen = [(s, self._instances[identity(s)]) for s in operator.services]
+        chosen = [(s, self._instances[identity(s)]) for s in services]
         for _, inst in chosen:
             self._hold(inst)
         try:
@@ -238,20 +258,48 @@ class ServiceManager:
             inst.task.add_done_callback(partial(self._run_ended, inst))
         try:
             networks = [await asyncio.shield(inst.ready) for _, inst in chosen]
+            for (service, inst), network in zip(chosen, networks, strict=True):
+                if service is self.triton:
+                    await self._load(inst, network, operator.models)
         except BaseException:
             self.done(inst for _, inst in chosen)
             raise
         for _, inst in chosen:
             if inst.grant is None:  # another process's: its owner's idle clock restarts
                 self._background(self._db.write(partial(service_table.used, service_id=inst.id, at=ids.now())))
-        uses = list(zip(operator.services, networks, strict=True))
+        uses = list(zip(services, networks, strict=True))
         joins = tuple(dict.fromkeys(network.ref for network in networks))
         mounts = tuple(m for service, inst in chosen for m in self._volumes(service, inst.id))
         return ServicesInUse(connection_variables(uses), joins, mounts, tuple(inst for _, inst in chosen)), own
 
+    async def _load(self, inst: Instance, network: ServiceNetwork, models: Sequence[str]) -> None:
+        """Have Triton load each model that is not loaded yet (one load at a time per Triton)."""
+        async with self._loading.setdefault(inst.id, asyncio.Lock()):
+            for name in models:
+                path = f"/v2/models/{quote(name, safe='')}"
+                if (await self._ask(network, "GET", f"{path}/ready"))[0] == 200:
+                    continue
+                status, body = await self._ask(network, "POST", f"/v2/repository/models/{quote(name, safe='')}/load")
+                if status != 200:
+                    reason = body.decode(errors="replace").strip()[:LOG_TAIL_BYTES]
+                    raise ServiceFailure(f"Triton could not load model {name!r} (HTTP {status}): {reason}")
+                log.info("model loaded", model=name, service_id=inst.id)
+
+    async def _ask(self, network: ServiceNetwork, method: str, path: str) -> tuple[int, bytes]:
+        """Triton's answer; while it is still starting (503), asked again for up to ``start_timeout``."""
+        deadline = time.monotonic() + self.settings.start_timeout
+        while True:
+            try:
+                status, body = await self._runtime.request(network, triton.HTTP_PORT, method, path)
+            except OSError as exc:
+                raise ServiceFailure(f"Triton does not answer: {exc}") from exc
+            if status != 503 or time.monotonic() > deadline:
+                return status, body
+            await asyncio.sleep(0.05)
+
     def hold_again(self, operator: Operator) -> tuple[Instance, ...]:
         """An operator re-attached after a restart uses its services again (those still running)."""
-        found = tuple(inst for s in operator.services if (inst := self._instances.get(identity(s))) is not None)
+        found = tuple(inst for s in self.services_of(operator) if (inst := self._instances.get(identity(s))))
         for inst in found:
             self._hold(inst)
         return found
@@ -324,7 +372,7 @@ class ServiceManager:
         cpu, memory, gpus = grant.demand.cpu - requests.cpu, grant.demand.memory_mb - requests.memory, grant.gpu_ids
         gpus = gpus[requests.gpu :]
         fresh: list[tuple[Service, Instance]] = []
-        for service in operator.services:
+        for service in self.services_of(operator):
             if identity(service) in self._instances:
                 continue
             need = service.requests
@@ -393,6 +441,9 @@ class ServiceManager:
             data_path = {"NVIDIA_CLARA_SERVICE_DATA_PATH": SERVICE_DATA_MOUNT}
             env = {**service.variables, **data_path, **gpu_variables(gpu_ids), **dict(service.volume_connections)}
             mounts = self._volumes(service, inst.id)
+            if isinstance(service, PlatformService):
+                env.update(service.env)
+                mounts += service.mounts
             if self.settings.data_dir is not None:
                 mounts += (Mount(self.settings.data_dir, SERVICE_DATA_MOUNT, read_only=True),)
         requests = service.requests if service is not None else None

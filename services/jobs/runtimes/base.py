@@ -161,6 +161,11 @@ class Runtime(Protocol):
         """Whether something accepts TCP connections at ``port`` of the service on ``network`` (readiness)."""
         ...
 
+    async def request(self, network: ServiceNetwork, port: int, method: str, path: str) -> tuple[int, bytes]:
+        """An HTTP request to the service at ``port`` on its network: (status, body); OSError when nothing
+        answers (how the platform drives a service's own API, e.g. Triton's model loading)."""
+        ...
+
     async def remove_orphan_services(self, known: Callable[[], Awaitable[set[str]]]) -> list[str]:
         """Remove the services this platform instance started whose id is not among ``known()`` (read after
         the runtime listed its services: one too new to be listed is never taken for an orphan); returns

@@ -242,6 +242,12 @@ class DockerRuntime:
         pid = namespace_holder(await self._state(network.ref))
         return pid is not None and await netns.accepts(pid, port)
 
+    async def request(self, network: ServiceNetwork, port: int, method: str, path: str) -> tuple[int, bytes]:
+        pid = namespace_holder(await self._state(network.ref))
+        if pid is None:
+            raise ConnectionRefusedError(f"the service's container {network.ref} does not run")
+        return await netns.request(pid, port, method, path)
+
     async def _sees_processes(self, container_id: str) -> bool:
         """Whether this process sees the running container's processes (False when it runs in a pid namespace
         of its own); a container that ended (or is ending: asked again a moment later) does not tell."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import http.client
 import json
 import os
 import socket
@@ -77,6 +78,27 @@ def _accepts(pid: int, port: int, timeout: float) -> bool:
         except OSError:
             return False
     return True
+
+
+def _request(pid: int, port: int, method: str, path: str, timeout: float) -> tuple[int, bytes]:
+    sock = _socket_in(pid)
+    sock.settimeout(timeout)
+    sock.connect((LOOPBACK, port))
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    connection.sock = sock  # already connected, inside the namespace
+    try:
+        connection.request(method, path, headers={"Content-Length": "0"} if method == "POST" else {})
+        reply = connection.getresponse()
+        return reply.status, reply.read()
+    finally:
+        connection.close()
+
+
+async def request(pid: int, port: int, method: str, path: str, within: float = 60.0) -> tuple[int, bytes]:
+    """An HTTP request to ``port`` on the loopback of ``pid``'s network namespace: (status, body). OSError when
+    nothing answers."""
+    with ThreadPoolExecutor(1, thread_name_prefix="claret-service-request") as own_thread:
+        return await asyncio.get_running_loop().run_in_executor(own_thread, _request, pid, port, method, path, within)
 
 
 async def accepts(pid: int, port: int, within: float = 1.0) -> bool:

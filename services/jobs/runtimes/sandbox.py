@@ -524,6 +524,14 @@ class SandboxHandle:
             await asyncio.shield(self._exited)
 
 
+def _namespace_holder(network: ServiceNetwork) -> int | None:
+    """The process holding a sandboxed service's network namespace, if it still runs (``pid:start time``)."""
+    pid_text, _, start_time = network.ref.partition(":")
+    if not pid_text.isdigit() or process_start_time(int(pid_text)) != start_time:
+        return None
+    return int(pid_text)
+
+
 class SandboxServiceHandle:
     """A sandboxed service and the network namespace its operators join."""
 
@@ -727,10 +735,14 @@ class SandboxRuntime:
             await handle.stop(grace)
 
     async def accepts(self, network: ServiceNetwork, port: int) -> bool:
-        pid_text, _, start_time = network.ref.partition(":")
-        if not pid_text.isdigit() or process_start_time(int(pid_text)) != start_time:
-            return False
-        return await netns.accepts(int(pid_text), port)
+        pid = _namespace_holder(network)
+        return pid is not None and await netns.accepts(pid, port)
+
+    async def request(self, network: ServiceNetwork, port: int, method: str, path: str) -> tuple[int, bytes]:
+        pid = _namespace_holder(network)
+        if pid is None:
+            raise ConnectionRefusedError(f"the service's network ({network.ref}) is gone")
+        return await netns.request(pid, port, method, path)
 
     async def remove_orphan_services(self, known: Callable[[], Awaitable[set[str]]]) -> list[str]:
         """Kill the sandboxes of services not among ``known()`` (with their process and control groups)."""

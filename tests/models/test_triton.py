@@ -1,0 +1,102 @@
+"""Triton for operators' ``models:``, end to end on the sandbox runtime with the real tritonserver of
+PyPI's nvidia-pytriton wheel (scripts/triton makes .triton): a Python-backend model uploaded through the
+client, an operator that lists it asks Triton at $NVIDIA_TRITON_HTTPURI and writes the answer, a second
+job reuses the same Triton without loading the model again, Clara.Stop halts it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from claret.records import ModelType
+from protos.nvidia.clara.platform import jobs_pb2 as pb
+from shared.errors import ErrorCode
+from tests.helpers import ROOT
+from tests.jobs_flow import process_alive, run_job, serving
+from tests.store import query
+
+TRITON_HOME = ROOT / ".triton"
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="sandboxed services need the jobs service to run as root"),
+    pytest.mark.skipif(not (TRITON_HOME / ".ready").exists(), reason="no Triton: run scripts/triton"),
+]
+
+CONFIG = """name: "adder"
+backend: "python"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+MODEL = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        replies = []
+        for request in requests:
+            data = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            replies.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", (data + 1).astype(np.float32))]))
+        return replies
+"""
+ASK = (
+    "import json, os, urllib.request; "
+    "body = json.dumps({'inputs': [{'name': 'INPUT0', 'shape': [4], 'datatype': 'FP32', 'data': [1, 2, 3, 4]}]}); "
+    "url = 'http://' + os.environ['NVIDIA_TRITON_HTTPURI'] + '/v2/models/adder/infer'; "
+    "request = urllib.request.Request(url, body.encode(), {'Content-Type': 'application/json'}); "
+    "open('/output/answer.json', 'wb').write(urllib.request.urlopen(request).read()); "
+    "print(os.environ['NVIDIA_TRITON_GRPCURI'], os.environ['NVIDIA_CLARA_TRTISURI'])"
+)
+PIPELINE = f"""api-version: 0.6.0
+name: infer
+operators:
+- name: classify
+  container:
+    image: busybox
+    command: ["python3", "-c", {json.dumps(ASK)}]
+  output: [{{path: /output}}]
+  models:
+  - name: adder
+"""
+
+
+async def test_an_operator_infers_with_its_model_on_a_triton_that_later_jobs_reuse(tmp_path: Path) -> None:
+    archive = tmp_path / "adder.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("adder/config.pbtxt", CONFIG)
+        zipped.writestr("adder/1/model.py", MODEL)
+    async with serving(tmp_path, triton_home=TRITON_HOME, cpus=8) as clara:
+        await clara.client.upload_model("adder", ModelType.PY_TORCH, archive)
+        triton = []
+        for _ in range(2):
+            final, payload = await run_job(clara, PIPELINE, within=60)
+            assert final.status == pb.JOB_STATUS_HEALTHY, list(final.messages)
+            answer = json.loads(await clara.download(payload, "operators/classify/answer.json"))
+            assert answer["outputs"][0]["data"] == [2.0, 3.0, 4.0, 5.0]
+            assert await clara.logs(final.job_id.value, "classify") == ["127.0.0.1:8001 127.0.0.1:8000"]
+            triton += query(clara.database, "SELECT id, runtime_id FROM services WHERE name = 'triton'")
+        assert len(set(triton)) == 1  # one Triton served both jobs
+        log = [line async for line in clara.client.read_service_log("triton")]
+        assert sum("successfully loaded 'adder'" in line for line in log) == 1, log  # loaded once
+
+        await clara.client.stop_platform()
+        assert query(clara.database, "SELECT id FROM services") == []
+        for _ in range(100):  # its processes (the model's stub too) are killed with its sandbox
+            if not process_alive(str(triton[0][1])):
+                break
+            await asyncio.sleep(0.05)
+        assert not process_alive(str(triton[0][1]))
+
+
+async def test_models_without_a_triton_are_refused_at_start(tmp_path: Path) -> None:
+    async with serving(tmp_path) as clara:  # no CLARET_TRITON_HOME
+        job = await clara.job(await clara.pipeline(PIPELINE))
+        refused = await clara.start(job.job_id.value)
+        assert refused.header.code == ErrorCode.TRITON_UNAVAILABLE
+        assert "operator(s) 'classify' list models, and no Triton serves them" in refused.header.messages[0]
