@@ -166,16 +166,10 @@ class JobManager:
 
     async def _check_models(self, model: Pipeline) -> None:
         """Every model an operator lists is in the Model Repository (by name), or Start is refused naming
-        each one missing."""
+        each one missing; and a Triton is there to serve them."""
         wanted = {name: op.name for op in model.operators for name in op.models}
         if not wanted:
             return
-        if self._executor.services.triton is None:
-            users = ", ".join(sorted({repr(op) for op in wanted.values()}))
-            raise ClaretError(
-                ErrorCode.TRITON_UNAVAILABLE,
-                f"operator(s) {users} list models, and no Triton serves them (CLARET_TRITON_HOME, sandbox runtime)",
-            )
         known = {m.name for m in await self._db.read(model_table.all_models)}
         missing = [
             f"operator {op!r} needs model {name!r}, which is not in the model repository"
@@ -184,6 +178,12 @@ class JobManager:
         ]
         if missing:
             raise ClaretError(ErrorCode.NO_SUCH_MODEL, *missing)
+        if self._executor.services.triton is None:
+            users = ", ".join(sorted({repr(op) for op in wanted.values()}))
+            raise ClaretError(
+                ErrorCode.TRITON_UNAVAILABLE,
+                f"operator(s) {users} list models, and no Triton serves them (CLARET_TRITON_HOME, sandbox runtime)",
+            )
 
     async def cancel(self, job_id: str, reason: str) -> JobRecord:
         """Cancel a waiting or running job, wherever it runs; a stopped job is answered as it is."""

@@ -66,13 +66,17 @@ operators:
 """
 
 
-async def test_an_operator_infers_with_its_model_on_a_triton_that_later_jobs_reuse(tmp_path: Path) -> None:
-    archive = tmp_path / "adder.zip"
+def adder_zip(folder: Path) -> Path:
+    archive = folder / "adder.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("adder/config.pbtxt", CONFIG)
         zipped.writestr("adder/1/model.py", MODEL)
+    return archive
+
+
+async def test_an_operator_infers_with_its_model_on_a_triton_that_later_jobs_reuse(tmp_path: Path) -> None:
     async with serving(tmp_path, triton_home=TRITON_HOME, cpus=8) as clara:
-        await clara.client.upload_model("adder", ModelType.PY_TORCH, archive)
+        await clara.client.upload_model("adder", ModelType.PY_TORCH, adder_zip(tmp_path))
         triton = []
         for _ in range(2):
             final, payload = await run_job(clara, PIPELINE, within=60)
@@ -96,6 +100,7 @@ async def test_an_operator_infers_with_its_model_on_a_triton_that_later_jobs_reu
 
 async def test_models_without_a_triton_are_refused_at_start(tmp_path: Path) -> None:
     async with serving(tmp_path) as clara:  # no CLARET_TRITON_HOME
+        await clara.client.upload_model("adder", ModelType.PY_TORCH, adder_zip(tmp_path))
         job = await clara.job(await clara.pipeline(PIPELINE))
         refused = await clara.start(job.job_id.value)
         assert refused.header.code == ErrorCode.TRITON_UNAVAILABLE
