@@ -102,7 +102,15 @@ def adopt_orphans(conn: Connection, node: str, owner: str) -> list[ServiceRow]:
 
 
 def delete(conn: Connection, service_id: str) -> None:
+    conn.execute("DELETE FROM service_models WHERE service_id = ?", (service_id,))
     conn.execute("DELETE FROM services WHERE id = ?", (service_id,))
+
+
+def loaded(conn: Connection, service_id: str, model: str) -> None:
+    """A model the service (Triton) has loaded: the Model Repository will not delete it meanwhile."""
+    conn.execute(
+        "INSERT INTO service_models (service_id, model) VALUES (?, ?) ON CONFLICT DO NOTHING", (service_id, model)
+    )
 
 
 def find(conn: Connection, node: str, identity: str) -> ServiceRow | None:

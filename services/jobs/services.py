@@ -283,6 +283,7 @@ class ServiceManager:
                 if status != 200:
                     reason = body.decode(errors="replace").strip()[:LOG_TAIL_BYTES]
                     raise ServiceFailure(f"Triton could not load model {name!r} (HTTP {status}): {reason}")
+                await self._db.write(partial(service_table.loaded, service_id=inst.id, model=name))
                 log.info("model loaded", model=name, service_id=inst.id)
 
     async def _ask(self, network: ServiceNetwork, method: str, path: str) -> tuple[int, bytes]:

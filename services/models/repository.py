@@ -133,8 +133,20 @@ class ModelRepository:
     async def delete(self, model_id: str) -> None:
         """Forget the model and remove its files (it leaves every catalog and instance that listed it)."""
         record = await self.get(model_id)
+
+        def forget(conn: Connection) -> list[str] | bool:
+            users = model_table.loaded_by(conn, record.name)
+            return users or model_table.delete(conn, record.id)
+
         async with self._installing:
-            if not await self._db.write(partial(model_table.delete, model_id=record.id)):
+            outcome = await self._db.write(forget)
+            if isinstance(outcome, list):
+                raise ClaretError(
+                    ErrorCode.MODEL_IN_USE,
+                    f"model {record.name!r} is loaded in a running Triton (service {', '.join(outcome)}); "
+                    f"it can be deleted once that Triton stops (Clara.Stop, or its idle timeout)",
+                )
+            if not outcome:
                 raise no_such_model(model_id)
             await asyncio.to_thread(shutil.rmtree, self.repository / record.name, True)
             await asyncio.to_thread((self._archives / record.id).unlink, True)

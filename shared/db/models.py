@@ -76,6 +76,12 @@ def all_models(conn: Connection) -> list[ModelRecord]:
     return [_record(row) for row in conn.execute("SELECT * FROM models ORDER BY created, id")]
 
 
+def loaded_by(conn: Connection, name: str) -> list[str]:
+    """The services (Triton instances) that have the model called ``name`` loaded now."""
+    rows = conn.execute("SELECT service_id FROM service_models WHERE model = ? ORDER BY service_id", (name,))
+    return [row[0] for row in rows]
+
+
 def delete(conn: Connection, model_id: str) -> bool:
     """Forget a model, and take it out of every catalog and instance; False when there is none."""
     conn.execute("DELETE FROM model_list_entries WHERE model_id = ?", (model_id,))

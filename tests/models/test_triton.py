@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from claret.errors import ClientError
 from claret.records import ModelType
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from shared.errors import ErrorCode
@@ -76,7 +77,7 @@ def adder_zip(folder: Path) -> Path:
 
 async def test_an_operator_infers_with_its_model_on_a_triton_that_later_jobs_reuse(tmp_path: Path) -> None:
     async with serving(tmp_path, triton_home=TRITON_HOME, cpus=8) as clara:
-        await clara.client.upload_model("adder", ModelType.PY_TORCH, adder_zip(tmp_path))
+        model = await clara.client.upload_model("adder", ModelType.PY_TORCH, adder_zip(tmp_path))
         triton = []
         for _ in range(2):
             final, payload = await run_job(clara, PIPELINE, within=60)
@@ -89,8 +90,13 @@ async def test_an_operator_infers_with_its_model_on_a_triton_that_later_jobs_reu
         log = [line async for line in clara.client.read_service_log("triton")]
         assert sum("successfully loaded 'adder'" in line for line in log) == 1, log  # loaded once
 
+        with pytest.raises(ClientError) as in_use:  # not deleted from under the Triton that serves it
+            await clara.client.delete_model(model.id)
+        assert in_use.value.code == ErrorCode.MODEL_IN_USE and "is loaded in a running Triton" in str(in_use.value)
+
         await clara.client.stop_platform()
         assert query(clara.database, "SELECT id FROM services") == []
+        await clara.client.delete_model(model.id)  # now that no Triton has it loaded
         for _ in range(100):  # its processes (the model's stub too) are killed with its sandbox
             if not process_alive(str(triton[0][1])):
                 break

@@ -16,3 +16,9 @@ CREATE TABLE services (
     last_used   REAL NOT NULL,
     UNIQUE (node, identity)
 );
+
+CREATE TABLE service_models (                       -- models a Triton service has loaded (not to be deleted)
+    service_id  TEXT NOT NULL,
+    model       TEXT NOT NULL,                      -- the model's name
+    PRIMARY KEY (service_id, model)
+);
