@@ -271,6 +271,9 @@ class MemoryRuntime:
     async def accepts(self, network: ServiceNetwork, port: int) -> bool:
         return False
 
+    async def request(self, network: ServiceNetwork, port: int, method: str, path: str) -> tuple[int, bytes]:
+        raise ConnectionRefusedError("the memory runtime runs no pipeline services")
+
     async def remove_orphan_services(self, known: Callable[[], Awaitable[set[str]]]) -> list[str]:
         return []
 

@@ -18,7 +18,7 @@ from claret.records import ModelType
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from shared.errors import ErrorCode
 from tests.helpers import ROOT
-from tests.jobs_flow import process_alive, run_job, serving
+from tests.jobs_flow import DATA, process_alive, run_job, serving
 from tests.store import query
 
 TRITON_HOME = ROOT / ".triton"
@@ -27,25 +27,8 @@ pytestmark = [
     pytest.mark.skipif(not (TRITON_HOME / ".ready").exists(), reason="no Triton: run scripts/triton"),
 ]
 
-CONFIG = """name: "adder"
-backend: "python"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
-instance_group [ { count: 1 kind: KIND_CPU } ]
-"""
-MODEL = """import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        replies = []
-        for request in requests:
-            data = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-            replies.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", (data + 1).astype(np.float32))]))
-        return replies
-"""
+ADDER = DATA / "models" / "adder"
+"""A Python-backend model answering INPUT0 + 1 (also bench/triton_first_inference.py's)."""
 ASK = (
     "import json, os, urllib.request; "
     "body = json.dumps({'inputs': [{'name': 'INPUT0', 'shape': [4], 'datatype': 'FP32', 'data': [1, 2, 3, 4]}]}); "
@@ -70,8 +53,8 @@ operators:
 def adder_zip(folder: Path) -> Path:
     archive = folder / "adder.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
-        zipped.writestr("adder/config.pbtxt", CONFIG)
-        zipped.writestr("adder/1/model.py", MODEL)
+        for path in sorted(ADDER.rglob("*")):
+            zipped.write(path, f"adder/{path.relative_to(ADDER).as_posix()}")
     return archive
 
 
