@@ -54,7 +54,11 @@ class Settings:
     """Largest model accepted, as uploaded and unpacked, in MiB."""
     triton_home: Path | None = None
     """An environment holding nvidia-pytriton's tritonserver (``bash scripts/triton`` makes ``.triton``): Triton
-    for operators' ``models:`` (sandbox runtime). Unset: jobs whose operators list models are refused."""
+    for operators' ``models:`` on the sandbox runtime. Unset: jobs whose operators list models are refused."""
+    triton_image: str | None = "nvcr.io/nvidia/tritonserver:24.10-py3"
+    """The Triton image for operators' ``models:`` on the Docker runtime (empty: none)."""
+    triton_gpus: int = 0
+    """GPUs the Triton instance holds, from the ledger."""
     services: tuple[str, ...] = ALL_SERVICES
     """Which services this process serves (the Clara service comes with ``jobs``)."""
     runtime: RuntimeName = "auto"
@@ -190,6 +194,8 @@ class Settings:
         for name in ("operator_uid", "operator_gid", "pids_limit", "max_log_mb", "max_output_mb", "max_model_mb"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive (0 would mean root or no limit): got {getattr(self, name)}")
+        if self.triton_gpus < 0:
+            raise ValueError(f"triton_gpus cannot be negative: got {self.triton_gpus}")
         if self.service_start_timeout <= 0 or self.service_idle_timeout < 0:
             raise ValueError("service_start_timeout must be positive and service_idle_timeout not negative")
         if not 0 < self.default_timeout <= self.max_timeout:

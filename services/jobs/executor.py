@@ -112,6 +112,8 @@ class ExecutorSettings:
                 data_dir=settings.service_data_dir,
                 volumes_path=settings.data_dir / "service-volumes",
                 triton_home=settings.triton_home,
+                triton_image=settings.triton_image,
+                triton_gpus=settings.triton_gpus,
                 models_repository=settings.models_path / "repository",
             ),
         )

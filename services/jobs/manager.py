@@ -182,7 +182,8 @@ class JobManager:
             users = ", ".join(sorted({repr(op) for op in wanted.values()}))
             raise ClaretError(
                 ErrorCode.TRITON_UNAVAILABLE,
-                f"operator(s) {users} list models, and no Triton serves them (CLARET_TRITON_HOME, sandbox runtime)",
+                f"operator(s) {users} list models, and no Triton serves them "
+                f"(CLARET_TRITON_HOME on the sandbox runtime, CLARET_TRITON_IMAGE on Docker)",
             )
 
     async def cancel(self, job_id: str, reason: str) -> JobRecord:

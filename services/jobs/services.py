@@ -86,7 +86,11 @@ class ServiceSettings:
     volumes_path: Path = Path(".claret/service-volumes")
     """Where the folders of ``volume`` connections are made, one folder per service instance."""
     triton_home: Path | None = None
-    """An environment holding nvidia-pytriton's tritonserver (scripts/triton), for operators' ``models:``."""
+    """An environment holding nvidia-pytriton's tritonserver (scripts/triton): the sandbox runtime's Triton."""
+    triton_image: str | None = None
+    """The Docker runtime's Triton image."""
+    triton_gpus: int = 0
+    """GPUs the Triton instance holds (from the ledger, like any service's)."""
     models_repository: Path = Path(".claret/models/repository")
     """The Model Repository's folder of unpacked models, which Triton serves."""
 
@@ -191,10 +195,8 @@ class ServiceManager:
         self._grace = stop_grace
         self._metrics = metrics
         self._released = released
-        self.triton = (
-            triton.triton_service(settings.triton_home, settings.models_repository)
-            if settings.triton_home is not None and runtime.name == "sandbox"
-            else None
+        self.triton = triton.for_runtime(
+            runtime.name, settings.triton_home, settings.triton_image, settings.models_repository, settings.triton_gpus
         )
         """Serves operators' ``models:``; None when no Triton is configured (or the runtime cannot run it)."""
         self._loading: dict[str, asyncio.Lock] = {}

@@ -16,6 +16,7 @@ import pytest
 from claret.errors import ClientError
 from claret.records import ModelType
 from protos.nvidia.clara.platform import jobs_pb2 as pb
+from services.jobs import triton
 from shared.errors import ErrorCode
 from tests.helpers import ROOT
 from tests.jobs_flow import DATA, process_alive, run_job, serving
@@ -94,3 +95,20 @@ async def test_models_without_a_triton_are_refused_at_start(tmp_path: Path) -> N
         refused = await clara.start(job.job_id.value)
         assert refused.header.code == ErrorCode.TRITON_UNAVAILABLE
         assert "operator(s) 'classify' list models, and no Triton serves them" in refused.header.messages[0]
+
+
+def test_each_runtime_gets_its_triton_and_the_image_name_splits_at_its_tag() -> None:
+    repository = Path("/srv/models")
+    sandbox = triton.for_runtime("sandbox", TRITON_HOME, "ignored:1", repository, 1)
+    assert sandbox is not None and sandbox.container.command[0] == str(
+        TRITON_HOME.resolve() / "tritonserver/bin/tritonserver"
+    )
+    assert sandbox.requests.gpu == 1 and "--pinned-memory-pool-byte-size=0" not in sandbox.container.command
+    docker = triton.for_runtime("docker", None, "registry:5000/nvidia/tritonserver:24.10-py3", repository, 0)
+    assert docker is not None
+    assert (docker.container.image, docker.container.tag) == ("registry:5000/nvidia/tritonserver", "24.10-py3")
+    assert docker.container.command[0] == "tritonserver" and docker.mounts[0].target == "/models"
+    untagged = triton.for_runtime("docker", None, "registry:5000/tritonserver", repository, 0)
+    assert untagged is not None and untagged.container.reference == "registry:5000/tritonserver:latest"
+    assert triton.for_runtime("docker", TRITON_HOME, None, repository, 0) is None
+    assert triton.for_runtime("sandbox", None, "image:1", repository, 0) is None
