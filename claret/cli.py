@@ -12,6 +12,7 @@ default ``~/.clara/config.yaml``) > ``127.0.0.1:30031``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import re
 import tempfile
@@ -208,8 +209,7 @@ def verb(body: Callable[Concatenate[Session, P], Coroutine[Any, Any, None]]) -> 
     """A client verb from a coroutine that takes the session first, then the command's parameters.
 
     Click commands are synchronous and the client is async: each invocation runs its body to the end on
-    a fresh event loop (a grpc.aio channel belongs to the loop it was made in, so the session is made
-    there too, and closed before the loop is).
+    the process's event loop (:func:`event_loop`); the session is made and closed within the invocation.
     """
 
     async def connected(ctx: click.Context, *args: P.args, **kwargs: P.kwargs) -> None:
@@ -218,9 +218,18 @@ def verb(body: Callable[Concatenate[Session, P], Coroutine[Any, Any, None]]) -> 
 
     @functools.wraps(body)
     def command(*args: P.args, **kwargs: P.kwargs) -> None:
-        asyncio.run(connected(click.get_current_context(), *args, **kwargs))
+        event_loop().run(connected(click.get_current_context(), *args, **kwargs))
 
     return command
+
+
+@functools.cache
+def event_loop() -> asyncio.Runner:
+    """One event loop for the process, closed at exit: grpc.aio's completion queue keeps the loop it first
+    ran on, so a second verb in one process (tests run many) must not run on a new one."""
+    runner = asyncio.Runner()
+    atexit.register(runner.close)
+    return runner
 
 
 def target(flag: str, kind: str, *, many: bool = False) -> Callable[[F], F]:
