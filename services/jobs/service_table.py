@@ -106,6 +106,12 @@ def delete(conn: Connection, service_id: str) -> None:
     conn.execute("DELETE FROM services WHERE id = ?", (service_id,))
 
 
+def has_loaded(conn: Connection, service_id: str, model: str) -> bool:
+    """Whether the service loaded the model since it was last uploaded."""
+    found = conn.execute("SELECT 1 FROM service_models WHERE service_id = ? AND model = ?", (service_id, model))
+    return found.fetchone() is not None
+
+
 def loaded(conn: Connection, service_id: str, model: str) -> None:
     """A model the service (Triton) has loaded: the Model Repository will not delete it meanwhile."""
     conn.execute(

@@ -275,11 +275,13 @@ class ServiceManager:
         return ServicesInUse(connection_variables(uses), joins, mounts, tuple(inst for _, inst in chosen)), own
 
     async def _load(self, inst: Instance, network: ServiceNetwork, models: Sequence[str]) -> None:
-        """Have Triton load each model that is not loaded yet (one load at a time per Triton)."""
+        """Have Triton load each model it has not loaded since the model's last upload (an upload under the
+        name clears the record, so the next operator gets the new files); one load at a time per Triton."""
         async with self._loading.setdefault(inst.id, asyncio.Lock()):
             for name in models:
+                recorded = await self._db.read(partial(service_table.has_loaded, service_id=inst.id, model=name))
                 path = f"/v2/models/{quote(name, safe='')}"
-                if (await self._ask(network, "GET", f"{path}/ready"))[0] == 200:
+                if recorded and (await self._ask(network, "GET", f"{path}/ready"))[0] == 200:
                     continue
                 status, body = await self._ask(network, "POST", f"/v2/repository/models/{quote(name, safe='')}/load")
                 if status != 200:
@@ -578,6 +580,7 @@ class ServiceManager:
             await asyncio.gather(inst.exited, return_exceptions=True)
         await self._db.write(lambda conn: service_table.delete(conn, inst.id))
         await self._queue.release(inst.key)
+        self._loading.pop(inst.id, None)
         await asyncio.to_thread(shutil.rmtree, self.settings.volumes_path / inst.id, ignore_errors=True)
         if not inst.ready.done():
             inst.ready.set_exception(failure or ServiceFailure(f"service {inst.name!r} was stopped ({inst.stopping})"))

@@ -57,6 +57,8 @@ def put(conn: Connection, model: ModelRecord) -> ModelRecord:
             model.created,
         ),
     )
+    # A Triton that loaded the model before is to load it again, the next time an operator needs it.
+    conn.execute("DELETE FROM service_models WHERE model = ?", (model.name,))
     found = by_name(conn, model.name)
     assert found is not None
     return found

@@ -51,11 +51,13 @@ operators:
 """
 
 
-def adder_zip(folder: Path) -> Path:
-    archive = folder / "adder.zip"
+def adder_zip(folder: Path, plus: int = 1) -> Path:
+    """The adder model zipped; ``plus``: what it adds (a new version of its model.py)."""
+    archive = folder / f"adder-{plus}.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
-        for path in sorted(ADDER.rglob("*")):
-            zipped.write(path, f"adder/{path.relative_to(ADDER).as_posix()}")
+        for path in sorted(p for p in ADDER.rglob("*") if p.is_file()):
+            data = path.read_bytes().replace(b"(data + 1)", f"(data + {plus})".encode())
+            zipped.writestr(f"adder/{path.relative_to(ADDER).as_posix()}", data)
     return archive
 
 
@@ -73,6 +75,13 @@ async def test_an_operator_infers_with_its_model_on_a_triton_that_later_jobs_reu
         assert len(set(triton)) == 1  # one Triton served both jobs
         log = [line async for line in clara.client.read_service_log("triton")]
         assert sum("successfully loaded 'adder'" in line for line in log) == 1, log  # loaded once
+
+        await clara.client.upload_model("adder", ModelType.PY_TORCH, adder_zip(tmp_path, plus=2))  # a new version
+        final, payload = await run_job(clara, PIPELINE, within=60)
+        answer = json.loads(await clara.download(payload, "operators/classify/answer.json"))
+        assert answer["outputs"][0]["data"] == [3.0, 4.0, 5.0, 6.0]  # the same Triton loaded it again
+        log = [line async for line in clara.client.read_service_log("triton")]
+        assert sum("successfully loaded 'adder'" in line for line in log) == 2, log
 
         with pytest.raises(ClientError) as in_use:  # not deleted from under the Triton that serves it
             await clara.client.delete_model(model.id)
