@@ -21,13 +21,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from pathlib import Path
 
 from harness import ROOT, Result, claret_server, free_port, median, report, run, scratch, skip
 from jobs_common import Clara, check_healthy
 
 from claret.records import ModelType
+from claret.transfers import zip_folder
 from services.jobs.triton import triton_service
 
 NAME = "triton_first_inference"
@@ -113,10 +113,7 @@ async def main() -> None:
     warm_s: list[float] = []
     env = {"CLARET_TRITON_HOME": str(TRITON_HOME), "CLARET_STOP_GRACE": "1"}
     with scratch("triton") as work, claret_server(work, env=env, profile_name=NAME) as server:
-        archive = work / "adder.zip"
-        with zipfile.ZipFile(archive, "w") as zipped:
-            for path in sorted(ADDER.rglob("*")):
-                zipped.write(path, f"adder/{path.relative_to(ADDER).as_posix()}")
+        archive = zip_folder(ADDER, work / "adder.zip")  # its files at the top: the platform takes that too
         async with server.channel() as channel:
             clara = Clara(channel)
             await clara.client.upload_model("adder", ModelType.PY_TORCH, archive)

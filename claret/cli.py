@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
-import re
 import tempfile
-import zipfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from claret.errors import ClientError
 from claret.output import Output, shown, table, when
 from claret.records import Job, JobState, JobStatus, ModelType, PipelineNode, Priority
 from claret.serve_command import serve
+from shared.model_config import CONFIG, declared_name
 
 if TYPE_CHECKING:
     from rich.tree import Tree
@@ -735,21 +734,8 @@ MODEL_TYPES = {
 
 def model_name(folder: Path) -> str:
     """The name config.pbtxt gives, else the folder's (Triton needs the two equal)."""
-    config = folder / "config.pbtxt"
-    found = (
-        re.search(r'^\s*name\s*:\s*"([^"]*)"', config.read_text(errors="replace"), re.MULTILINE)
-        if config.is_file()
-        else None
-    )
-    return found.group(1) if found else folder.resolve().name
-
-
-def zip_folder(folder: Path, archive: Path) -> Path:
-    """The folder's files in a zip, at their paths relative to it (links are refused by the platform)."""
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
-        for path in sorted(folder.rglob("*")):
-            zipped.write(path, path.relative_to(folder).as_posix())
-    return archive
+    config = folder / CONFIG
+    return (declared_name(config.read_text(errors="replace")) if config.is_file() else None) or folder.resolve().name
 
 
 @create.command("model")
@@ -769,7 +755,7 @@ async def create_model(s: Session, folder: Path, model_type: str, name: str | No
     """Upload a model to the Model Repository (a model of the same name is replaced)."""
     name = name or model_name(folder)
     with tempfile.TemporaryDirectory(prefix="claret-model-") as scratch:
-        archive = await asyncio.to_thread(zip_folder, folder, Path(scratch) / "model.zip")
+        archive = await asyncio.to_thread(transfers.zip_folder, folder, Path(scratch) / "model.zip")
         with s.output.progress(transfer=True) as progress:
             task = progress.add_task("upload", total=archive.stat().st_size)
             model = await s.client.upload_model(

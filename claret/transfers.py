@@ -13,6 +13,7 @@ Pure functions over paths and names, so the rules are testable without a platfor
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -29,6 +30,7 @@ __all__ = [
     "select",
     "split_remote",
     "upload_plan",
+    "zip_folder",
 ]
 
 GLOB_CHARACTERS = frozenset("*?[")
@@ -124,3 +126,12 @@ def download_plan(names: Sequence[str], base: str, dest: Path, into_folder: bool
             raise ClientError(f"payload file name {name!r} would be written outside {dest}")
         plan.append((name, dest.joinpath(*parts)))
     return plan
+
+
+def zip_folder(folder: Path, archive: Path) -> Path:
+    """The folder's files (a model's) in a zip at ``archive``, at their paths relative to the folder (a link to
+    a file is stored as that file's content: zipfile follows it)."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for path in sorted(folder.rglob("*")):
+            zipped.write(path, path.relative_to(folder).as_posix())
+    return archive

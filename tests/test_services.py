@@ -24,7 +24,7 @@ import pytest
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from shared.resources import Resources
 from tests.helpers import make_settings, run_official, serve_process, start_in_process
-from tests.jobs_flow import DATA, Platform, process_alive, run_job
+from tests.jobs_flow import DATA, Platform, one_operator, process_alive, run_job
 from tests.store import query
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxed services need the jobs service to run as root")
@@ -90,19 +90,6 @@ operators:
 """
 
 
-def plain_pipeline(command: str, requests: str = "{cpu: 1, memory: 64}") -> str:
-    return f"""api-version: 0.4.0
-name: plain
-operators:
-- name: op
-  container:
-    image: busybox
-    command: ["sh", "-c", {json.dumps(command)}]
-  requests: {requests}
-  output: [{{path: /output}}]
-"""
-
-
 def fetch(runtime: str) -> str:
     return SANDBOX_FETCH if runtime == "sandbox" else DOCKER_FETCH
 
@@ -126,8 +113,9 @@ def service_running(runtime: str, runtime_id: str) -> bool:
     return runtime_id.encode() in found.stdout
 
 
-def remove_services(instance: str = "claret") -> None:
-    """Whatever services a test left (a failed one): their containers, and sandboxes."""
+def remove_services() -> None:
+    """The containers of whatever services a test left (a failed one); sandboxed ones go at the next
+    server's start, which removes the services of its instance that no row knows."""
     found = subprocess.run(["docker", "ps", "-aq", "--filter", "label=claret.service"], capture_output=True, text=True)
     if found.returncode == 0 and found.stdout.split():
         subprocess.run(["docker", "rm", "-f", *found.stdout.split()], capture_output=True)
@@ -182,7 +170,7 @@ async def test_jobs_share_a_service_that_holds_its_requests_until_clara_stop(
         assert metric(resources, "claret_services_started_total", outcome="ready") == 1
 
         big = await clara.job(
-            await clara.pipeline(plain_pipeline("echo ran > /output/out.txt", "{cpu: 2, memory: 64}"))
+            await clara.pipeline(one_operator("echo ran > /output/out.txt", requests="{cpu: 2, memory: 64}"))
         )
         await clara.start(big.job_id.value)
         await asyncio.sleep(1.0)
@@ -208,7 +196,7 @@ async def test_a_service_holds_its_gpus_and_sees_only_them(tmp_path: Path) -> No
         final, _ = await run_job(clara, reader)
         assert final.status == pb.JOB_STATUS_HEALTHY, list(final.messages)
         assert "gpus=0" in await service_log(clara)
-        both = plain_pipeline("echo $NVIDIA_VISIBLE_DEVICES > /output/out.txt", "{gpu: 2}")
+        both = one_operator("echo $NVIDIA_VISIBLE_DEVICES > /output/out.txt", requests="{gpu: 2}")
         job = await clara.job(await clara.pipeline(both))
         await clara.start(job.job_id.value)
         await asyncio.sleep(1.0)
@@ -296,7 +284,7 @@ async def test_operators_reach_their_own_service_and_nothing_else(tmp_path: Path
             assert seen[0] == "127.0.0.1 reach", seen  # its own service
             assert [line.split()[1] for line in seen[1:]] == ["no"] * (len(targets) - 1), seen
 
-            final, payload = await run_job(clara, plain_pipeline(f"({probes}) > /output/out.txt"))
+            final, payload = await run_job(clara, one_operator(f"({probes}) > /output/out.txt"))
             assert final.status == pb.JOB_STATUS_HEALTHY, list(final.messages)
             seen = (await output_of(clara, payload, "op")).splitlines()
             assert [line.split()[1] for line in seen] == ["no"] * len(targets), seen
@@ -445,7 +433,7 @@ async def test_an_operator_whose_service_stopped_while_it_waited_waits_again_for
     async with platform(tmp_path, "sandbox", cpus=2) as (clara, resources):
         reader = service_pipeline("sandbox", f"{fetch('sandbox')} > /output/out.txt")
         assert (await run_job(clara, reader))[0].status == pb.JOB_STATUS_HEALTHY
-        blocker = await clara.job(await clara.pipeline(plain_pipeline("sleep 2; date +%s.%N > /output/out.txt")))
+        blocker = await clara.job(await clara.pipeline(one_operator("sleep 2; date +%s.%N > /output/out.txt")))
         await clara.start(blocker.job_id.value)
         await clara.wait_operator(blocker.job_id.value, "op", pb.JOB_OPERATOR_STATUS_RUNNING)
         second = await clara.job(await clara.pipeline(reader))

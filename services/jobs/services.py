@@ -267,8 +267,8 @@ class ServiceManager:
             self.done(inst for _, inst in chosen)
             raise
         for _, inst in chosen:
-            if inst.grant is None:  # another process's: its owner's idle clock restarts
-                self._background(self._db.write(partial(service_table.used, service_id=inst.id, at=ids.now())))
+            if inst.grant is None:
+                self._mark_used(inst)
         uses = list(zip(services, networks, strict=True))
         joins = tuple(dict.fromkeys(network.ref for network in networks))
         mounts = tuple(m for service, inst in chosen for m in self._volumes(service, inst.id))
@@ -313,10 +313,15 @@ class ServiceManager:
         """Operators stopped using these services; one no operator uses is stopped after the idle timeout."""
         for inst in instances:
             inst.users -= 1
-            if inst.grant is None:  # another process's: its owner's idle clock restarts
-                self._background(self._db.write(partial(service_table.used, service_id=inst.id, at=ids.now())))
+            if inst.grant is None:
+                self._mark_used(inst)
             elif inst.users == 0 and self.settings.idle_timeout > 0:
                 self._idle_in(inst, self.settings.idle_timeout)
+
+    def _mark_used(self, inst: Instance) -> None:
+        """Another process's service began or ended serving an operator here: its owner's idle clock restarts
+        (the row's ``last_used``)."""
+        self._background(self._db.write(partial(service_table.used, service_id=inst.id, at=ids.now())))
 
     def _idle_in(self, inst: Instance, delay: float) -> None:
         inst.idle = asyncio.get_running_loop().call_later(delay, lambda: self._background(self._stop_if_idle(inst)))
@@ -438,14 +443,14 @@ class ServiceManager:
             mounts.append(Mount(folder, path, read_only=False))
         return tuple(mounts)
 
-    def _spec(self, inst: Instance, service: Service | None, gpu_ids: tuple[str, ...]) -> OperatorSpec:
-        """The runtime's spec of a service (``service`` None: enough of one to re-attach to it)."""
+    def _spec(self, service_id: str, name: str, service: Service | None, gpu_ids: tuple[str, ...]) -> OperatorSpec:
+        """The runtime's spec of a service (``service`` None: enough of one to find it again, see :meth:`_found`)."""
         env: dict[str, str] = {}
         mounts: tuple[Mount, ...] = ()
         if service is not None:
             data_path = {"NVIDIA_CLARA_SERVICE_DATA_PATH": SERVICE_DATA_MOUNT}
             env = {**service.variables, **data_path, **gpu_variables(gpu_ids), **dict(service.volume_connections)}
-            mounts = self._volumes(service, inst.id)
+            mounts = self._volumes(service, service_id)
             if isinstance(service, PlatformService):
                 env.update(service.env)
                 mounts += service.mounts
@@ -454,7 +459,7 @@ class ServiceManager:
         requests = service.requests if service is not None else None
         return OperatorSpec(
             job_id=SERVICES_JOB,
-            operator=inst.id,
+            operator=service_id,
             image=service.container.reference if service else "",
             command=expand(service.container.command, env) if service else (),
             env=env,
@@ -462,12 +467,16 @@ class ServiceManager:
             cpu=requests.cpu if requests else 1,
             memory_mb=requests.memory if requests else 0,
             gpu_ids=gpu_ids,
-            log_path=self.log_path(inst.name, inst.id),
-            labels={SERVICE_LABEL: inst.id, INSTANCE_LABEL: self._platform},
+            log_path=self.log_path(name, service_id),
+            labels={SERVICE_LABEL: service_id, INSTANCE_LABEL: self._platform},
             user=self._user,
             pids_limit=self._pids,
             max_log_bytes=self._max_log_bytes,
         )
+
+    def _found(self, row: service_table.ServiceRow) -> OperatorSpec:
+        """Enough of a recorded service's spec for the runtime to find it again (attach, stop)."""
+        return self._spec(row.id, row.name, None, row.gpu_ids)
 
     async def _run(self, service: Service, inst: Instance) -> None:
         """Start the service, wait until it is ready, follow it until it ends; then clean up after it (unless
@@ -515,7 +524,7 @@ class ServiceManager:
 
     async def _start(self, service: Service, inst: Instance) -> None:
         assert inst.grant is not None
-        spec = self._spec(inst, service, inst.grant.gpu_ids)
+        spec = self._spec(inst.id, inst.name, service, inst.grant.gpu_ids)
         try:
             handle = await self._runtime.start_service(spec)
         except RuntimeFailure as exc:
@@ -613,8 +622,7 @@ class ServiceManager:
     async def _stop_row(self, row: service_table.ServiceRow) -> None:
         """Stop a service of this node run by another jobs process (it cleans up after it once it ended)."""
         if row.runtime_id is not None:
-            inst = Instance(row.id, ("", ()), row.name, None, asyncio.get_running_loop().create_future())
-            await self._runtime.stop_service(self._spec(inst, None, row.gpu_ids), row.runtime_id, self._grace)
+            await self._runtime.stop_service(self._found(row), row.runtime_id, self._grace)
 
     # -- restart -----------------------------------------------------------------------------------------------
 
@@ -634,8 +642,7 @@ class ServiceManager:
             )
         handle = None
         if row.runtime_id is not None and row.network is not None and row.ready is not None:
-            spec = self._spec(inst, None, row.gpu_ids)
-            handle = await self._runtime.attach_service(spec, row.runtime_id, row.network)
+            handle = await self._runtime.attach_service(self._found(row), row.runtime_id, row.network)
         if handle is not None and self._instances.get(inst.identity, inst) is inst:
             try:
                 await self._queue.restore(grant)
@@ -659,7 +666,7 @@ class ServiceManager:
             await handle.stop(0)
             await handle.wait()
         elif row.runtime_id is not None:  # started but never ready: stop what may still run of it
-            await self._runtime.stop_service(self._spec(inst, None, row.gpu_ids), row.runtime_id, 0)
+            await self._runtime.stop_service(self._found(row), row.runtime_id, 0)
         await self._db.write(lambda conn: service_table.delete(conn, row.id))
         await self._queue.release(inst.key)
 

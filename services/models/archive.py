@@ -11,7 +11,6 @@ one, is the model's name) and at least one numbered version folder.
 from __future__ import annotations
 
 import posixpath
-import re
 import shutil
 import tarfile
 import zipfile
@@ -23,10 +22,9 @@ from pathlib import Path
 from typing import IO
 
 from shared.errors import FULL_ERRNOS, ClaretError, ErrorCode, storage_full
+from shared.model_config import CONFIG, declared_name
 
 MAX_MEMBERS = 100_000
-CONFIG = "config.pbtxt"
-_CONFIG_NAME = re.compile(r'^\s*name\s*:\s*"([^"]*)"', re.MULTILINE)
 COPY_BYTES = 1024 * 1024
 
 
@@ -147,10 +145,9 @@ def _model_folder(into: Path) -> Path:
 
 
 def _check_model(folder: Path, name: str) -> UnpackedModel:
-    config = (folder / CONFIG).read_text(errors="replace")
-    declared = _CONFIG_NAME.search(config)
-    if declared is not None and declared.group(1) != name:
-        raise invalid(f"{CONFIG} names the model {declared.group(1)!r}, not {name!r}: Triton needs them equal")
+    declared = declared_name((folder / CONFIG).read_text(errors="replace"))
+    if declared is not None and declared != name:
+        raise invalid(f"{CONFIG} names the model {declared!r}, not {name!r}: Triton needs them equal")
     versions = tuple(sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()))
     if not versions:
         raise invalid("the model has no version folder (a folder named by a number, e.g. 1/, beside config.pbtxt)")

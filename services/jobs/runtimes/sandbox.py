@@ -524,9 +524,10 @@ class SandboxHandle:
             await asyncio.shield(self._exited)
 
 
-def _namespace_holder(network: ServiceNetwork) -> int | None:
-    """The process holding a sandboxed service's network namespace, if it still runs (``pid:start time``)."""
-    pid_text, _, start_time = network.ref.partition(":")
+def _namespace_holder(ref: str) -> int | None:
+    """The process holding a sandboxed service's network namespace (its ``ServiceNetwork.ref``, ``pid:start
+    time``), if it still runs."""
+    pid_text, _, start_time = ref.partition(":")
     if not pid_text.isdigit() or process_start_time(int(pid_text)) != start_time:
         return None
     return int(pid_text)
@@ -686,10 +687,10 @@ class SandboxRuntime:
         service = joined_network(spec)
         if service is None:
             return []
-        pid_text, _, start_time = service.partition(":")
-        if not pid_text.isdigit() or process_start_time(int(pid_text)) != start_time:
+        pid = _namespace_holder(service)
+        if pid is None:
             raise RuntimeFailure(f"operator {spec.operator!r}: its service is gone")
-        return [netns.NSENTER, f"--net={netns.namespace_path(int(pid_text))}"]
+        return [netns.NSENTER, f"--net={netns.namespace_path(pid)}"]
 
     async def start_service(self, spec: OperatorSpec) -> SandboxServiceHandle:
         """The service in a sandbox of its own, with a network namespace of its own (bwrap's
@@ -735,11 +736,11 @@ class SandboxRuntime:
             await handle.stop(grace)
 
     async def accepts(self, network: ServiceNetwork, port: int) -> bool:
-        pid = _namespace_holder(network)
+        pid = _namespace_holder(network.ref)
         return pid is not None and await netns.accepts(pid, port)
 
     async def request(self, network: ServiceNetwork, port: int, method: str, path: str) -> tuple[int, bytes]:
-        pid = _namespace_holder(network)
+        pid = _namespace_holder(network.ref)
         if pid is None:
             raise ConnectionRefusedError(f"the service's network ({network.ref}) is gone")
         return await netns.request(pid, port, method, path)
