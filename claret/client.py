@@ -312,6 +312,11 @@ class PlatformClient:
         reply = await self._unary(self._jobs.Cancel, request)
         return CanceledJob(reply.job_id.value, JobState(reply.job_state), JobStatus(reply.job_status))
 
+    async def add_job_metadata(self, job_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
+        """Add (or replace) metadata keys of a job; the job's whole metadata afterwards."""
+        request = jobs_pb2.JobsAddMetadataRequest(header=HEADER, job_id=_identifier(job_id), metadata=metadata)
+        return dict((await self._unary(self._jobs.AddMetadata, request)).metadata)
+
     async def job_status(self, job_id: str) -> Job:
         """The job with its operators, DAG and messages."""
         request = jobs_pb2.JobsStatusRequest(header=HEADER, job_id=_identifier(job_id))

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-ALL_SERVICES = ("pipelines", "payloads", "jobs", "models")
+ALL_SERVICES = ("pipelines", "payloads", "jobs", "models", "dicom")
+DEFAULT_SERVICES = ("pipelines", "payloads", "jobs", "models")
+"""What ``claret serve`` runs unless told: DICOM joins when ``dicom_config`` is set."""
 RuntimeName = Literal["auto", "docker", "sandbox"]
 QueueKind = Literal["local", "database"]
 LogFormat = Literal["console", "json"]
@@ -59,8 +61,9 @@ class Settings:
     """The Triton image for operators' ``models:`` on the Docker runtime (empty: none)."""
     triton_gpus: int = 0
     """GPUs the Triton instance holds, from the ledger."""
-    services: tuple[str, ...] = ALL_SERVICES
-    """Which services this process serves (the Clara service comes with ``jobs``)."""
+    services: tuple[str, ...] = DEFAULT_SERVICES
+    """Which services this process serves (the Clara service comes with ``jobs``; ``dicom`` by default
+    when ``dicom_config`` is set)."""
     runtime: RuntimeName = "auto"
     """Operator runtime: ``docker``, ``sandbox`` or ``auto`` (Docker when an engine answers)."""
     log_format: LogFormat = "console"
@@ -124,6 +127,12 @@ class Settings:
     """Seconds a pipeline service has to accept connections on each declared http port."""
     service_idle_timeout: float = 1800.0
     """Seconds a pipeline service no operator uses keeps running; 0 keeps it until Clara.Stop."""
+    dicom_config: Path | None = None
+    """The DICOM service's configuration (AE titles, sources, destinations: docs/dicom.md); reloaded on change."""
+    dicom_host: str | None = None
+    """Address the DICOM SCP listens on (default: ``host``); its port is in ``dicom_config``."""
+    dicom_platform: str | None = None
+    """Where the DICOM service reaches Pipelines and Jobs over gRPC (default: this process's own port)."""
     service_data_dir: Path | None = None
     """Folder mounted read-only in every pipeline service at /clara/common (NVIDIA_CLARA_SERVICE_DATA_PATH)."""
 
@@ -166,6 +175,8 @@ class Settings:
             if raw is not None:
                 values[f.name] = _parse(f, raw)
         values.update({k: v for k, v in (options or {}).items() if v is not None})
+        if values.get("dicom_config") is not None and "services" not in values:
+            values["services"] = (*DEFAULT_SERVICES, "dicom")
         settings = cls(**values)
         settings.validate()
         return settings
@@ -177,6 +188,8 @@ class Settings:
                 f"services must be a non-empty subset of {', '.join(ALL_SERVICES)}: "
                 f"got {', '.join(self.services) or 'nothing'}"
             )
+        if "dicom" in self.services and self.dicom_config is None:
+            raise ValueError("the dicom service needs a configuration: set CLARET_DICOM_CONFIG (docs/dicom.md)")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}: got {self.runtime!r}")
         if self.log_format not in LOG_FORMATS:

@@ -67,6 +67,27 @@ class Metrics:
             "Pipeline services running and ready in this jobs process.",
             registry=self.registry,
         )
+        self.dicom_instances = Counter(
+            "claret_dicom_instances_received",
+            "DICOM instances received by C-STORE, by outcome (stored, refused, ignored).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.dicom_associations = Counter(
+            "claret_dicom_associations",
+            "DICOM associations, by outcome (released, aborted, rejected).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.dicom_jobs = Counter(
+            "claret_dicom_jobs_created", "Jobs created from received DICOM instances.", registry=self.registry
+        )
+        self.dicom_exports = Counter(
+            "claret_dicom_exports",
+            "Exports of DICOM results to a destination, by outcome (sent, retried, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
         payload_bytes = Counter(
             "claret_payload_bytes", "Payload bytes moved, by direction.", ["direction"], registry=self.registry
         )
