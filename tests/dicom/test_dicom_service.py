@@ -23,10 +23,11 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from claret.client import PlatformClient
 from claret.records import Job, JobState, JobStatus
 from services.dicom import tables
+from services.dicom.incoming import IncomingStore, Released
+from services.dicom.instances import inspect
 from shared.config import DEFAULT_SERVICES
 from shared.resources import Resources
 from tests.dicom.tools import (
-    AssociationFailed,
     Orthanc,
     abort_after_store,
     ct_file,
@@ -341,3 +342,48 @@ async def test_the_configuration_reloads_and_a_bad_file_keeps_the_last_good_one(
         dicom.rewrite("dicom:\n  scp:\n    aeTitles:\n      - aeTitle: THIS_TITLE_IS_FAR_TOO_LONG\n")
         await asyncio.sleep(2.5)  # the watcher has read it
         assert await mr_answers() and (await asyncio.to_thread(echo, dicom.port, "CLARA_CT")).returncode == 0
+
+
+HOSTILE = """api-version: 0.4.0
+name: dicom-hostile
+operators:
+- name: derive
+  container:
+    image: busybox
+    command: [sh, -c, "cp /input/*.dcm /output/ && ln -s {file} /output/stolen.dcm && ln -s {folder} /output/linked"]
+  input: [{{path: /input}}]
+  output: [{{path: /output}}]
+"""
+
+
+async def test_an_export_never_follows_links_an_operator_planted(tmp_path: Path) -> None:
+    """The operator's outputs hold its copy of the input and links to DICOM files of the host: only the copy
+    may reach the PACS."""
+    hostile = HOSTILE.format(file=mr_file(), folder=mr_file().parent)
+    document = configuration(free_port(), processorSettings={"pipeline-derive": "dicom-hostile"})
+    with Orthanc(tmp_path / "orthanc") as pacs:
+        document["dicom"]["scu"]["destinations"][0]["port"] = pacs.dicom_port
+        async with dicom_platform(tmp_path, document) as dicom:
+            await dicom.client.create_pipeline([("hostile.yaml", hostile)])
+            assert (await asyncio.to_thread(store, dicom.port, "CLARA_CT", [ct_file()])).returncode == 0
+            job = await one_ended_job(dicom, instances=1)
+            outcome = await eventually(lambda: _metadata(dicom, job.id, "dicom.export.ORTHANC"), what="the export")
+            assert outcome == "sent 1 files"
+            sent = [pacs.instance_tags(i)["SOPInstanceUID"] for i in pacs.instances()]
+            assert sent == [str(pydicom.dcmread(ct_file()).SOPInstanceUID)]
+
+
+async def test_released_instances_left_by_a_stop_become_a_job_at_the_next_start(tmp_path: Path) -> None:
+    """What a stop left between release and job is grouped again at start; an unreleased folder is removed."""
+    data = ct_file().read_bytes()
+    instance = inspect(_dataset_bytes(ct_file()), "1.2.840.10008.1.2.1")
+    incoming = IncomingStore(tmp_path / "data" / "dicom")
+    incoming.write("released1", instance.study, instance.series, instance.sop_instance, data)
+    incoming.release(
+        Released("released1", "CLARA_CT", "BEFORE_STOP", "127.0.0.1", {instance.study: {instance.series: 1}})
+    )
+    incoming.write("cut0ff", instance.study, instance.series, instance.sop_instance, data)  # never released
+    async with dicom_platform(tmp_path, configuration(free_port())) as dicom:
+        job = await one_ended_job(dicom, instances=1)
+        assert job.metadata["dicom.calling_ae"] == "BEFORE_STOP"
+        assert leftovers(dicom.incoming) == []

@@ -12,6 +12,7 @@ import pydicom
 import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.dsutils import split_dataset
+from pynetdicom.events import EventHandlerType
 
 from tests.dicom.tools import (
     AssociationFailed,
@@ -103,7 +104,7 @@ def test_send_raw_sends_the_body_verbatim_and_abort_after_store_aborts(tmp_path:
     ae.supported_contexts = AllStoragePresentationContexts
     ae.require_called_aet = True
     port = free_port()
-    handlers = [(evt.EVT_C_STORE, on_store), (evt.EVT_ABORTED, lambda _: aborted.set())]
+    handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, on_store), (evt.EVT_ABORTED, lambda _: aborted.set())]
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
     try:
         body = b"\x08\x00\x16\x00UI\x04\x001.2\x00not DICOM at all \xff\xfe\x00"
@@ -117,4 +118,5 @@ def test_send_raw_sends_the_body_verbatim_and_abort_after_store_aborts(tmp_path:
         with pytest.raises(AssociationFailed, match="Called AE title not recognised"):
             send_raw(port, "ELSEWHERE", raw)
     finally:
+        assert server is not None
         server.shutdown()
