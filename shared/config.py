@@ -132,7 +132,7 @@ class Settings:
     dicom_host: str | None = None
     """Address the DICOM SCP listens on (default: ``host``); its port is in ``dicom_config``."""
     dicom_platform: str | None = None
-    """Where the DICOM service reaches Pipelines and Jobs over gRPC (default: this process's own port)."""
+    """Where the DICOM service reaches the Jobs service over gRPC (default: this process's own port)."""
     service_data_dir: Path | None = None
     """Folder mounted read-only in every pipeline service at /clara/common (NVIDIA_CLARA_SERVICE_DATA_PATH)."""
 

@@ -33,6 +33,8 @@ class Batch:
     calling: set[str] = field(default_factory=set)
     studies: dict[str, dict[str, int]] = field(default_factory=dict)
     """Instances by study UID, then series UID."""
+    jobs_made: set[str] = field(default_factory=set)
+    """The pipeline keys whose job was made and started (the submitter's progress through the mapping)."""
 
     @property
     def instances(self) -> int:

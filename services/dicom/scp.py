@@ -28,6 +28,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from services.dicom.config import DicomConfig
 from services.dicom.incoming import IncomingStore, Released
 from services.dicom.instances import InvalidInstance, inspect
+from services.dicom.scu import no_delay
 from services.dicom.tables import AssociationRow, Outcome
 from shared.logging import get_logger
 from shared.metrics import Metrics
@@ -103,6 +104,7 @@ class StoreScp:
         if config.verification:
             ae.add_supported_context(Verification, ALL_SYNTAXES)
         handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, no_delay),
             (evt.EVT_REQUESTED, self._requested),
             (evt.EVT_ACCEPTED, self._accepted),
             (evt.EVT_REJECTED, self._over_limit),

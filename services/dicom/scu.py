@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import stat
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE
+from pynetdicom import AE, evt
 
 from services.dicom.config import Destination
 
@@ -22,6 +23,14 @@ PREAMBLE = 128
 MAGIC = b"DICM"
 MAX_CONTEXTS = 128
 """An association proposes at most 128 presentation contexts (one per SOP class and transfer syntax)."""
+
+
+def no_delay(event: evt.Event) -> None:
+    """Turn Nagle's algorithm off on an association's socket (``EVT_CONN_OPEN``): DIMSE is small requests
+    and answers, and with Nagle and delayed acknowledgements each C-STORE waits tens of milliseconds."""
+    transport = event.assoc.dul.socket
+    if transport is not None and transport.socket is not None:
+        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class ExportError(Exception):
@@ -63,7 +72,9 @@ def send(destination: Destination, calling: str, files: list[Path], timeout: flo
     for sop_class, syntax in sorted(contexts):
         ae.add_requested_context(sop_class, syntax)
     where = f"{destination.name} ({destination.ae_title} at {destination.host}:{destination.port})"
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    assoc = ae.associate(
+        destination.host, destination.port, ae_title=destination.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)]
+    )
     if not assoc.is_established:
         raise ExportError(f"{where}: {_refusal(assoc)}")
     try:

@@ -1,6 +1,7 @@
 """A closed batch becomes a job of each pipeline its AE title maps: created, its instances placed, started.
 
-The platform is reached over gRPC (Pipelines and Jobs, wherever they run); the instances go straight
+Pipelines are looked up in the shared database; Jobs is reached over gRPC (wherever it runs, the
+``dicom_platform`` address); the instances go straight
 into the job's payload on the shared payload store (moved when one pipeline takes them, copied for the
 others), never through an upload stream. Job metadata records where the instances came from.
 
@@ -16,6 +17,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from claret.client import PlatformClient
@@ -25,7 +27,7 @@ from services.dicom import tables
 from services.dicom.config import AeTitle, DicomConfig
 from services.dicom.grouping import Batch
 from services.dicom.incoming import IncomingStore
-from shared.db import Database
+from shared.db import Database, pipelines
 from shared.logging import get_logger
 from shared.metrics import Metrics
 from shared.payload_store import INPUT_DIR, TEMP_PREFIX, PayloadStore
@@ -55,8 +57,6 @@ class Submitter:
         self._metrics = metrics
         self._client = client
         self._tasks: set[asyncio.Task[None]] = set()
-        self.submitted = asyncio.Event()
-        """Set after each submitted batch (tests and the bench wait on it)."""
 
     def submit(self, batch: Batch) -> None:
         task = asyncio.get_running_loop().create_task(self._submit_until_done(batch))
@@ -84,17 +84,18 @@ class Submitter:
                 delay = min(delay * 2, LAST_RETRY_S)
                 continue
             self._discard(batch)
-            self.submitted.set()
             return
 
     async def _submit(self, batch: Batch, ae_title: AeTitle) -> None:
         files = [path for part in batch.parts for path in self._incoming.files(part.association, part.study)]
         async with self._client() as client:
-            pipelines = await client.list_pipelines()
             for index, (key, ref) in enumerate(ae_title.pipelines):
-                pipeline_id = _pipeline_id(ref, [(p.id, p.name) for p in pipelines])
+                if key in batch.jobs_made:
+                    continue  # made before a later pipeline's job failed: a retry makes only the rest
+                pipeline_id = _pipeline_id(ref, await self._db.read(partial(pipelines.ids_for, ref=ref)))
                 last = index == len(ae_title.pipelines) - 1
                 await self._one_job(client, batch, ae_title, key, pipeline_id, files, move=last)
+                batch.jobs_made.add(key)
 
     async def _one_job(
         self,
@@ -133,9 +134,8 @@ class Submitter:
             self._incoming.remove(part.association, part.study)
 
 
-def _pipeline_id(ref: str, pipelines: list[tuple[str, str]]) -> str:
-    """A mapping names a pipeline by id or by name; a name must be unique."""
-    ids = [pid for pid, name in pipelines if ref in (pid, name)]
+def _pipeline_id(ref: str, ids: list[str]) -> str:
+    """A mapping names a pipeline by id or by name (read from the shared database); a name must be unique."""
     if len(ids) != 1:
         kind = "pipelines are" if ids else "pipeline is"
         raise ClientError(f"{len(ids) or 'no'} {kind} named or numbered {ref!r}")

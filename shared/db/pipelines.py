@@ -78,3 +78,9 @@ def replace_definition(
         (name, files_to_json(files), updated, pipeline_id),
     )
     return cursor.rowcount == 1
+
+
+def ids_for(conn: Connection, ref: str) -> list[str]:
+    """The ids of the pipelines ``ref`` names: by id, or by name (names need not be unique)."""
+    rows = conn.execute("SELECT id FROM pipelines WHERE id = ? OR name = ? ORDER BY id", (ref, ref))
+    return [row["id"] for row in rows]
