@@ -223,7 +223,7 @@ def echo(port: int, called: str, calling: str = "ECHOSCU") -> subprocess.Complet
 def store(port: int, called: str, files: Sequence[Path], calling: str = "STORESCU") -> subprocess.CompletedProcess[str]:
     """C-STORE ``files``, in order, on one association with dcmtk's ``storescu -v``: the finished process, unchecked.
 
-    What was proposed: exactly each file's own (SOP class, transfer syntax) pair, one presentation context per
+    It proposes exactly each file's own (SOP class, transfer syntax) pair, one presentation context per
     distinct pair (at most 128), through an association profile written for the call (``-xf``). No command-line
     option does that: ``-x?`` picks one preferred syntax for every file (default Explicit VR Little Endian, then
     Big Endian and Implicit as fallbacks), storescu cannot convert compressed data (a JPEG 2000 or RLE file then
@@ -233,11 +233,12 @@ def store(port: int, called: str, files: Sequence[Path], calling: str = "STORESC
     out as stored (storescu still parses it: a file it cannot read is "Bad DICOM file"; use :func:`send_raw`).
 
     Exit status (dcmtk 3.6.7, checked against storescp and Orthanc): 0 only when every file got Success (or a
-    Warning); storescu stops at the first file that fails. Non-zero when the association is rejected (1, "Association
-    Rejected" with result, source and reason), nobody listens (1, "Connection refused"), the peer accepts no proposed
-    context for a file (1, "No presentation context"), the peer aborts (10, "Peer aborted Association"), or a
-    C-STORE answers a failure status: the status's high byte (0xA700 Out of Resources gives 167). ``-nh`` (not used)
-    would continue past failures and exit 0. Orthanc 1.10 answers Success even for an instance its Lua filter drops.
+    Warning); storescu stops at the first file that fails. Non-zero when the association is rejected (1,
+    "Association Rejected" with result, source and reason), nobody listens (1, "Connection refused"), the peer
+    accepts no proposed context (1, "No Acceptable Presentation Contexts") or none for a file (1, "No presentation
+    context for"), the peer aborts (10, "Peer aborted Association"), or a C-STORE answers a failure status: then
+    the status's high byte (0xA700 Out of Resources gives 167). ``-nh`` (not used) would go on past failures and
+    exit 0. Orthanc 1.10 answers Success even for an instance its Lua filter drops.
     """
     with tempfile.TemporaryDirectory(prefix="storescu-") as scratch:
         profile = Path(scratch) / "storescu.cfg"
