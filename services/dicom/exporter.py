@@ -18,11 +18,13 @@ import time
 from collections.abc import Callable, Iterator
 
 from claret.client import PlatformClient
+from claret.errors import ClientError
 from claret.records import JobState, JobStatus
 from services.dicom import tables
 from services.dicom.config import DicomConfig
 from services.dicom.scu import ExportError, find_results, send
 from shared.db import Database
+from shared.errors import ErrorCode
 from shared.logging import get_logger
 from shared.metrics import Metrics
 from shared.payload_store import PayloadStore
@@ -75,7 +77,14 @@ class Exporter:
             await asyncio.sleep(self._poll)
 
     async def _check(self, client: PlatformClient, job: tables.DicomJob) -> None:
-        status = await client.job_status(job.job_id)
+        try:
+            status = await client.job_status(job.job_id)
+        except ClientError as exc:
+            if exc.code != ErrorCode.NO_SUCH_JOB:
+                raise
+            log.warning("a DICOM job is gone; nothing to export", job=job.job_id)
+            await self._db.write(lambda conn: tables.end_job(conn, job.job_id, {}, time.time()))
+            return
         if status.state is not JobState.STOPPED:
             return
         counts = await asyncio.to_thread(self._results, job, status.status)

@@ -119,8 +119,10 @@ class StoreScp:
         return int(server.server_address[1])
 
     def stop(self) -> None:
+        """Stop listening and abort the open associations (their instances are removed: the peer was not
+        told they were kept, so it sends them again)."""
         if self._server is not None:
-            self._server.shutdown()
+            self._server.ae.shutdown()
             self._server = None
 
     def apply(self, config: DicomConfig) -> None:

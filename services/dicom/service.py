@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from claret.client import PlatformClient, Security
 from services.dicom import tables
@@ -69,7 +71,7 @@ class DicomService:
             self._resources.metrics,
             on_released=self._released,
             on_recorded=self._recorded,
-            post=loop.call_soon_threadsafe,
+            post=lambda fn, arg: _post(loop, fn, arg),
         )
         settings = self._resources.settings
         self.port = self._scp.start(settings.dicom_host or settings.host, self.state.config.port)
@@ -137,6 +139,13 @@ class DicomService:
 def _record_association(conn: Connection, row: tables.AssociationRow) -> None:
     tables.add_association(conn, row)
     tables.forget_associations_before(conn, row.ended - KEEP_ASSOCIATIONS_S)
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[[Any], None], arg: Any) -> None:
+    """Hand ``fn(arg)`` from a pynetdicom thread to the loop; a loop already closed means the process is
+    stopping, and the association's instances are on disk for the next start."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, arg)
 
 
 def _own_address(host: str, port: int) -> str:

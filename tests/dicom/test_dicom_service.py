@@ -387,3 +387,12 @@ async def test_released_instances_left_by_a_stop_become_a_job_at_the_next_start(
         job = await one_ended_job(dicom, instances=1)
         assert job.metadata["dicom.calling_ae"] == "BEFORE_STOP"
         assert leftovers(dicom.incoming) == []
+
+
+async def test_instances_of_an_ignored_sop_class_are_acknowledged_but_not_kept(tmp_path: Path) -> None:
+    mr_class = str(pydicom.dcmread(mr_file(), stop_before_pixels=True).SOPClassUID)
+    async with dicom_platform(tmp_path, configuration(free_port(), ignoredSopClasses=[mr_class])) as dicom:
+        sent = await asyncio.to_thread(store, dicom.port, "CLARA_CT", [ct_file(), mr_file()])
+        assert sent.returncode == 0  # the sender is told both were stored
+        job = await one_ended_job(dicom, instances=1)
+        assert job.metadata["dicom.study_uids"] == study_uid(ct_file())
