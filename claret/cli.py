@@ -2,8 +2,9 @@
 
 The client verbs are the original ``clara`` ones (``clara create job -n NAME -p PIPELINE -f DIR --start``,
 ``clara describe job -j ID``, ``clara download JOB:/operators/x/* out`` ...) with the output shapes its
-scripts parse, so those scripts keep working. Every client verb takes ``--host``, ``--config``,
-``--output`` and ``--timeout``, before or after the verb (after wins).
+scripts parse, so those scripts keep working; ``claret dicom ...`` is Claret's own, over its DICOM API.
+Every client verb takes ``--host``, ``--config``, ``--output`` and ``--timeout``, before or after the verb
+(after wins).
 
 Which platform: ``--host`` > ``$CLARET_HOST_ADDRESS`` > ``host`` in the config file (``--config FILE``,
 default ``~/.clara/config.yaml``) > ``127.0.0.1:30031``.
@@ -26,7 +27,18 @@ import click
 from claret import __version__, transfers
 from claret.errors import ClientError
 from claret.output import Output, shown, table, when
-from claret.records import Job, JobState, JobStatus, ModelType, PipelineNode, Priority
+from claret.records import (
+    DicomAeTitle,
+    DicomAssociation,
+    DicomExport,
+    DicomStatus,
+    Job,
+    JobState,
+    JobStatus,
+    ModelType,
+    PipelineNode,
+    Priority,
+)
 from claret.serve_command import serve
 from shared.model_config import CONFIG, declared_name
 
@@ -856,3 +868,162 @@ async def utilization(s: Session) -> None:
         for g in gpus
     ]
     s.output.result(gpus, table(columns, rows) if gpus else f"no GPUs reported by the platform at {s.client.address}")
+
+
+# The DICOM service
+
+
+@main.group("dicom")
+def dicom_group() -> None:
+    """The DICOM service: its configuration in force, recent associations and exports."""
+
+
+LIMIT = click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="How many, newest first (the platform answers 1000 at most).",
+)
+
+
+def ae_title_document(entry: DicomAeTitle) -> Document:
+    return {
+        "ae_title": entry.ae_title,
+        "name": entry.name,
+        "pipelines": [{"key": key, "ref": ref} for key, ref in entry.pipelines],
+        "priority": entry.priority,
+        "grouping": entry.grouping,
+        "timeout": entry.timeout,
+        "sources": list(entry.sources),
+        "export": {"operators": list(entry.export_operators), "destinations": list(entry.export_destinations)},
+        "ignored_sop_classes": list(entry.ignored_sop_classes),
+    }
+
+
+def dicom_status_document(status: DicomStatus) -> Document:
+    return {
+        "config_path": status.config_path,
+        "loaded": when(status.loaded),
+        "problem": status.problem,
+        "scp_port": status.scp_port,
+        "scu_ae_title": status.scu_ae_title,
+        "ae_titles": [ae_title_document(entry) for entry in status.ae_titles],
+        "sources": [{"ae_title": source.ae_title, "host": source.host} for source in status.sources],
+        "destinations": [
+            {"name": d.name, "ae_title": d.ae_title, "host": d.host, "port": d.port} for d in status.destinations
+        ],
+    }
+
+
+def ae_title_row(entry: DicomAeTitle) -> list[str]:
+    """AE TITLE, NAME, PIPELINES (key=pipeline), PRIORITY, GROUPING, EXPORT (operators -> destinations), SOURCES."""
+    grouping = f"study ({entry.timeout:g} s)" if entry.grouping == "study" else entry.grouping
+    export = f"{','.join(entry.export_operators)} -> {','.join(entry.export_destinations)}"
+    return [
+        entry.ae_title,
+        entry.name,
+        shown(", ".join(f"{key}={ref}" for key, ref in entry.pipelines)),
+        entry.priority,
+        grouping,
+        export if entry.export_destinations else "-",
+        ", ".join(entry.sources) or "any",
+    ]
+
+
+@dicom_group.command("status")
+@client_options
+@verb
+async def dicom_status(s: Session) -> None:
+    """Show the configuration in force: AE titles and the pipelines they start, destinations, sources; and, when
+    the file was refused, why (the last good configuration then stays in force)."""
+    status = await s.client.dicom_status()
+    text: list[Any] = [f"Config: {status.config_path} (loaded {shown(when(status.loaded))})"]
+    if status.problem:
+        text.append(f"Problem: {status.problem} (the last good configuration stays in force)")
+    text += [f"ScpPort: {status.scp_port}", f"ScuAeTitle: {status.scu_ae_title}", ""]
+    columns = ["AE TITLE", "NAME", "PIPELINES", "PRIORITY", "GROUPING", "EXPORT", "SOURCES"]
+    text += [table(columns, [ae_title_row(entry) for entry in status.ae_titles]), ""]
+    rows = [[d.name, d.ae_title, d.host, str(d.port)] for d in status.destinations]
+    text += [table(["DESTINATION", "AE TITLE", "HOST", "PORT"], rows), ""]
+    text.append(table(["SOURCE", "HOST"], [[source.ae_title, source.host or "any"] for source in status.sources]))
+    s.output.result(dicom_status_document(status), *text)
+
+
+def association_row(r: DicomAssociation) -> list[str]:
+    return [
+        r.id,
+        r.called,
+        r.calling,
+        r.address,
+        r.outcome,
+        str(r.instances),
+        size_text(r.bytes),
+        shown(when(r.ended)),
+        shown(r.reason),
+    ]
+
+
+def association_document(row: DicomAssociation) -> Document:
+    return {
+        "id": row.id,
+        "called": row.called,
+        "calling": row.calling,
+        "address": row.address,
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "instances": row.instances,
+        "bytes": row.bytes,
+        "started": when(row.started),
+        "ended": when(row.ended),
+    }
+
+
+@dicom_group.command("associations")
+@LIMIT
+@client_options
+@verb
+async def dicom_associations(s: Session, limit: int) -> None:
+    """List the latest associations with the SCP, newest first: released, aborted, or rejected and why."""
+    rows = await s.client.dicom_associations(limit)
+    columns = ["ID", "CALLED", "CALLING", "ADDRESS", "OUTCOME", "INSTANCES", "BYTES", "ENDED", "REASON"]
+    s.output.result([association_document(row) for row in rows], table(columns, [association_row(r) for r in rows]))
+
+
+def export_row(r: DicomExport) -> list[str]:
+    """NEXT TRY only for a pending export: a settled one is never tried again."""
+    return [
+        r.job_id,
+        r.destination,
+        r.state,
+        str(r.files),
+        str(r.attempts),
+        shown(when(r.updated)),
+        shown(when(r.next_try)) if r.state == "pending" else "-",
+        shown(r.error),
+    ]
+
+
+def export_document(row: DicomExport) -> Document:
+    return {
+        "job_id": row.job_id,
+        "destination": row.destination,
+        "state": row.state,
+        "files": row.files,
+        "attempts": row.attempts,
+        "error": row.error,
+        "next_try": when(row.next_try),
+        "updated": when(row.updated),
+    }
+
+
+@dicom_group.command("exports")
+@LIMIT
+@client_options
+@verb
+async def dicom_exports(s: Session, limit: int) -> None:
+    """List the latest exports of jobs' results to destinations, most recently updated first."""
+    rows = await s.client.dicom_exports(limit)
+    columns = ["JOB ID", "DESTINATION", "STATE", "FILES", "ATTEMPTS", "UPDATED", "NEXT TRY", "ERROR"]
+    s.output.result([export_document(row) for row in rows], table(columns, [export_row(r) for r in rows]))

@@ -5,7 +5,8 @@ It is the one client of this repository: the CLI runs it one command at a time (
 
 Every call checks the ``ResponseHeader`` (a negative code is the platform refusing, with messages that
 name the bad value) and turns gRPC transport failures into one :class:`ClientError` that says which
-address could not be reached, so the CLI prints one line and never a traceback. Ids may be unique
+address could not be reached, so the CLI prints one line and never a traceback. Claret's own DICOM API
+(``claret.dicom.Dicom``) has no header: it refuses with gRPC statuses, translated the same way. Ids may be unique
 left-to-right prefixes; :meth:`PlatformClient.resolve_job` and friends expand them through the List RPCs.
 """
 
@@ -31,6 +32,9 @@ from claret.records import (
     CanceledJob,
     CreatedJob,
     CreatedPipeline,
+    DicomAssociation,
+    DicomExport,
+    DicomStatus,
     Gpu,
     Job,
     JobState,
@@ -44,6 +48,7 @@ from claret.records import (
     Priority,
     StartedJob,
 )
+from protos.claret_api import dicom_pb2, dicom_pb2_grpc
 from protos.nvidia.clara.platform import (
     clara_pb2,
     clara_pb2_grpc,
@@ -89,6 +94,8 @@ ALL_STATES = tuple(state for state in JobState if state is not JobState.UNKNOWN)
 """Jobs.List filter meaning "every job": the platform answers no filter with the running jobs only."""
 HEADER = common_pb2.RequestHeader(api_version=common_pb2.Version(major=0, minor=7, patch=4), user_agent=USER_AGENT)
 """Sent on every request (a message field assignment copies it, so one instance serves all)."""
+DICOM_API = "the DICOM service (claret.dicom.Dicom)"
+"""What a platform lacks when it answers a DICOM call UNIMPLEMENTED: it runs without the dicom service."""
 
 Progress = Callable[[int], None]
 """Called with the number of bytes just sent or received."""
@@ -207,6 +214,7 @@ class PlatformClient:
         self._payloads = payloads_pb2_grpc.PayloadsStub(self._channel)  # type: ignore[no-untyped-call]
         self._clara = clara_pb2_grpc.ClaraStub(self._channel)  # type: ignore[no-untyped-call]
         self._models = models_pb2_grpc.ModelsStub(self._channel)  # type: ignore[no-untyped-call]
+        self._dicom = dicom_pb2_grpc.DicomStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> PlatformClient:
         return self
@@ -229,14 +237,24 @@ class PlatformClient:
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             within = f" within {self.timeout:g} s" if self.timeout is not None else ""
             return ClientError(f"cannot reach the platform at {self.address}: no answer{within}")
+        if code is grpc.StatusCode.INVALID_ARGUMENT:  # Claret's own APIs refuse so; the details name the value
+            return ClientError(f"the platform at {self.address} refused the call: {details}")
         said = f": {details}" if details else ""  # gRPC's own repr of the error says nothing more
         return ClientError(f"the platform at {self.address} failed the call: {code.name}{said}")
 
-    async def _unary(self, method: Any, request: object) -> Any:
+    async def _call(self, method: Any, request: object, *, serves: str | None = None) -> Any:
+        """A unary call's reply, a gRPC failure made one :class:`ClientError`; the reply's header (a Clara
+        reply's) is left to the caller. ``serves`` names what the call needs, for a platform that answers
+        UNIMPLEMENTED because it runs without that service."""
         try:
-            reply = await method(request, timeout=self.timeout, metadata=self._metadata)
+            return await method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
+            if serves is not None and error.code() is grpc.StatusCode.UNIMPLEMENTED:
+                raise ClientError(f"the platform at {self.address} does not run {serves}") from None
             raise self._transport_error(error) from None
+
+    async def _unary(self, method: Any, request: object) -> Any:
+        reply = await self._call(method, request)
         _check(reply.header)
         return reply
 
@@ -507,11 +525,7 @@ class PlatformClient:
     async def health(self, service: str = "") -> str:
         """The gRPC health status of ``service`` ("" = the whole server): SERVING, NOT_SERVING, ..."""
         request = health_pb2.HealthCheckRequest(service=service)
-        stub = health_pb2_grpc.HealthStub(self._channel)
-        try:
-            reply = await stub.Check(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as error:
-            raise self._transport_error(error) from None
+        reply = await self._call(health_pb2_grpc.HealthStub(self._channel).Check, request)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     async def stop_platform(self) -> None:
@@ -522,6 +536,27 @@ class PlatformClient:
         request = clara_pb2.ClaraUtilizationRequest(header=HEADER, watch=False)
         replies = await self._replies(self._clara.Utilization, request)
         return [Gpu.from_wire(metric) for reply in replies for metric in reply.gpu_metrics]
+
+    # The DICOM service (Claret's own API)
+
+    async def dicom_status(self) -> DicomStatus:
+        """The DICOM service's configuration in force, and why the file was refused if it was."""
+        return DicomStatus.from_wire(
+            await self._call(self._dicom.Status, dicom_pb2.DicomStatusRequest(), serves=DICOM_API)
+        )
+
+    async def dicom_associations(self, limit: int = 0) -> list[DicomAssociation]:
+        """The latest associations with the SCP, newest first: ``limit`` of them (0: the platform's default, 50;
+        it answers 1000 at most)."""
+        request = dicom_pb2.DicomListRequest(limit=limit)
+        reply = await self._call(self._dicom.ListAssociations, request, serves=DICOM_API)
+        return [DicomAssociation.from_wire(row) for row in reply.associations]
+
+    async def dicom_exports(self, limit: int = 0) -> list[DicomExport]:
+        """The latest exports of results to destinations, most recently updated first (``limit`` as above)."""
+        request = dicom_pb2.DicomListRequest(limit=limit)
+        reply = await self._call(self._dicom.ListExports, request, serves=DICOM_API)
+        return [DicomExport.from_wire(row) for row in reply.exports]
 
 
 async def _upload_requests(

@@ -23,6 +23,7 @@ from claret.errors import ClientError
 from protos.nvidia.clara.platform import jobs_pb2, models_pb2, payloads_pb2
 
 if TYPE_CHECKING:
+    from protos.claret_api import dicom_pb2
     from protos.nvidia.clara.platform import clara_pb2, common_pb2, pipelines_pb2
 
 __all__ = [
@@ -31,6 +32,12 @@ __all__ = [
     "CreatedJob",
     "CreatedPipeline",
     "DefinitionFile",
+    "DicomAeTitle",
+    "DicomAssociation",
+    "DicomDestination",
+    "DicomExport",
+    "DicomSource",
+    "DicomStatus",
     "Gpu",
     "GpuProcess",
     "Job",
@@ -51,6 +58,7 @@ __all__ = [
     "StartedJob",
     "WireEnum",
     "moment",
+    "unix_moment",
 ]
 
 _T = TypeVar("_T")
@@ -134,6 +142,16 @@ def moment(stamp: common_pb2.Timestamp) -> datetime | None:
         return DOTNET_EPOCH + timedelta(seconds=stamp.value)
     except OverflowError:
         raise ClientError(f"the platform sent a time past the year 9999 ({stamp.value} s)") from None
+
+
+def unix_moment(seconds: float) -> datetime | None:
+    """A time of Claret's own APIs (unix seconds, fractions kept) as a UTC datetime; None for 0, "not yet"."""
+    if seconds <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise ClientError(f"the platform sent a time out of range ({seconds} s since 1970)") from None
 
 
 def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
@@ -447,4 +465,150 @@ class Gpu:
             gpu.memory_used,
             tuple(GpuProcess(p.name, p.job_id.value or None) for p in gpu.process_details),
             moment(gpu.timestamp),
+        )
+
+
+# The DICOM service (Claret's own API, claret.dicom.Dicom: its messages have no header and times are unix seconds)
+
+
+@dataclass(frozen=True)
+class DicomAeTitle:
+    """An AE title the DICOM service answers to, and the jobs that instances sent to it start."""
+
+    ae_title: str
+    name: str
+    pipelines: tuple[tuple[str, str], ...]
+    """(key after ``pipeline-``, pipeline id or name) as configured: each batch starts a job per entry."""
+    priority: str
+    grouping: str
+    """``association`` or ``study`` (a study's batch closes after ``timeout`` seconds without instances)."""
+    timeout: float
+    sources: tuple[str, ...] = ()
+    """Calling AE titles allowed to use it; empty: any the service accepts."""
+    export_operators: tuple[str, ...] = ()
+    export_destinations: tuple[str, ...] = ()
+    """Destination names its results are sent to; empty: none."""
+    ignored_sop_classes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_wire(cls, entry: dicom_pb2.DicomAeTitle) -> Self:
+        return cls(
+            entry.ae_title,
+            entry.name,
+            tuple((p.key, p.ref) for p in entry.pipelines),
+            entry.priority,
+            entry.grouping,
+            entry.timeout,
+            tuple(entry.sources),
+            tuple(entry.export_operators),
+            tuple(entry.export_destinations),
+            tuple(entry.ignored_sop_classes),
+        )
+
+
+@dataclass(frozen=True)
+class DicomSource:
+    """A calling AE title that may send, from ``host`` only when it is given."""
+
+    ae_title: str
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class DicomDestination:
+    """A DICOM peer results are sent to, by ``name``."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class DicomStatus:
+    """The DICOM service's configuration in force, and why the file as it is now was refused (if it was)."""
+
+    config_path: str
+    loaded: datetime | None
+    """When the configuration in force was read."""
+    problem: str | None
+    """Why the file was refused (``file:line: ...``): the configuration in force is then the last good one."""
+    scp_port: int
+    scu_ae_title: str
+    ae_titles: tuple[DicomAeTitle, ...] = ()
+    sources: tuple[DicomSource, ...] = ()
+    destinations: tuple[DicomDestination, ...] = ()
+
+    @classmethod
+    def from_wire(cls, reply: dicom_pb2.DicomStatusResponse) -> Self:
+        return cls(
+            reply.config_path,
+            unix_moment(reply.loaded),
+            reply.problem or None,
+            reply.scp_port,
+            reply.scu_ae_title,
+            tuple(DicomAeTitle.from_wire(entry) for entry in reply.ae_titles),
+            tuple(DicomSource(s.ae_title, s.host or None) for s in reply.sources),
+            tuple(DicomDestination(d.name, d.ae_title, d.host, d.port) for d in reply.destinations),
+        )
+
+
+@dataclass(frozen=True)
+class DicomAssociation:
+    """An association with the DICOM service's SCP, once it ended: ``released``, ``aborted`` or ``rejected``."""
+
+    id: str
+    called: str
+    calling: str
+    address: str
+    outcome: str
+    reason: str
+    """Why it was rejected; empty otherwise."""
+    instances: int
+    bytes: int
+    started: datetime | None
+    ended: datetime | None
+
+    @classmethod
+    def from_wire(cls, row: dicom_pb2.DicomAssociation) -> Self:
+        return cls(
+            row.id,
+            row.called,
+            row.calling,
+            row.address,
+            row.outcome,
+            row.reason,
+            row.instances,
+            row.bytes,
+            unix_moment(row.started),
+            unix_moment(row.ended),
+        )
+
+
+@dataclass(frozen=True)
+class DicomExport:
+    """One job's DICOM results to one destination: ``pending`` (tried again at ``next_try``), ``sent`` or
+    ``failed`` (after its attempts)."""
+
+    job_id: str
+    destination: str
+    state: str
+    files: int
+    attempts: int
+    error: str
+    """The last attempt's failure; empty when none failed."""
+    next_try: datetime | None
+    updated: datetime | None
+
+    @classmethod
+    def from_wire(cls, row: dicom_pb2.DicomExport) -> Self:
+        return cls(
+            row.job_id,
+            row.destination,
+            row.state,
+            row.files,
+            row.attempts,
+            row.error,
+            unix_moment(row.next_try),
+            unix_moment(row.updated),
         )

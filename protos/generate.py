@@ -1,11 +1,15 @@
-"""Regenerate the Python modules of the Clara Platform API from the .proto files beside this script.
+"""Regenerate the Python modules of the gRPC APIs from the .proto files beside this script.
 
-    python -m protos.generate          # rewrite protos/nvidia/**/*_pb2*.py(i)
+    python -m protos.generate          # rewrite protos/{nvidia,claret_api}/**/*_pb2*.py(i)
     python -m protos.generate --check  # exit 1 when the checked-in modules are stale
 
-protoc writes ``from nvidia.clara.platform import x_pb2``; the imports are rewritten to
-``protos.nvidia.clara.platform`` so the generated code lives inside our own package and never
-shadows a ``nvidia`` namespace package (CUDA wheels install one).
+Two trees of .proto files: ``nvidia/`` is the Clara Platform API (the wire API, as Clara defines it), and
+``claret_api/`` is Claret's own API beside it (the DICOM service's, package ``claret.dicom``).
+
+protoc writes imports from the proto's folder (``from nvidia.clara.platform import x_pb2``, ``from claret_api
+import dicom_pb2``); they are rewritten to ``protos.nvidia.clara.platform`` and ``protos.claret_api`` so the
+generated code lives inside our own package: it never shadows a ``nvidia`` namespace package (CUDA wheels
+install one), and a generated import never says ``from claret``, which is the CLI's package.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-IMPORT = re.compile(r"^from nvidia\.clara\.platform(\.node_monitor)? import", re.MULTILINE)
+TREES = ("nvidia", "claret_api")
+"""The folders of .proto files under protos/, each also the top of the Python package generated from it."""
+IMPORT = re.compile(rf"^from ((?:{'|'.join(TREES)})(?:\.\w+)*) import", re.MULTILINE)
 
 
 def proto_sources() -> list[Path]:
-    return sorted(HERE.glob("nvidia/**/*.proto"))
+    return sorted(path for tree in TREES for path in HERE.glob(f"{tree}/**/*.proto"))
 
 
 def generate() -> dict[Path, str]:
@@ -41,9 +47,14 @@ def generate() -> dict[Path, str]:
             raise SystemExit("protoc failed")
         out = {}
         for path in sorted(Path(scratch).rglob("*_pb2*.py*")):
-            text = IMPORT.sub(lambda m: f"from protos.nvidia.clara.platform{m.group(1) or ''} import", path.read_text())
+            text = IMPORT.sub(lambda m: f"from protos.{m.group(1)} import", path.read_text())
             out[HERE / path.relative_to(scratch)] = text
         return out
+
+
+def packages() -> set[Path]:
+    """Every folder from a tree's top down to each .proto file: each needs an ``__init__.py``."""
+    return {folder for path in proto_sources() for folder in path.relative_to(HERE).parents if folder != Path(".")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(path.relative_to(HERE.parent))
             if not check:
                 path.write_text(text)
-    for package in {p.parent for p in HERE.glob("nvidia/**/*.proto")} | {HERE / "nvidia", HERE / "nvidia/clara"}:
-        init = package / "__init__.py"
+    for package in sorted(packages()):
+        init = HERE / package / "__init__.py"
         if not init.exists():
             stale.append(init.relative_to(HERE.parent))
             if not check:

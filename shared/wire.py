@@ -64,7 +64,7 @@ def _failure_header(exc: BaseException) -> common_pb2.ResponseHeader:
     return error_header(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
 
-class _Call:
+class Call:
     """One RPC: its request id (bound to every log line written while it runs), timing and outcome,
     logged and counted once when it ends."""
 
@@ -114,7 +114,7 @@ def unary(response_type: Callable[..., Any]) -> Callable[[Handler], Handler]:
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(self: Servicer, request: Any, context: Context) -> Any:
-            call = _Call(handler.__qualname__, context, self.metrics)
+            call = Call(handler.__qualname__, context, self.metrics)
             try:
                 response = await handler(self, request, context)
                 call.code = response.header.code
@@ -136,7 +136,7 @@ def streaming(response_type: Callable[..., Any]) -> Callable[[StreamHandler], St
     def decorate(handler: StreamHandler) -> StreamHandler:
         @functools.wraps(handler)
         async def wrapper(self: Servicer, request: Any, context: Context) -> AsyncIterator[Any]:
-            call = _Call(handler.__qualname__, context, self.metrics)
+            call = Call(handler.__qualname__, context, self.metrics)
             try:
                 async for message in handler(self, request, context):
                     message.header.SetInParent()  # present even when all its fields are defaults (code 0)

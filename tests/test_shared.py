@@ -41,7 +41,8 @@ def test_settings_from_environment_and_options() -> None:
     [
         ({"CLARET_PORT": "http"}, "CLARET_PORT='http'"),
         ({"CLARET_RUNTIME": "podman"}, "runtime must be one of"),
-        ({"CLARET_SERVICES": "jobs,dicom"}, "services must be"),
+        ({"CLARET_SERVICES": "jobs,bogus"}, "services must be"),
+        ({"CLARET_SERVICES": "jobs,dicom"}, "the dicom service needs a configuration"),
         ({"CLARET_MAX_STORAGE_USAGE": "1.5"}, "max_storage_usage"),
         ({"CLARET_QUEUE": "redis"}, "queue must be one of"),
         ({"CLARET_QUEUE_POLL": "20"}, "queue_poll"),

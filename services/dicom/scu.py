@@ -104,6 +104,5 @@ def _contexts(files: list[Path]) -> set[tuple[str, str]]:
 def _refusal(assoc: object) -> str:
     if getattr(assoc, "is_rejected", False):
         return "the association was rejected"
-    if getattr(assoc, "is_aborted", False):
-        return "the association was aborted"
-    return "nothing accepted the association (is the destination up?)"
+    # pynetdicom tells a refused connection from an abort only in its log
+    return "no association: nothing answered, or the destination aborted it"
