@@ -16,6 +16,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from services.dicom.instances import Instance
+
 MARKER = "released.json"
 TEMP_PREFIX = ".part-"
 FILE_MODE = 0o644
@@ -50,15 +52,15 @@ class IncomingStore:
     def folder(self, association_id: str) -> Path:
         return self.root / association_id
 
-    def write(self, association_id: str, study: str, series: str, sop_instance: str, data: bytes) -> None:
-        """Store one instance (UIDs checked by the caller: they are path segments)."""
-        target = self.folder(association_id) / study / series / f"{sop_instance}.dcm"
+    def write(self, association_id: str, instance: Instance, *data: bytes) -> None:
+        """Store one instance, the concatenation of ``data`` (its UIDs are checked: they are path segments)."""
+        target = self.folder(association_id) / instance.study / instance.series / f"{instance.sop_instance}.dcm"
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name(f"{TEMP_PREFIX}{target.name}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
         try:
             with os.fdopen(fd, "wb") as file:
-                file.write(data)
+                file.writelines(data)
             os.replace(temp, target)  # the same instance sent twice: the later copy wins
         except BaseException:
             with contextlib.suppress(OSError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import zlib
 from dataclasses import dataclass
 
@@ -59,6 +60,42 @@ def inspect(body: bytes, transfer_syntax: str) -> Instance:
     found = _walk(body, syntax.is_implicit_VR, syntax.is_little_endian)
     values = {tag: _uid(found, tag) for tag in _NAMES}
     return Instance(values[SOP_CLASS], values[SOP_INSTANCE], values[STUDY], values[SERIES])
+
+
+IMPLEMENTATION_CLASS_UID = "2.25.198449051992290229376058420390246404874"
+"""Written into the File Meta of stored instances as the implementation that wrote them (a UUID-derived UID,
+PS3.5 B.2: no registered root needed)."""
+IMPLEMENTATION_VERSION = "CLARET_DICOM_1"
+PREAMBLE = b"\0" * 128 + b"DICM"
+
+
+def file_header(instance: Instance, transfer_syntax: str, source_ae: str) -> bytes:
+    """The preamble and File Meta group that make a received data set a DICOM file (PS3.10), encoded here
+    rather than through pydicom's datasets: this is per C-STORE, on the hot path."""
+    elements = b"".join(
+        (
+            _element(0x0001, b"OB", b"\0\1"),
+            _element(0x0002, b"UI", _padded(instance.sop_class, b"\0")),
+            _element(0x0003, b"UI", _padded(instance.sop_instance, b"\0")),
+            _element(0x0010, b"UI", _padded(transfer_syntax, b"\0")),
+            _element(0x0012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\0")),
+            _element(0x0013, b"SH", _padded(IMPLEMENTATION_VERSION, b" ")),
+            _element(0x0016, b"AE", _padded(source_ae[:16], b" ")),
+        )
+    )
+    return PREAMBLE + _element(0x0000, b"UL", struct.pack("<I", len(elements))) + elements
+
+
+def _element(element: int, vr: bytes, value: bytes) -> bytes:
+    """One group 0002 element, explicit VR little endian."""
+    if vr == b"OB":
+        return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
 
 
 def _walk(body: bytes, implicit: bool, little: bool) -> dict[int, bytes]:

@@ -11,6 +11,7 @@ never transcoded): pynetdicom's unrestricted storage mode.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -27,7 +28,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from services.dicom.config import DicomConfig
 from services.dicom.incoming import IncomingStore, Released
-from services.dicom.instances import InvalidInstance, inspect
+from services.dicom.instances import InvalidInstance, file_header, inspect
 from services.dicom.scu import no_delay
 from services.dicom.tables import AssociationRow, Outcome
 from shared.logging import get_logger
@@ -47,6 +48,8 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+
+CONNECTION_POLL_S = 0.0001
 
 # A-ASSOCIATE-RJ (result, source, reason): permanent for who is asking, transient for how busy we are.
 CALLED_UNKNOWN = (0x01, 0x01, 0x07)
@@ -98,13 +101,14 @@ class StoreScp:
         """Listen; returns the bound port (``port`` 0 picks one)."""
         config = self._config()
         _config.UNRESTRICTED_STORAGE_SERVICE = True  # any SOP class: this process's only acceptor is this one
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # a line per message; ours say what happened
         ae = AE(ae_title=config.scu_ae_title)
         ae.maximum_associations = config.max_associations
         ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 60
         if config.verification:
             ae.add_supported_context(Verification, ALL_SYNTAXES)
         handlers: list[Any] = [
-            (evt.EVT_CONN_OPEN, no_delay),
+            (evt.EVT_CONN_OPEN, _connected),
             (evt.EVT_REQUESTED, self._requested),
             (evt.EVT_ACCEPTED, self._accepted),
             (evt.EVT_REJECTED, self._over_limit),
@@ -198,9 +202,8 @@ class StoreScp:
         if full is not None:
             return self._refused(receiving, OUT_OF_RESOURCES, full)
         try:
-            self._incoming.write(
-                receiving.id, instance.study, instance.series, instance.sop_instance, event.encoded_dataset()
-            )
+            header = file_header(instance, event.context.transfer_syntax, receiving.calling)
+            self._incoming.write(receiving.id, instance, header, body)
         except OSError as exc:
             return self._refused(receiving, OUT_OF_RESOURCES, f"cannot store the instance: {exc.strerror}")
         series = receiving.studies.setdefault(instance.study, {})
@@ -263,6 +266,15 @@ class StoreScp:
     def _receiving(self, assoc: Association) -> _Receiving | None:
         with self._lock:
             return self._open.get(id(assoc))
+
+
+def _connected(event: evt.Event) -> None:
+    no_delay(event)
+    # pynetdicom's connection thread sleeps this long between looks at an idle socket (1 ms by default), and
+    # a sender that waits for each answer waits that long for every instance (bench/dicom_ingest.py).
+    dul = event.assoc.dul
+    if hasattr(dul, "_run_loop_delay"):
+        dul._run_loop_delay = CONNECTION_POLL_S
 
 
 def _peer(assoc: Association) -> tuple[str, str, str]:

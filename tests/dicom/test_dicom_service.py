@@ -378,11 +378,11 @@ async def test_released_instances_left_by_a_stop_become_a_job_at_the_next_start(
     data = ct_file().read_bytes()
     instance = inspect(_dataset_bytes(ct_file()), "1.2.840.10008.1.2.1")
     incoming = IncomingStore(tmp_path / "data" / "dicom")
-    incoming.write("released1", instance.study, instance.series, instance.sop_instance, data)
+    incoming.write("released1", instance, data)
     incoming.release(
         Released("released1", "CLARA_CT", "BEFORE_STOP", "127.0.0.1", {instance.study: {instance.series: 1}})
     )
-    incoming.write("cut0ff", instance.study, instance.series, instance.sop_instance, data)  # never released
+    incoming.write("cut0ff", instance, data)  # never released
     async with dicom_platform(tmp_path, configuration(free_port())) as dicom:
         job = await one_ended_job(dicom, instances=1)
         assert job.metadata["dicom.calling_ae"] == "BEFORE_STOP"

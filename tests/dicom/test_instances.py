@@ -1,0 +1,59 @@
+"""What the SCP checks of a received data set (services/dicom/instances.py), and the file header it writes,
+read back by pydicom and by dcmtk's dcmdump."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+from pynetdicom.dsutils import split_dataset
+
+from services.dicom.instances import InvalidInstance, file_header, inspect
+from tests.dicom.tools import ct_file, mr_file
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+def dataset_bytes(path: Path) -> tuple[bytes, str]:
+    meta, offset = split_dataset(path)
+    return path.read_bytes()[offset:], str(meta.TransferSyntaxUID)
+
+
+@pytest.mark.parametrize("path", [ct_file(), mr_file()], ids=["CT", "MR"])
+def test_a_whole_data_set_gives_its_uids(path: Path) -> None:
+    body, syntax = dataset_bytes(path)
+    original = pydicom.dcmread(path, stop_before_pixels=True)
+    instance = inspect(body, syntax)
+    assert (instance.sop_class, instance.sop_instance) == (original.SOPClassUID, original.SOPInstanceUID)
+    assert (instance.study, instance.series) == (original.StudyInstanceUID, original.SeriesInstanceUID)
+
+
+@pytest.mark.parametrize(
+    ("cut", "reason"),
+    [(-1000, "says 32768 bytes but the data set ends"), (999, "ends inside an element"), (300, "no StudyInstanceUID")],
+)
+def test_a_data_set_cut_short_is_invalid(cut: int, reason: str) -> None:
+    body, syntax = dataset_bytes(ct_file())
+    with pytest.raises(InvalidInstance, match=reason):
+        inspect(body[:cut], syntax)
+
+
+def test_bytes_that_are_not_dicom_are_invalid() -> None:
+    with pytest.raises(InvalidInstance):
+        inspect(b"GET / HTTP/1.1\r\nHost: pacs\r\n\r\n" * 8, EXPLICIT)
+
+
+def test_the_file_header_makes_a_file_pydicom_and_dcmtk_read(tmp_path: Path) -> None:
+    body, syntax = dataset_bytes(ct_file())
+    instance = inspect(body, syntax)
+    path = tmp_path / "stored.dcm"
+    path.write_bytes(file_header(instance, syntax, "STORESCU") + body)
+    stored = pydicom.dcmread(io.BytesIO(path.read_bytes()))
+    assert stored.file_meta.MediaStorageSOPInstanceUID == instance.sop_instance
+    assert stored.file_meta.TransferSyntaxUID == syntax and stored.file_meta.SourceApplicationEntityTitle == "STORESCU"
+    assert stored.PixelData == pydicom.dcmread(ct_file()).PixelData
+    dump = subprocess.run(["dcmdump", str(path)], capture_output=True, text=True, check=True).stdout
+    assert f"[{instance.sop_instance}]" in dump and "(0002,0013) SH [CLARET_DICOM_1]" in dump
