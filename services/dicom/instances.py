@@ -57,7 +57,10 @@ def inspect(body: bytes, transfer_syntax: str) -> Instance:
             body = zlib.decompress(body, -zlib.MAX_WBITS)
         except zlib.error as exc:
             raise InvalidInstance(f"the deflated data set does not inflate: {exc}") from None
-    found = _walk(body, syntax.is_implicit_VR, syntax.is_little_endian)
+    if syntax.is_little_endian:
+        found = walk_little_endian(body, syntax.is_implicit_VR)
+    else:
+        found = _walk(body, syntax.is_implicit_VR, syntax.is_little_endian)
     values = {tag: _uid(found, tag) for tag in _NAMES}
     return Instance(values[SOP_CLASS], values[SOP_INSTANCE], values[STUDY], values[SERIES])
 
@@ -98,8 +101,98 @@ def _padded(text: str, pad: bytes) -> bytes:
     return raw + pad if len(raw) % 2 else raw
 
 
+_HEADER = struct.Struct("<HHI")
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")
+_LONG = struct.Struct("<I")
+LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+"""Explicit VRs whose length takes 4 bytes after 2 reserved ones (PS3.5 7.1.2)."""
+ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+MAX_DEPTH = 32
+"""Sequences nested deeper than this are refused (a hostile data set could nest until the stack ends)."""
+
+
+def walk_little_endian(body: bytes, implicit: bool) -> dict[int, bytes]:
+    """The raw values of the identifying tags of a little-endian data set, after checking every element,
+    nested items included, is whole. The common syntaxes, on the C-STORE hot path: a struct-based walk
+    several times cheaper than pydicom's element reader, which the others keep (``_walk``)."""
+    found: dict[int, bytes] = {}
+    if not implicit and len(body) >= 6 and not _looks_like_vr(body[4:6]):
+        implicit = True  # a data set written implicit under an explicit syntax: read as it is, as pydicom does
+    _elements(body, 0, implicit, found, 0)
+    return found
+
+
+def _looks_like_vr(raw: bytes) -> bool:
+    return raw.isalpha() and raw.isupper()
+
+
+def _elements(body: bytes, position: int, implicit: bool, found: dict[int, bytes] | None, depth: int) -> int:
+    """Walk elements from ``position``: to the end of ``body`` at the top (``depth`` 0), to the item's end
+    delimiter inside an undefined-length item. Returns the position after them."""
+    end = len(body)
+    while position < end:
+        if end - position < 8:
+            raise InvalidInstance(
+                f"the data set ends inside an element ({end - position} bytes after the last whole one)"
+            )
+        group, element, length = _HEADER.unpack_from(body, position)
+        tag = group << 16 | element
+        if tag == ITEM_END and depth:
+            return position + 8
+        vr = b""
+        if implicit or group == 0xFFFE:
+            position += 8
+        else:
+            vr = body[position + 4 : position + 6]
+            if vr in LONG_VRS:
+                if end - position < 12:
+                    raise InvalidInstance("the data set ends inside an element header")
+                (length,) = _LONG.unpack_from(body, position + 8)
+                position += 12
+            else:
+                length = _EXPLICIT_HEADER.unpack_from(body, position)[3]
+                position += 8
+        if length == UNDEFINED_LENGTH:  # the items of UN are implicit VR whatever the syntax (PS3.5 6.2.2)
+            position = _items(body, position, implicit or vr == b"UN", depth + 1)
+            continue
+        if position + length > end:
+            raise InvalidInstance(
+                f"element ({group:04X},{element:04X}) says {length} bytes but the data set ends after {end - position}"
+            )
+        if found is not None and tag in _NAMES:
+            found[tag] = body[position : position + length]
+        position += length
+    if depth:
+        raise InvalidInstance("the data set ends inside a sequence item")
+    return position
+
+
+def _items(body: bytes, position: int, implicit: bool, depth: int) -> int:
+    """Skip the items of an undefined-length sequence (or encapsulated pixel data) up to its delimiter."""
+    if depth > MAX_DEPTH:
+        raise InvalidInstance(f"sequences nested more than {MAX_DEPTH} deep")
+    end = len(body)
+    while True:
+        if end - position < 8:
+            raise InvalidInstance("the data set ends inside a sequence")
+        group, element, length = _HEADER.unpack_from(body, position)
+        tag = group << 16 | element
+        position += 8
+        if tag == SEQUENCE_END:
+            return position
+        if tag != ITEM:
+            raise InvalidInstance(f"({group:04X},{element:04X}) where a sequence item belongs")
+        if length == UNDEFINED_LENGTH:
+            position = _elements(body, position, implicit, None, depth)
+        elif position + length > end:
+            raise InvalidInstance(f"a sequence item says {length} bytes but the data set ends after {end - position}")
+        else:
+            position += length
+
+
 def _walk(body: bytes, implicit: bool, little: bool) -> dict[int, bytes]:
-    """The raw values of the identifying tags, after checking every element is whole."""
+    """The raw values of the identifying tags, after checking every element is whole (pydicom's reader:
+    big endian)."""
     stream = io.BytesIO(body)
     found: dict[int, bytes] = {}
     end = 0

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from claret.client import PlatformClient, Security
 from services.dicom import tables
@@ -71,10 +69,9 @@ class DicomService:
             self._resources.metrics,
             on_released=self._released,
             on_recorded=self._recorded,
-            post=lambda fn, arg: _post(loop, fn, arg),
         )
         settings = self._resources.settings
-        self.port = self._scp.start(settings.dicom_host or settings.host, self.state.config.port)
+        self.port = await self._scp.start(settings.dicom_host or settings.host, self.state.config.port)
         self.exporter.start()
         self._watcher = loop.create_task(self._watch_config())
         log.info("DICOM SCP listening", port=self.port, ae_titles=[a.ae_title for a in self.state.config.ae_titles])
@@ -83,7 +80,7 @@ class DicomService:
         if self._watcher is not None:
             self._watcher.cancel()
         if self._scp is not None:
-            await asyncio.to_thread(self._scp.stop)
+            await self._scp.stop()
         self.grouper.stop()
         await self.submitter.stop()
         await self.exporter.stop()
@@ -131,21 +128,12 @@ class DicomService:
         if config.port != self.state.config.port or config.storage != self.state.config.storage:
             log.warning("the DICOM port and storage folder change at the next start only")
         self.state = ConfigState(config, self.state.path, time.time())
-        if self._scp is not None:
-            self._scp.apply(config)
         log.info("DICOM configuration reloaded", ae_titles=[a.ae_title for a in config.ae_titles])
 
 
 def _record_association(conn: Connection, row: tables.AssociationRow) -> None:
     tables.add_association(conn, row)
     tables.forget_associations_before(conn, row.ended - KEEP_ASSOCIATIONS_S)
-
-
-def _post(loop: asyncio.AbstractEventLoop, fn: Callable[[Any], None], arg: Any) -> None:
-    """Hand ``fn(arg)`` from a pynetdicom thread to the loop; a loop already closed means the process is
-    stopping, and the association's instances are on disk for the next start."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(fn, arg)
 
 
 def _own_address(host: str, port: int) -> str:

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pynetdicom.dsutils import split_dataset
 
-from services.dicom.instances import InvalidInstance, file_header, inspect
+from services.dicom.instances import InvalidInstance, _walk, file_header, inspect, walk_little_endian
 from tests.dicom.tools import ct_file, mr_file
 
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -57,3 +57,43 @@ def test_the_file_header_makes_a_file_pydicom_and_dcmtk_read(tmp_path: Path) -> 
     assert stored.PixelData == pydicom.dcmread(ct_file()).PixelData
     dump = subprocess.run(["dcmdump", str(path)], capture_output=True, text=True, check=True).stdout
     assert f"[{instance.sop_instance}]" in dump and "(0002,0013) SH [CLARET_DICOM_1]" in dump
+
+
+def little_endian_test_files() -> list[tuple[Path, bool]]:
+    """pydicom's own test files in a little-endian syntax: (path, implicit VR)."""
+    found = []
+    for path in sorted((Path(pydicom.__file__).parent / "data" / "test_files").rglob("*.dcm")):
+        try:
+            meta, _ = split_dataset(path)
+            syntax = pydicom.uid.UID(str(meta.TransferSyntaxUID))
+        except Exception:  # no File Meta group: not what a C-STORE carries
+            continue
+        if syntax.is_little_endian and not syntax.is_deflated:
+            found.append((path, syntax.is_implicit_VR))
+    return found
+
+
+def test_the_fast_walk_agrees_with_pydicoms_reader_on_pydicoms_test_files() -> None:
+    """Every whole data set: the same UIDs as pydicom's element reader finds (sequences, encapsulated pixel
+    data, implicit and explicit VR); and a data set cut anywhere in its last element is refused."""
+    files = [(path, implicit) for path, implicit in little_endian_test_files() if "truncated" not in path.name]
+    assert len(files) > 50
+    for path, implicit in files:
+        body = path.read_bytes()[split_dataset(path)[1] :]
+        assert walk_little_endian(body, implicit) == _walk(body, implicit, True), path.name
+        with pytest.raises(InvalidInstance):
+            walk_little_endian(body[:-1], implicit)
+
+
+@pytest.mark.parametrize("name", ["MR_truncated.dcm", "rtplan_truncated.dcm"])
+def test_pydicoms_truncated_test_files_are_refused(name: str) -> None:
+    [(path, implicit)] = [(p, i) for p, i in little_endian_test_files() if p.name == name]
+    with pytest.raises(InvalidInstance, match=r"says \d+ bytes but the data set ends"):
+        walk_little_endian(path.read_bytes()[split_dataset(path)[1] :], implicit)
+
+
+def test_sequences_nested_without_end_are_refused() -> None:
+    item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"  # an item of undefined length
+    sequence = b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff"  # (0008,1115) SQ of undefined length
+    with pytest.raises(InvalidInstance, match="nested more than"):
+        walk_little_endian((sequence + item) * 40, implicit=False)
