@@ -331,7 +331,7 @@ class PlatformClient:
         return CanceledJob(reply.job_id.value, JobState(reply.job_state), JobStatus(reply.job_status))
 
     async def add_job_metadata(self, job_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
-        """Add (or replace) metadata keys of a job; the job's whole metadata afterwards."""
+        """Add metadata keys to a job (a key it has already is refused); the job's whole metadata afterwards."""
         request = jobs_pb2.JobsAddMetadataRequest(header=HEADER, job_id=_identifier(job_id), metadata=metadata)
         return dict((await self._unary(self._jobs.AddMetadata, request)).metadata)
 

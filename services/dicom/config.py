@@ -39,6 +39,8 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from services.dicom.instances import UID_PATTERN
+
 
 class ConfigError(ValueError):
     """The configuration cannot be read or is invalid; the message says where and why."""
@@ -123,7 +125,7 @@ class DicomConfig:
     verification: bool = True
     """Answer C-ECHO."""
     ae_titles: tuple[AeTitle, ...] = ()
-    """The AE titles the SCP answers to; none: only C-ECHO is accepted."""
+    """The AE titles the SCP answers to; none: every association is refused."""
     sources: tuple[Source, ...] = ()
     """The calling AE titles known to the SCP."""
     scu_ae_title: str = "CLARASCU"
@@ -472,6 +474,20 @@ def _texts(value: _Value) -> tuple[str, ...]:
     return tuple(_text(item) for item in _items(value, non_empty=True))
 
 
+OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+"""An operator's name as a path segment of the payload (``operators/<name>``): never ``..`` nor a path."""
+
+
+def _operator_names(value: _Value) -> tuple[str, ...]:
+    names = []
+    for item in _items(value, non_empty=True):
+        name = _text(item)
+        if not OPERATOR_NAME.fullmatch(name) or name.startswith(".."):
+            raise item.problem(f"{name!r} is not an operator name (letters, digits, '_', '.', '-'; no path)")
+        names.append(name)
+    return tuple(names)
+
+
 def _ae_title(value: _Value) -> str:
     """An AE title: 1 to 16 characters, no backslash or control characters; surrounding spaces do not count."""
     title = _string(value).strip(" ")
@@ -538,14 +554,11 @@ def _grouping(value: _Value) -> Grouping:
     return "study" if _choice(value, GROUPINGS) == "study" else "association"
 
 
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-
-
 def _sop_classes(value: _Value) -> frozenset[str]:
     classes = set()
     for item in _items(value):
         uid = _text(item)
-        if not _UID.fullmatch(uid):
+        if not UID_PATTERN.fullmatch(uid):
             raise item.problem(f"{uid!r} is not a UID (digits separated by dots)")
         classes.add(uid)
     return frozenset(classes)
@@ -720,7 +733,7 @@ def _read_export(value: _Value | None, destinations: frozenset[str]) -> Export |
     if value is None or value.data is None:
         return None
     export = _Section(value, ("operators", "destinations"))
-    operators = _required(export, "operators", _texts)
+    operators = _required(export, "operators", _operator_names)
     names = []
     for item in _items(export.require("destinations"), non_empty=True):
         name = _text(item)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from services.dicom.instances import even
+
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
 C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
 NO_DATA_SET = 0x0101
@@ -77,13 +79,13 @@ def p_data(context: int, command_set: bytes) -> bytes:
 def _command_set(sop_class: str, field: int, responded_to: int, status: int, comment: str, instance: str) -> bytes:
     body = b"".join(
         (
-            _element(AFFECTED_SOP_CLASS, _even(sop_class.encode(), b"\0")),
+            _element(AFFECTED_SOP_CLASS, even(sop_class.encode(), b"\0")),
             _element(COMMAND_FIELD, _US.pack(field)),
             _element(RESPONDED_TO, _US.pack(responded_to)),
             _element(DATA_SET_TYPE, _US.pack(NO_DATA_SET)),
             _element(STATUS, _US.pack(status)),
-            _element(ERROR_COMMENT, _even(comment[:64].encode("ascii", "replace"), b" ")) if comment else b"",
-            _element(AFFECTED_SOP_INSTANCE, _even(instance.encode(), b"\0")) if instance else b"",
+            _element(ERROR_COMMENT, even(comment[:64].encode("ascii", "replace"), b" ")) if comment else b"",
+            _element(AFFECTED_SOP_INSTANCE, even(instance.encode(), b"\0")) if instance else b"",
         )
     )
     return _element(0x0000, struct.pack("<I", len(body))) + body
@@ -91,10 +93,6 @@ def _command_set(sop_class: str, field: int, responded_to: int, status: int, com
 
 def _element(element: int, value: bytes) -> bytes:
     return _HEADER.pack(0x0000, element, len(value)) + value
-
-
-def _even(value: bytes, pad: bytes) -> bytes:
-    return value + pad if len(value) % 2 else value
 
 
 def _unsigned(value: bytes) -> int:

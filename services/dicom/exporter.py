@@ -24,8 +24,9 @@ from services.dicom import tables
 from services.dicom.config import DicomConfig
 from services.dicom.scu import ExportError, find_results, send
 from shared.db import Database
-from shared.errors import ErrorCode
+from shared.errors import ClaretError, ErrorCode
 from shared.logging import get_logger
+from shared.metadata import MAX_VALUE_BYTES
 from shared.metrics import Metrics
 from shared.payload_store import PayloadStore
 
@@ -73,7 +74,8 @@ class Exporter:
                 if running:
                     async with self._client() as client:
                         for job in running:
-                            await self._check(client, job)
+                            with _logged(f"checking job {job.job_id}"):  # one job's trouble holds up no other
+                                await self._check(client, job)
             await asyncio.sleep(self._poll)
 
     async def _check(self, client: PlatformClient, job: tables.DicomJob) -> None:
@@ -87,7 +89,11 @@ class Exporter:
             return
         if status.state is not JobState.STOPPED:
             return
-        counts = await asyncio.to_thread(self._results, job, status.status)
+        try:
+            counts = await asyncio.to_thread(self._results, job, status.status)
+        except ClaretError as exc:  # its payload is gone: nothing to send, ever
+            log.warning("a DICOM job's results cannot be read; nothing to export", job=job.job_id, error=str(exc))
+            counts = {}
         await self._db.write(lambda conn: tables.end_job(conn, job.job_id, counts, time.time()))
         if counts:
             self._due.set()
@@ -108,7 +114,9 @@ class Exporter:
             with _logged("sending exports"):
                 due = await self._db.read(lambda conn: tables.due_exports(conn, time.time()))
                 limit = asyncio.Semaphore(self._config().scu_max_associations)
-                await asyncio.gather(*(self._attempt(export, limit) for export in due))
+                attempts = await asyncio.gather(*(self._attempt(e, limit) for e in due), return_exceptions=True)
+                for failure in (a for a in attempts if isinstance(a, BaseException)):
+                    log.warning("an export attempt was not recorded", error=f"{type(failure).__name__}: {failure}")
             self._due.clear()
             next_try = await self._db.read(tables.next_export_due)
             wait = IDLE_WAKE_S if next_try is None else min(IDLE_WAKE_S, max(0.0, next_try - time.time()))
@@ -137,7 +145,7 @@ class Exporter:
         if settled.state != "pending":  # metadata keys are written once: the outcome, not each attempt
             with _logged("recording an export on its job"):
                 async with self._client() as client:
-                    await client.add_job_metadata(export.job_id, {_key(export.destination): note})
+                    await client.add_job_metadata(export.job_id, {_key(export.destination): note[:MAX_VALUE_BYTES]})
 
     def _send(self, config: DicomConfig, export: tables.ExportRow) -> str | None:
         """One attempt, on a worker thread: None when every file was stored, else why not."""

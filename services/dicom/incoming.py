@@ -10,14 +10,21 @@ temporary, so a half-written instance is never seen.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from services.dicom.instances import Instance
+from shared.logging import get_logger
 
+log = get_logger("claret.dicom.incoming")
+
+ASSOCIATION_ID = re.compile(r"[0-9a-f]{16}")
+"""How associations are named (``secrets.token_hex(8)``)."""
 MARKER = "released.json"
 TEMP_PREFIX = ".part-"
 FILE_MODE = 0o644
@@ -99,16 +106,28 @@ class IncomingStore:
                 shutil.rmtree(base, ignore_errors=True)
 
     def recover(self) -> list[Released]:
-        """At start: the released associations no job took yet; anything else here is removed."""
+        """At start: the released associations (the studies of them) no job took yet; what was never
+        released is removed. Only entries named as associations are touched: a storage folder set to one
+        that holds other things loses none of them."""
         found = []
         for entry in sorted(self.root.iterdir()):
-            marker = entry / MARKER
-            if entry.is_dir() and marker.is_file():
-                with contextlib.suppress(ValueError, TypeError, OSError):
-                    found.append(Released(**json.loads(marker.read_text())))
-                    continue
-            _remove(entry)
+            if not ASSOCIATION_ID.fullmatch(entry.name):
+                log.warning("not an association's folder: left alone", path=str(entry))
+                continue
+            released = self._released(entry)
+            if released is not None and released.studies:
+                found.append(released)
+            else:
+                _remove(entry)
         return found
+
+    def _released(self, folder: Path) -> Released | None:
+        """What the marker says, less the studies a job already took (their folders are gone)."""
+        with contextlib.suppress(ValueError, TypeError, OSError):
+            released = Released(**json.loads((folder / MARKER).read_text()))
+            studies = {uid: series for uid, series in released.studies.items() if (folder / uid).is_dir()}
+            return dataclasses.replace(released, studies=studies)
+        return None
 
     def space_problem(self, watermark_percent: float, reserve_bytes: float) -> str | None:
         """Why no more instances are accepted now (the volume is too full), or None."""

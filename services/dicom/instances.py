@@ -20,7 +20,10 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
+"""A UID: digits and dots (PS3.5 9.1); at most 64 characters."""
+MAX_DATA_SET_BYTES = 512 * 1024**2
+"""A data set (inflated, if deflated) larger than this is refused: it is held in memory to be checked."""
 
 SOP_CLASS = Tag(0x0008, 0x0016)
 SOP_INSTANCE = Tag(0x0008, 0x0018)
@@ -48,15 +51,19 @@ class Instance:
     series: str
 
 
+def readable(transfer_syntax: str) -> bool:
+    """Whether :func:`inspect` can walk data sets in this transfer syntax (pydicom knows how it encodes
+    them); the SCP accepts a presentation context only in such a syntax."""
+    return UID(transfer_syntax).is_transfer_syntax
+
+
 def inspect(body: bytes, transfer_syntax: str) -> Instance:
-    """Walk every top-level element of ``body`` (a data set encoded in ``transfer_syntax``) and return its
-    UIDs; :class:`InvalidInstance` when the encoding is broken or a UID is missing or malformed."""
+    """Walk every top-level element of ``body`` (a data set encoded in ``transfer_syntax``, one that is
+    :func:`readable`) and return its UIDs; :class:`InvalidInstance` when the encoding is broken or a UID
+    is missing or malformed."""
     syntax = UID(transfer_syntax)
     if syntax.is_deflated:
-        try:
-            body = zlib.decompress(body, -zlib.MAX_WBITS)
-        except zlib.error as exc:
-            raise InvalidInstance(f"the deflated data set does not inflate: {exc}") from None
+        body = _inflate(body)
     if syntax.is_little_endian:
         found = walk_little_endian(body, syntax.is_implicit_VR)
     else:
@@ -78,12 +85,12 @@ def file_header(instance: Instance, transfer_syntax: str, source_ae: str) -> byt
     elements = b"".join(
         (
             _element(0x0001, b"OB", b"\0\1"),
-            _element(0x0002, b"UI", _padded(instance.sop_class, b"\0")),
-            _element(0x0003, b"UI", _padded(instance.sop_instance, b"\0")),
-            _element(0x0010, b"UI", _padded(transfer_syntax, b"\0")),
-            _element(0x0012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\0")),
-            _element(0x0013, b"SH", _padded(IMPLEMENTATION_VERSION, b" ")),
-            _element(0x0016, b"AE", _padded(source_ae[:16], b" ")),
+            _element(0x0002, b"UI", even(instance.sop_class.encode(), b"\0")),
+            _element(0x0003, b"UI", even(instance.sop_instance.encode(), b"\0")),
+            _element(0x0010, b"UI", even(transfer_syntax.encode(), b"\0")),
+            _element(0x0012, b"UI", even(IMPLEMENTATION_CLASS_UID.encode(), b"\0")),
+            _element(0x0013, b"SH", even(IMPLEMENTATION_VERSION.encode(), b" ")),
+            _element(0x0016, b"AE", even(source_ae[:16].encode("ascii", "replace"), b" ")),
         )
     )
     return PREAMBLE + _element(0x0000, b"UL", struct.pack("<I", len(elements))) + elements
@@ -96,9 +103,22 @@ def _element(element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
-def _padded(text: str, pad: bytes) -> bytes:
-    raw = text.encode("ascii")
-    return raw + pad if len(raw) % 2 else raw
+def even(value: bytes, pad: bytes) -> bytes:
+    """A value padded to an even length, as every DICOM value is (PS3.5 7.1.1)."""
+    return value + pad if len(value) % 2 else value
+
+
+def _inflate(body: bytes) -> bytes:
+    """The inflated data set, refused once it grows past :data:`MAX_DATA_SET_BYTES` (a small deflate
+    stream can inflate a thousandfold)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, MAX_DATA_SET_BYTES)
+    except zlib.error as exc:
+        raise InvalidInstance(f"the deflated data set does not inflate: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise InvalidInstance(f"the deflated data set inflates past {MAX_DATA_SET_BYTES} bytes")
+    return inflated
 
 
 _HEADER = struct.Struct("<HHI")
@@ -221,6 +241,6 @@ def _uid(found: dict[int, bytes], tag: int) -> str:
     if raw is None:
         raise InvalidInstance(f"the data set has no {_NAMES[tag]}")
     value = raw.decode("ascii", errors="replace").rstrip("\x00 ")
-    if len(value) > 64 or not _UID.fullmatch(value):
+    if len(value) > 64 or not UID_PATTERN.fullmatch(value):
         raise InvalidInstance(f"{_NAMES[tag]} {value[:70]!r} is not a UID")
     return value

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pydicom.uid import UID
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -37,6 +38,7 @@ from services.dicom.config import DicomConfig
 from services.dicom.dimse import (
     C_ECHO_RQ,
     C_STORE_RQ,
+    VERIFICATION,
     Command,
     ProtocolError,
     echo_response,
@@ -48,9 +50,11 @@ from services.dicom.incoming import IncomingStore, Released
 from services.dicom.instances import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION,
+    MAX_DATA_SET_BYTES,
     InvalidInstance,
     file_header,
     inspect,
+    readable,
 )
 from services.dicom.tables import AssociationRow, Outcome
 from shared.logging import get_logger
@@ -63,11 +67,14 @@ MAX_PDU = 256 * 1024
 """The P-DATA-TF length Claret announces it receives (fewer, larger PDUs than pynetdicom's 16 KB)."""
 MAX_REQUEST_PDU = 64 * 1024
 """An A-ASSOCIATE-RQ longer than this is not one: the connection is dropped before reading it."""
-MAX_INSTANCE_BYTES = 2 * 1024**3
-"""A data set larger than this aborts the association: it is held in memory until it is checked."""
+MAX_HELD_BYTES = 2 * 1024**3
+"""Bytes of instances held in memory across associations until checked (each at most MAX_DATA_SET_BYTES)."""
 NETWORK_TIMEOUT_S = 60.0
-BIG_INSTANCE = 1024 * 1024
-"""Instances larger than this are checked and written on a worker thread, not on the event loop."""
+ASSOCIATION_TIMEOUT_S = 30.0
+"""How long a new connection may take to send its A-ASSOCIATE-RQ."""
+BIG_INSTANCE = 256 * 1024
+"""Instances larger than this (or deflated) are checked and written on a worker thread, not on the event
+loop: walking a data set of many tiny elements costs about 0.1 s a MiB."""
 
 # PDU types (PS3.8 9.3)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, DATA, RELEASE_RQ, RELEASE_RP, ABORT = range(1, 8)
@@ -100,6 +107,8 @@ class _Receiving:
     studies: dict[str, dict[str, int]] = field(default_factory=dict)
     bytes: int = 0
     released: bool = False
+    held: int = 0
+    """Bytes of its messages not yet answered (see :meth:`StoreScp._hold`)."""
 
 
 @dataclass
@@ -133,6 +142,7 @@ class StoreScp:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._accepted = 0
+        self._held = 0
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (``port`` 0 picks one)."""
@@ -168,11 +178,18 @@ class StoreScp:
             writer.write(ABORT_PDU)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
             log.info("connection lost", address=address, reason=type(exc).__name__)
+        except Exception:  # a bug here must not leave the peer waiting, nor keep what it sent
+            log.exception("association failed", address=address)
+            writer.write(ABORT_PDU)
         finally:
             self._connections.discard(task)
             if receiving is not None:
                 self._accepted -= 1
-                self._ended(receiving)
+                self._held -= receiving.held
+                try:
+                    self._ended(receiving)
+                except Exception:
+                    log.exception("association not handed on", association=receiving.id)
             writer.close()
 
     # Association
@@ -180,7 +197,8 @@ class StoreScp:
     async def _associate(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
     ) -> _Receiving | None:
-        kind, pdu = await _read_pdu(reader, MAX_REQUEST_PDU)
+        async with asyncio.timeout(ASSOCIATION_TIMEOUT_S):
+            kind, pdu = await _read_pdu(reader, MAX_REQUEST_PDU)
         if kind != ASSOCIATE_RQ:
             raise ProtocolError(f"expected an A-ASSOCIATE-RQ, got PDU type {kind}")
         request_pdu = A_ASSOCIATE_RQ()
@@ -195,14 +213,14 @@ class StoreScp:
         if refusal is not None:
             rejection, reason = refusal
             writer.write(_reject(*rejection))
-            await writer.drain()
+            await _drain(writer)
             log.info("association rejected", called=called, calling=calling, address=address, reason=reason)
             now = time.time()
             self._record(AssociationRow(_new_id(), called, calling, address, "rejected", reason, 0, 0, now, now))
             return None
-        contexts, roles = negotiate_unrestricted(
-            request.presentation_context_definition_list, _echo_contexts(config.verification)
-        )
+        proposed, unreadable = _readable_syntaxes(request.presentation_context_definition_list)
+        contexts, roles = negotiate_unrestricted(proposed, _echo_contexts(config.verification))
+        contexts = sorted([*contexts, *unreadable], key=lambda cx: int(cx.context_id or 0))
         writer.write(_accept(request, contexts, roles))
         self._accepted += 1
         accepted = {int(cx.context_id or 0): cx for cx in contexts if cx.result == 0x00}
@@ -233,12 +251,13 @@ class StoreScp:
         contexts = receiving.contexts
         message: _Message | None = None
         while True:
-            kind, pdu = await _read_pdu(reader, MAX_PDU)
+            async with asyncio.timeout(NETWORK_TIMEOUT_S):
+                kind, pdu = await _read_pdu(reader, MAX_PDU)
             if kind == RELEASE_RQ:
                 if message is not None:
                     raise ProtocolError("a release in the middle of a message")
                 writer.write(RELEASE_RP_PDU)
-                await writer.drain()
+                await _drain(writer)
                 return True
             if kind == ABORT:
                 return False
@@ -250,10 +269,21 @@ class StoreScp:
                 message = message or _Message(context)
                 if context != message.context:
                     raise ProtocolError("fragments of two messages interleaved")
+                self._hold(receiving, len(fragment))
                 if _add_fragment(message, control, fragment):
                     await self._answer(message, contexts[context], receiving, writer)
+                    self._hold(receiving, -message.size)
                     message = None
-            await writer.drain()
+            await _drain(writer)
+
+    def _hold(self, receiving: _Receiving, size: int) -> None:
+        """Count bytes held in messages not yet answered, across associations: past :data:`MAX_HELD_BYTES`
+        the association that asks for more is aborted (many peers sending large instances at once must not
+        exhaust memory)."""
+        receiving.held += size
+        self._held += size
+        if self._held > MAX_HELD_BYTES:
+            raise ProtocolError(f"more than {MAX_HELD_BYTES} bytes of instances are being received at once")
 
     async def _answer(
         self, message: _Message, context: PresentationContext, receiving: _Receiving, writer: asyncio.StreamWriter
@@ -263,11 +293,11 @@ class StoreScp:
         if command.field == C_ECHO_RQ:
             writer.write(p_data(message.context, echo_response(command)))
             return
-        if command.field != C_STORE_RQ:
-            raise ProtocolError(f"DIMSE command 0x{command.field:04X} is not answered here (C-ECHO and C-STORE are)")
+        if command.field != C_STORE_RQ or context.abstract_syntax == VERIFICATION:
+            raise ProtocolError(f"DIMSE command 0x{command.field:04X} is not answered on {context.abstract_syntax}")
         body = b"".join(message.data_set)
         syntax = str(context.transfer_syntax[0])
-        if len(body) > BIG_INSTANCE:
+        if len(body) > BIG_INSTANCE or UID(syntax).is_deflated:
             status, comment = await asyncio.to_thread(self._store, receiving, command, body, syntax)
         else:
             status, comment = self._store(receiving, command, body, syntax)
@@ -349,12 +379,11 @@ class StoreScp:
 
 async def _read_pdu(reader: asyncio.StreamReader, limit: int) -> tuple[int, bytes]:
     """One PDU, header included: (type, bytes). A length over ``limit`` is refused before it is read."""
-    async with asyncio.timeout(NETWORK_TIMEOUT_S):
-        header = await reader.readexactly(6)
-        length = int.from_bytes(header[2:6], "big")
-        if length > limit:
-            raise ProtocolError(f"a PDU of {length} bytes (at most {limit} were announced)")
-        return header[0], header + await reader.readexactly(length)
+    header = await reader.readexactly(6)
+    length = int.from_bytes(header[2:6], "big")
+    if length > limit:
+        raise ProtocolError(f"a PDU of {length} bytes (at most {limit} were announced)")
+    return header[0], header + await reader.readexactly(length)
 
 
 def _fragments(pdu: bytes) -> list[tuple[int, int, bytes]]:
@@ -376,8 +405,8 @@ def _add_fragment(message: _Message, control: int, fragment: bytes) -> bool:
     """Add a fragment to ``message``; True once the message is whole (its command, and data set if any)."""
     is_command, is_last = bool(control & 0x01), bool(control & 0x02)
     message.size += len(fragment)
-    if message.size > MAX_INSTANCE_BYTES:
-        raise ProtocolError(f"a message larger than {MAX_INSTANCE_BYTES} bytes")
+    if message.size > MAX_DATA_SET_BYTES:
+        raise ProtocolError(f"a message larger than {MAX_DATA_SET_BYTES} bytes")
     if is_command:
         if message.header is not None:
             raise ProtocolError("a command fragment after the command was complete")
@@ -390,6 +419,39 @@ def _add_fragment(message: _Message, control: int, fragment: bytes) -> bool:
         raise ProtocolError("a data set fragment before its command")
     message.data_set.append(fragment)
     return is_last
+
+
+async def _drain(writer: asyncio.StreamWriter) -> None:
+    """Wait for what was written to go out; a peer that stops reading is a lost connection."""
+    async with asyncio.timeout(NETWORK_TIMEOUT_S):
+        await writer.drain()
+
+
+def _readable_syntaxes(
+    proposed: list[PresentationContext],
+) -> tuple[list[PresentationContext], list[PresentationContext]]:
+    """The proposed contexts with only the transfer syntaxes Claret can check a data set in, and the
+    contexts with none of those, answered 'transfer syntaxes not supported' (PS3.8 9.3.3.2)."""
+    kept: list[PresentationContext] = []
+    refused: list[PresentationContext] = []
+    for context in proposed:
+        syntaxes: list[str | bytes | UID] = [syntax for syntax in context.transfer_syntax if _readable(syntax)]
+        copy = PresentationContext()
+        copy.context_id, copy.abstract_syntax = context.context_id, context.abstract_syntax
+        copy.transfer_syntax = syntaxes or list(context.transfer_syntax[:1])
+        if syntaxes:
+            kept.append(copy)
+        else:
+            copy.result = 0x04
+            refused.append(copy)
+    return kept, refused
+
+
+def _readable(syntax: str) -> bool:
+    try:
+        return readable(syntax)
+    except ValueError:
+        return False
 
 
 def _echo_contexts(verification: bool) -> list[PresentationContext]:

@@ -15,11 +15,11 @@ import stat
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 
 from services.dicom.config import Destination
 
-PREAMBLE = 128
+MAGIC_AT = 128
 MAGIC = b"DICM"
 MAX_CONTEXTS = 128
 """An association proposes at most 128 presentation contexts (one per SOP class and transfer syntax)."""
@@ -55,10 +55,10 @@ def _is_dicom(name: str, dir_fd: int) -> bool:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return False
-            head = os.pread(fd, PREAMBLE + len(MAGIC), 0)
+            head = os.pread(fd, MAGIC_AT + len(MAGIC), 0)
         finally:
             os.close(fd)
-        return head[PREAMBLE:] == MAGIC
+        return head[MAGIC_AT:] == MAGIC
     return False
 
 
@@ -67,6 +67,9 @@ def send(destination: Destination, calling: str, files: list[Path], timeout: flo
     contexts = _contexts(files)
     if len(contexts) > MAX_CONTEXTS:
         raise ExportError(f"{len(contexts)} kinds of instance do not fit one association ({MAX_CONTEXTS})")
+    # Each file's bytes after its File Meta group go out in PDU-sized chunks as stored: never decoded and
+    # re-encoded, never read whole into memory (operator outputs may be large, and are not trusted).
+    _config.STORE_SEND_CHUNKED_DATASET = True
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for sop_class, syntax in sorted(contexts):

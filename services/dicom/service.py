@@ -41,6 +41,9 @@ class ConfigState:
 
 
 class DicomService:
+    """One process's DICOM service: the configuration in force (``state``), the SCP on ``port``, and the
+    grouping, submission and export behind it."""
+
     def __init__(self, resources: Resources, path: Path) -> None:
         settings = resources.settings
         self._resources = resources
@@ -53,6 +56,7 @@ class DicomService:
         self.grouper = Grouper(self.config, self.submitter.submit)
         self.exporter = Exporter(self.config, resources.payloads, resources.db, resources.metrics, self._client)
         self._scp: StoreScp | None = None
+        self._recording: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self.port = 0
 
@@ -81,6 +85,7 @@ class DicomService:
             self._watcher.cancel()
         if self._scp is not None:
             await self._scp.stop()
+        await asyncio.gather(*self._recording, return_exceptions=True)  # the last associations' records
         self.grouper.stop()
         await self.submitter.stop()
         await self.exporter.stop()
@@ -89,7 +94,9 @@ class DicomService:
         self.grouper.released(released)
 
     def _recorded(self, row: tables.AssociationRow) -> None:
-        asyncio.get_running_loop().create_task(self._record(row))
+        task = asyncio.get_running_loop().create_task(self._record(row))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     async def _record(self, row: tables.AssociationRow) -> None:
         try:

@@ -5,9 +5,11 @@ Pipelines are looked up in the shared database; Jobs is reached over gRPC (where
 into the job's payload on the shared payload store (moved when one pipeline takes them, copied for the
 others), never through an upload stream. Job metadata records where the instances came from.
 
-A batch that cannot be submitted (the platform unreachable, the pipeline missing) stays on disk and is
-tried again, with a growing delay; a job it had already created is canceled first, so a retry never
-leaves a second, half-made job behind.
+A batch that cannot be submitted (the platform unreachable, the pipeline missing, its AE title gone from
+the configuration) stays on disk and is tried again, with a growing delay; a job made of it that could not
+be started is canceled (when the platform answers), and the pipelines whose job was started are not asked
+again. The received files go only once every job of the mapping is started: after a crash, the batch is
+made into jobs again (at least once, never lost).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from services.dicom.grouping import Batch
 from services.dicom.incoming import IncomingStore
 from shared.db import Database, pipelines
 from shared.logging import get_logger
+from shared.metadata import MAX_VALUE_BYTES
 from shared.metrics import Metrics
 from shared.payload_store import INPUT_DIR, TEMP_PREFIX, PayloadStore
 
@@ -69,33 +72,38 @@ class Submitter:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _submit_until_done(self, batch: Batch) -> None:
+        """Submit, trying again while anything fails: the instances stay on disk until every job of the
+        mapping is started (a configuration edit that dropped the AE title is a failure too, not a reason
+        to throw patient data away)."""
         delay = FIRST_RETRY_S
         while True:
-            ae_title = self._config().ae_title(batch.called)
-            if ae_title is None:
-                log.error("instances dropped: their AE title is no longer configured", called=batch.called)
-                self._discard(batch)
-                return
             try:
-                await self._submit(batch, ae_title)
-            except Exception as exc:  # the platform, the pipeline, the payload: all worth another try
+                files = await asyncio.to_thread(self._files, batch)
+                if files:
+                    await self._submit(batch, files)
+                else:
+                    log.error("a batch without instances is dropped", called=batch.called)
+                await asyncio.to_thread(self._discard, batch)
+                return
+            except Exception as exc:  # the platform, the pipeline, the payload, the mapping: worth another try
                 log.warning("batch not submitted; will try again", called=batch.called, error=str(exc), delay=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LAST_RETRY_S)
-                continue
-            self._discard(batch)
-            return
 
-    async def _submit(self, batch: Batch, ae_title: AeTitle) -> None:
-        files = [path for part in batch.parts for path in self._incoming.files(part.association, part.study)]
+    async def _submit(self, batch: Batch, files: list[Path]) -> None:
+        ae_title = self._config().ae_title(batch.called)
+        if ae_title is None:
+            raise ClientError(f"AE title {batch.called!r} is no longer configured; its instances wait for it")
         async with self._client() as client:
-            for index, (key, ref) in enumerate(ae_title.pipelines):
+            for key, ref in ae_title.pipelines:
                 if key in batch.jobs_made:
                     continue  # made before a later pipeline's job failed: a retry makes only the rest
                 pipeline_id = _pipeline_id(ref, await self._db.read(partial(pipelines.ids_for, ref=ref)))
-                last = index == len(ae_title.pipelines) - 1
-                await self._one_job(client, batch, ae_title, key, pipeline_id, files, move=last)
+                await self._one_job(client, batch, ae_title, key, pipeline_id, files)
                 batch.jobs_made.add(key)
+
+    def _files(self, batch: Batch) -> list[Path]:
+        return [path for part in batch.parts for path in self._incoming.files(part.association, part.study)]
 
     async def _one_job(
         self,
@@ -105,13 +113,11 @@ class Submitter:
         key: str,
         pipeline_id: str,
         files: list[Path],
-        *,
-        move: bool,
     ) -> None:
         name = f"{ae_title.name}-{key}-{time.strftime('%Y%m%d-%H%M%S')}"
         created = await client.create_job(pipeline_id, name, Priority[ae_title.priority.upper()])
         try:
-            await asyncio.to_thread(_place, files, self._payloads.path(created.payload_id) / INPUT_DIR, move)
+            await asyncio.to_thread(_place, files, self._payloads.path(created.payload_id) / INPUT_DIR)
             await client.add_job_metadata(created.job_id, _metadata(batch))
             job = tables.DicomJob(created.job_id, created.payload_id, batch.called)
             await self._db.write(lambda conn: tables.add_job(conn, job, time.time()))
@@ -142,32 +148,42 @@ def _pipeline_id(ref: str, ids: list[str]) -> str:
     return ids[0]
 
 
-def _place(files: list[Path], target: Path, move: bool) -> None:
-    """``<sop uid>.dcm`` files into the payload's input folder: renamed when ``move`` (the store shares the
-    volume), else copied; a file that lands wholly or not at all (a copy goes through a temporary)."""
+def _place(files: list[Path], target: Path) -> None:
+    """``<sop uid>.dcm`` files into the payload's input folder, each wholly or not at all: hard-linked
+    where the store shares the volume (no copy; the received file goes once every job is started), else
+    copied through a temporary."""
     target.mkdir(parents=True, exist_ok=True)
     for source in files:
-        final = target / source.name
-        if move:
-            try:
-                os.replace(source, final)
-                continue
-            except OSError:  # another volume: copy
-                pass
         temp = target / f"{TEMP_PREFIX}{source.name}"
-        shutil.copyfile(source, temp)
-        os.chmod(temp, 0o644)
-        os.replace(temp, final)
+        try:
+            os.link(source, temp)
+        except OSError:  # another volume
+            shutil.copyfile(source, temp)
+            os.chmod(temp, 0o644)
+        os.replace(temp, target / source.name)
 
 
 def _metadata(batch: Batch) -> dict[str, str]:
+    series = sorted(uid for study in batch.studies.values() for uid in study)
     return {
         "dicom.called_ae": batch.called,
-        "dicom.calling_ae": ",".join(sorted(batch.calling)),
-        "dicom.study_uids": ",".join(sorted(batch.studies)),
-        "dicom.series_uids": ",".join(sorted(s for series in batch.studies.values() for s in series)),
+        **_listed("dicom.calling_ae", sorted(batch.calling)),
+        **_listed("dicom.study_uids", sorted(batch.studies)),
+        **_listed("dicom.series_uids", series),
         "dicom.instances": str(batch.instances),
     }
+
+
+def _listed(key: str, values: list[str]) -> dict[str, str]:
+    """Comma-separated values under ``key``, continued under ``key.2``, ``key.3``... where one metadata
+    value (at most MAX_VALUE_BYTES) cannot hold them all: a study's series UIDs easily exceed it."""
+    chunks: list[str] = []
+    for value in values:
+        if chunks and len(chunks[-1]) + 1 + len(value) <= MAX_VALUE_BYTES:
+            chunks[-1] += "," + value
+        else:
+            chunks.append(value[:MAX_VALUE_BYTES])
+    return {key if index == 0 else f"{key}.{index + 1}": chunk for index, chunk in enumerate(chunks)}
 
 
 async def _cancel_quietly(client: PlatformClient, job_id: str) -> None:

@@ -1,7 +1,7 @@
 """The DICOM service's tables (migration 006): associations, the jobs made of them, and their exports.
 
-Plain functions over a ``Connection``; what they mean is in the modules that call them (``receiver.py``,
-``exporter.py``).
+Plain functions over a ``Connection``; what they mean is in the modules that call them (``scp.py`` and
+``service.py`` record associations, ``submit.py`` jobs, ``exporter.py`` exports).
 """
 
 from __future__ import annotations

@@ -1046,3 +1046,14 @@ def test_per_ae_title_sources_apply_even_when_unknown_sources_are_accepted() -> 
     config = DicomConfig(sources=SOURCES, reject_unknown_sources=False)
     assert config.calling_refusal(ae(sources=("PACS1",)), "PACS2", "10.0.0.7") is not None
     assert config.calling_refusal(ae(sources=("PACS1",)), "PACS1", "10.0.0.7") is None  # host not checked
+
+
+@pytest.mark.parametrize("operator", ["../other-payload", "/", "a/b", ".."])
+def test_an_export_operator_must_be_a_name_not_a_path(operator: str) -> None:
+    text = (
+        "dicom:\n  scp:\n    aeTitles:\n      - aeTitle: A\n        processorSettings: {pipeline-x: p}\n"
+        f"        export: {{operators: [{json.dumps(operator)}], destinations: [D]}}\n"
+        "  scu:\n    destinations: [{name: D, aeTitle: D, hostIp: 127.0.0.1, port: 104}]\n"
+    )
+    with pytest.raises(ConfigError, match="is not an operator name"):
+        parse(text, "dicom.yaml")

@@ -378,15 +378,16 @@ async def test_released_instances_left_by_a_stop_become_a_job_at_the_next_start(
     data = ct_file().read_bytes()
     instance = inspect(_dataset_bytes(ct_file()), "1.2.840.10008.1.2.1")
     incoming = IncomingStore(tmp_path / "data" / "dicom")
-    incoming.write("released1", instance, data)
+    incoming.write("0123456789abcdef", instance, data)
     incoming.release(
-        Released("released1", "CLARA_CT", "BEFORE_STOP", "127.0.0.1", {instance.study: {instance.series: 1}})
+        Released("0123456789abcdef", "CLARA_CT", "BEFORE_STOP", "127.0.0.1", {instance.study: {instance.series: 1}})
     )
-    incoming.write("cut0ff", instance, data)  # never released
+    incoming.write("fedcba9876543210", instance, data)  # never released
+    (incoming.root / "notes.txt").write_text("an administrator's file in the storage folder")
     async with dicom_platform(tmp_path, configuration(free_port())) as dicom:
         job = await one_ended_job(dicom, instances=1)
         assert job.metadata["dicom.calling_ae"] == "BEFORE_STOP"
-        assert leftovers(dicom.incoming) == []
+        assert leftovers(dicom.incoming) == ["notes.txt"]  # what is not an association's is left alone
 
 
 async def test_instances_of_an_ignored_sop_class_are_acknowledged_but_not_kept(tmp_path: Path) -> None:
@@ -396,3 +397,15 @@ async def test_instances_of_an_ignored_sop_class_are_acknowledged_but_not_kept(t
         assert sent.returncode == 0  # the sender is told both were stored
         job = await one_ended_job(dicom, instances=1)
         assert job.metadata["dicom.study_uids"] == study_uid(ct_file())
+
+
+async def test_a_study_of_many_series_keeps_every_uid_in_the_metadata(tmp_path: Path) -> None:
+    """Six series' UIDs do not fit one metadata value (256 bytes): they continue under a second key."""
+    study = study_uid(ct_file())
+    files = [path for index in range(6) for path in make_instances(tmp_path / f"series{index}", 1, study_uid=study)]
+    series = sorted(str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID) for path in files)
+    async with dicom_platform(tmp_path, configuration(free_port())) as dicom:
+        assert (await asyncio.to_thread(store, dicom.port, "CLARA_CT", files)).returncode == 0
+        job = await one_ended_job(dicom, instances=6)
+        listed = job.metadata["dicom.series_uids"] + "," + job.metadata["dicom.series_uids.2"]
+        assert listed.split(",") == series and "dicom.series_uids.3" not in job.metadata

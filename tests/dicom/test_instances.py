@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import subprocess
+import zlib
 from pathlib import Path
 
 import pydicom
 import pytest
 from pynetdicom.dsutils import split_dataset
 
+from services.dicom import instances
 from services.dicom.instances import InvalidInstance, _walk, file_header, inspect, walk_little_endian
 from tests.dicom.tools import ct_file, mr_file
 
@@ -97,3 +99,12 @@ def test_sequences_nested_without_end_are_refused() -> None:
     sequence = b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff"  # (0008,1115) SQ of undefined length
     with pytest.raises(InvalidInstance, match="nested more than"):
         walk_little_endian((sequence + item) * 40, implicit=False)
+
+
+def test_a_deflated_data_set_that_inflates_past_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(instances, "MAX_DATA_SET_BYTES", 1024 * 1024)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bomb = packer.compress(b"\0" * (8 * 1024 * 1024)) + packer.flush()  # 8 MiB from a few KiB
+    assert len(bomb) < 20_000
+    with pytest.raises(InvalidInstance, match="inflates past"):
+        inspect(bomb, "1.2.840.10008.1.2.1.99")

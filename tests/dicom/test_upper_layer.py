@@ -13,7 +13,7 @@ import pytest
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
-from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import build_context
 
@@ -151,3 +151,33 @@ def test_a_request_pynetdicom_encodes_parses() -> None:
     )
     parsed = parse_command(command)
     assert parsed == Command(0x0001, 42, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", has_data_set=True)
+
+
+async def test_a_context_in_a_transfer_syntax_claret_cannot_read_is_refused(scp: Scp) -> None:
+    """Only the syntax it can check a data set in is accepted; a context offering none gets result 4."""
+    request = A_ASSOCIATE()
+    request.application_context_name = "1.2.840.10008.3.1.1.1"
+    request.calling_ae_title, request.called_ae_title = "PRIVATE", "CLARA_CT"
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+    private_only = build_context(ct, ["1.2.3.4.5.6.7"])  # a vendor's syntax pydicom does not know
+    mixed = build_context(ct, ["1.2.3.4.5.6.7", "1.2.840.10008.1.2.1"])
+    private_only.context_id, mixed.context_id = 1, 3
+    request.presentation_context_definition_list = [private_only, mixed]
+    maximum = MaximumLengthNotification()
+    maximum.maximum_length_received = 16382
+    request.user_information = [maximum]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(request)
+    reader, writer = await asyncio.open_connection("127.0.0.1", scp.port)
+    writer.write(pdu.encode())
+    header = await reader.readexactly(6)
+    body = await reader.readexactly(int.from_bytes(header[2:6], "big"))
+    writer.close()
+    answer = A_ASSOCIATE_AC()
+    answer.decode(header + body)
+    results = {
+        cx.context_id: (cx.result, cx.transfer_syntax[0])
+        for cx in answer.to_primitive().presentation_context_definition_results_list
+    }
+    assert results[1][0] == 0x04  # transfer syntaxes not supported
+    assert results[3] == (0x00, "1.2.840.10008.1.2.1")  # the readable one, though offered second

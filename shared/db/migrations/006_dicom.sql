@@ -22,6 +22,7 @@ CREATE TABLE dicom_jobs (                          -- a job made of received ins
     state       TEXT NOT NULL,                     -- 'running' until the job ended, then 'ended'
     created     REAL NOT NULL
 );
+CREATE INDEX dicom_jobs_state ON dicom_jobs (state);
 
 CREATE TABLE dicom_exports (                       -- one job's results to one destination
     job_id      TEXT NOT NULL,
