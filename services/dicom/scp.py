@@ -143,6 +143,7 @@ class StoreScp:
         self._connections: set[asyncio.Task[None]] = set()
         self._accepted = 0
         self._held = 0
+        self._stopping = False
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (``port`` 0 picks one)."""
@@ -152,6 +153,7 @@ class StoreScp:
     async def stop(self) -> None:
         """Stop listening and abort the open associations (their instances are removed: the peer was not
         told the association completed, so it sends them again)."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
@@ -161,6 +163,9 @@ class StoreScp:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stopping:  # accepted just before the stop, started after it
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)

@@ -174,6 +174,11 @@ async def test_a_study_from_storescu_runs_the_mapped_pipeline_and_the_results_re
             assert leftovers(dicom.incoming) == []  # the instances moved into the job's payload
             [association] = [a for a in await dicom.associations() if a.instances]
             assert (association.outcome, association.calling, association.instances) == ("released", "STORESCU", 2)
+            sample = dicom.resources.metrics.registry.get_sample_value
+            assert sample("claret_dicom_instances_received_total", {"outcome": "stored"}) == 2
+            assert sample("claret_dicom_associations_total", {"outcome": "released"}) == 2  # the echo's too
+            assert sample("claret_dicom_jobs_created_total") == 1
+            assert sample("claret_dicom_exports_total", {"outcome": "sent"}) == 1
 
 
 async def _metadata(dicom: Dicom, job_id: str, key: str) -> str | None:
