@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
-import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -765,6 +764,8 @@ def model_name(folder: Path) -> str:
 @verb
 async def create_model(s: Session, folder: Path, model_type: str, name: str | None) -> None:
     """Upload a model to the Model Repository (a model of the same name is replaced)."""
+    import tempfile
+
     name = name or model_name(folder)
     with tempfile.TemporaryDirectory(prefix="claret-model-") as scratch:
         archive = await asyncio.to_thread(transfers.zip_folder, folder, Path(scratch) / "model.zip")

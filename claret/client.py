@@ -23,7 +23,6 @@ from typing import Any, BinaryIO
 
 import grpc
 import grpc.aio
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from claret import __version__
@@ -632,6 +631,8 @@ def platform_address(flag: str | None, config: Path | None = None) -> str:
 def config_host(path: Path | None) -> str | None:
     """The ``host`` of a YAML config file (``~/.clara/config.yaml`` unless ``path``); a missing default
     file is no config, a missing or malformed explicit one is an error."""
+    import yaml  # only when no --host or $CLARET_HOST_ADDRESS names the platform
+
     file = path or DEFAULT_CONFIG.expanduser()
     try:
         document = yaml.safe_load(file.read_text(encoding="utf-8"))

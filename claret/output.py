@@ -8,20 +8,24 @@ tables are rich tables without borders (``NAME  ID``), which read well and still
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from functools import cached_property
+from typing import TYPE_CHECKING, Self, cast
 
 import click
-from rich.console import Console, RenderableType
-from rich.table import Table
 
-if TYPE_CHECKING:
-    from rich.progress import Progress
+if TYPE_CHECKING:  # rich is imported where it is used: most verbs print plain lines, and start-up counts
+    from rich.console import Console, RenderableType
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
 
 __all__ = [
     "PIPE_WIDTH",
     "Output",
+    "QuietProgress",
     "shown",
     "table",
     "when",
@@ -43,6 +47,8 @@ def shown(value: str | None) -> str:
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
     """A borderless table with a bold header row, one row per item."""
+    from rich.table import Table
+
     grid = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
     for column in columns:
         grid.add_column(column, overflow="fold")
@@ -56,7 +62,13 @@ class Output:
 
     def __init__(self, json_mode: bool) -> None:
         self.json_mode = json_mode
-        self.err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+    @cached_property
+    def err(self) -> Console:
+        """The console on stderr (for progress displays)."""
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, markup=False, emoji=False)
 
     def result(self, document: object, *text: str | RenderableType) -> None:
         """Print ``document`` as JSON, or else each text item."""
@@ -74,6 +86,8 @@ class Output:
     def _render(self, item: RenderableType) -> str:
         """Render through rich (created per call, so it writes to the stdout of the moment) without the
         trailing spaces rich pads table rows with."""
+        from rich.console import Console
+
         console = Console(highlight=False, markup=False, emoji=False)
         if not console.is_terminal:
             console.width = PIPE_WIDTH
@@ -81,9 +95,12 @@ class Output:
             console.print(item)
         return "\n".join(line.rstrip() for line in captured.get().rstrip("\n").split("\n"))
 
-    def progress(self, *, transfer: bool) -> Progress:
+    def progress(self, *, transfer: bool) -> Progress | QuietProgress:
         """A progress display on stderr, shown only when stderr is a terminal; bytes for transfers, else
-        completed steps."""
+        completed steps. Where stderr is certainly no terminal (a script's pipe or file), one that shows
+        nothing, without importing rich."""
+        if not _maybe_terminal():
+            return QuietProgress()
         from rich.progress import (  # only verbs that wait or transfer show progress
             BarColumn,
             DownloadColumn,
@@ -99,3 +116,34 @@ class Output:
         columns += [DownloadColumn(), TransferSpeedColumn()] if transfer else [MofNCompleteColumn()]
         columns.append(TimeElapsedColumn())
         return Progress(*columns, console=self.err, transient=True, disable=not self.err.is_terminal)
+
+
+def _maybe_terminal() -> bool:
+    """Whether rich could take stderr for a terminal: False only where its ``Console.is_terminal`` would
+    say False too (no tty, and neither ``TTY_COMPATIBLE=1`` nor a non-empty ``FORCE_COLOR`` says otherwise);
+    where this says True, rich decides."""
+    if os.environ.get("TTY_COMPATIBLE") == "1" or os.environ.get("FORCE_COLOR"):
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed one: rich says no terminal too
+        return False
+
+
+class QuietProgress:
+    """The part of rich's ``Progress`` the verbs use, showing nothing (as rich's does when disabled)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, **_options: object) -> TaskID:
+        return cast("TaskID", 0)  # rich's TaskID is a NewType of int
+
+    def update(self, task_id: TaskID, **_changes: object) -> None:
+        return None
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        return None
