@@ -9,8 +9,8 @@ functions, in the SQL both stores speak.
 
 * :class:`~shared.db.sqlite.SqliteDatabase` (default): one file in WAL mode through aiosqlite, shared by the
   processes of one host.
-* :class:`~shared.db.postgres.PostgresDatabase` (``CLARET_DATABASE_URL=postgresql://...``): asyncpg, for
-  services on several hosts; LISTEN/NOTIFY wakes jobs replicas up.
+* :class:`~shared.db.postgres.PostgresDatabase` (``CLARET_DATABASE_URL=postgresql://...``): psycopg on
+  worker threads, for services on several hosts; LISTEN/NOTIFY wakes jobs replicas up.
 
 Both apply the same versioned migrations (``migrations/NNN_name.sql``) at open.
 """

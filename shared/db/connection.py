@@ -3,7 +3,7 @@
 The table modules (``shared/db/*.py``, ``services/jobs/*_table.py``) are plain functions over a
 :class:`Connection`, written in the SQL that SQLite and PostgreSQL share (``?`` placeholders, ``ON
 CONFLICT``, ``RETURNING``, ``IS DISTINCT FROM``). SQLite hands them its own connection; the PostgreSQL store
-hands them an adapter over asyncpg (``shared/db/postgres.py``). Rows answer both ``row["column"]`` and
+hands them an adapter over a psycopg connection (``shared/db/postgres.py``). Rows answer both ``row["column"]`` and
 ``row[0]``, and ``row.keys()``.
 """
 
@@ -52,7 +52,7 @@ Dialect = Literal["sqlite", "postgresql"]
 
 
 def dialect(conn: Connection) -> Dialect:
-    """Which SQL the connection speaks: the PostgreSQL store's bridge says ``postgresql`` in its ``dialect``;
+    """Which SQL the connection speaks: the PostgreSQL store's session says ``postgresql`` in its ``dialect``;
     ``sqlite3.Connection`` has no such attribute."""
     return "postgresql" if getattr(conn, "dialect", "sqlite") == "postgresql" else "sqlite"
 
@@ -64,5 +64,5 @@ def row_locks(conn: Connection) -> str:
 
 
 class Conflict(Exception):
-    """A uniqueness rule of the schema refused a write (``sqlite3.IntegrityError``, asyncpg's
-    ``UniqueViolationError``); the transaction rolled back."""
+    """A uniqueness rule of the schema refused a write (``sqlite3.IntegrityError``, psycopg's
+    ``UniqueViolation``); the transaction rolled back."""
