@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from shared.db.postgres import PostgresDatabase
@@ -49,3 +50,32 @@ async def test_services_wait_for_a_postgresql_server_that_starts_late(tmp_path: 
         server.close()
     with pytest.raises(OSError):
         await PostgresDatabase.connect(url.replace(host_port, f"127.0.0.1:{free_port()}"), wait=1)
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+async def test_connections_the_server_dropped_are_opened_again(tmp_path: Path, store: str) -> None:
+    """A server restart (here: every backend of this store terminated) fails the units of work then under
+    way, not the ones after: each worker opens its connection again; a listener keeps waking its owner."""
+    url = str(target(tmp_path))
+    db = await PostgresDatabase.connect(url)
+    woken = asyncio.Event()
+    try:
+        assert await db.read(lambda conn: conn.execute("SELECT 1").fetchone()[0]) == 1
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        answers = []
+        for _ in range(20):  # every worker meets its dropped connection at most once
+            try:
+                answers.append(await db.read(lambda conn: conn.execute("SELECT 2").fetchone()[0]))
+            except psycopg.OperationalError:
+                answers.append(None)
+        assert answers.count(None) <= 8 and answers[-8:] == [2] * 8
+        assert await db.problem() is None
+        assert await db.listen("claret_test", woken.set)
+        await db.notify("claret_test")
+        await asyncio.wait_for(woken.wait(), 5)
+    finally:
+        await db.close()

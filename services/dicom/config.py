@@ -203,6 +203,19 @@ def _same_address(expected: str, address: str) -> bool:
         return expected.strip() == address.strip()
 
 
+def _ip_text(value: _Value) -> str:
+    """A source's address: an IP address, since a caller is matched by the address it calls from (a host
+    name would never match)."""
+    text = _text(value)
+    try:
+        _ip(text)
+    except ValueError:
+        raise value.problem(
+            f"{text!r} is not an IP address (sources are matched by the address they call from)"
+        ) from None
+    return text
+
+
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     address = ipaddress.ip_address(text.strip())
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -637,7 +650,7 @@ def _read_scp(value: _Value, destinations: tuple[Destination, ...]) -> _Scp:
 
 def _read_source(value: _Value) -> Source:
     source = _Section(value, ("aeTitle", "hostIp"))
-    return Source(ae_title=_required(source, "aeTitle", _ae_title), host=_optional(source, "hostIp", _text, None))
+    return Source(ae_title=_required(source, "aeTitle", _ae_title), host=_optional(source, "hostIp", _ip_text, None))
 
 
 def _read_ae_titles(value: _Value, sources: frozenset[str], destinations: frozenset[str]) -> tuple[AeTitle, ...]:

@@ -59,8 +59,9 @@ class IncomingStore:
     def folder(self, association_id: str) -> Path:
         return self.root / association_id
 
-    def write(self, association_id: str, instance: Instance, *data: bytes) -> None:
-        """Store one instance, the concatenation of ``data`` (its UIDs are checked: they are path segments)."""
+    def write(self, association_id: str, instance: Instance, *data: bytes) -> bool:
+        """Store one instance, the concatenation of ``data`` (its UIDs are checked: they are path segments);
+        False when it replaced the same instance sent before on the association."""
         target = self.folder(association_id) / instance.study / instance.series / f"{instance.sop_instance}.dcm"
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name(f"{TEMP_PREFIX}{target.name}")
@@ -68,11 +69,13 @@ class IncomingStore:
         try:
             with os.fdopen(fd, "wb") as file:
                 file.writelines(data)
+            new = not target.exists()
             os.replace(temp, target)  # the same instance sent twice: the later copy wins
         except BaseException:
             with contextlib.suppress(OSError):
                 temp.unlink()
             raise
+        return new
 
     def release(self, released: Released) -> None:
         """Mark the association's instances complete (the moment they may become a job)."""

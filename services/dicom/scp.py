@@ -327,11 +327,11 @@ class StoreScp:
         if full is not None:
             return self._refused(receiving, OUT_OF_RESOURCES, full)
         try:
-            self._incoming.write(receiving.id, instance, file_header(instance, syntax, receiving.calling), body)
+            new = self._incoming.write(receiving.id, instance, file_header(instance, syntax, receiving.calling), body)
         except OSError as exc:
             return self._refused(receiving, OUT_OF_RESOURCES, f"cannot store the instance: {exc.strerror}")
         series = receiving.studies.setdefault(instance.study, {})
-        series[instance.series] = series.get(instance.series, 0) + 1
+        series[instance.series] = series.get(instance.series, 0) + int(new)  # an instance sent again counts once
         receiving.bytes += len(body)
         self._metrics.dicom_instances.labels("stored").inc()
         return SUCCESS, ""

@@ -1057,3 +1057,12 @@ def test_an_export_operator_must_be_a_name_not_a_path(operator: str) -> None:
     )
     with pytest.raises(ConfigError, match="is not an operator name"):
         parse(text, "dicom.yaml")
+
+
+def test_a_source_address_must_be_an_ip_address() -> None:
+    text = (
+        "dicom:\n  scp:\n    aeTitles: [{aeTitle: A, processorSettings: {pipeline-x: p}}]\n"
+        "    sources:\n      - aeTitle: PACS\n        hostIp: pacs.example\n"
+    )
+    with pytest.raises(ConfigError, match=r"dicom.yaml:6: dicom.scp.sources\[0\].hostIp: 'pacs.example' is not an IP"):
+        parse(text, "dicom.yaml")

@@ -414,3 +414,9 @@ async def test_a_study_of_many_series_keeps_every_uid_in_the_metadata(tmp_path: 
         job = await one_ended_job(dicom, instances=6)
         listed = job.metadata["dicom.series_uids"] + "," + job.metadata["dicom.series_uids.2"]
         assert listed.split(",") == series and "dicom.series_uids.3" not in job.metadata
+
+
+async def test_an_instance_sent_twice_on_an_association_counts_once(tmp_path: Path) -> None:
+    async with dicom_platform(tmp_path, configuration(free_port())) as dicom:
+        assert (await asyncio.to_thread(store, dicom.port, "CLARA_CT", [ct_file(), ct_file()])).returncode == 0
+        await one_ended_job(dicom, instances=1)
