@@ -120,7 +120,7 @@ def claret_server(
     log = workdir / f"{name}.log"
     environ = {k: v for k, v in os.environ.items() if k not in _OWN_ENV and not k.startswith("CLARET_")}
     # 64 declared cores: every operator asks for at least one, and the throughput baselines run 8 at once.
-    environ.update({"CLARET_GPUS": "", "CLARET_CPUS": "64", **(env or {})})
+    environ.update({"CLARET_GPUS": "", "CLARET_CPUS": "64", "CLARET_CONSOLE_PORT": "0", **(env or {})})
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
             [

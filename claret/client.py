@@ -463,6 +463,12 @@ class PlatformClient:
         details = await _write_stream(self._stream(self._payloads.Download, request, transfer=True), target, progress)
         return PayloadFile.from_wire(details) if details is not None else PayloadFile(name, 0)
 
+    async def download_chunks(self, payload_id: str, name: str) -> AsyncIterator[bytes]:
+        """One file's content as the platform streams it (a web page relays it without holding it whole)."""
+        request = payloads_pb2.PayloadsDownloadRequest(header=HEADER, payload_id=_identifier(payload_id), name=name)
+        async for reply in self._stream(self._payloads.Download, request, transfer=True):
+            yield reply.data
+
     async def download_bytes(self, payload_id: str, name: str) -> bytes:
         """One file's content, in memory (for small files: tests, scripts)."""
         request = payloads_pb2.PayloadsDownloadRequest(header=HEADER, payload_id=_identifier(payload_id), name=name)

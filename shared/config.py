@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-ALL_SERVICES = ("pipelines", "payloads", "jobs", "models", "dicom")
-DEFAULT_SERVICES = ("pipelines", "payloads", "jobs", "models")
+ALL_SERVICES = ("pipelines", "payloads", "jobs", "models", "dicom", "console")
+DEFAULT_SERVICES = ("pipelines", "payloads", "jobs", "models", "console")
 """What ``claret serve`` runs unless told: DICOM joins when ``dicom_config`` is set."""
 RuntimeName = Literal["auto", "docker", "sandbox"]
 QueueKind = Literal["local", "database"]
@@ -127,6 +127,10 @@ class Settings:
     """Seconds a pipeline service has to accept connections on each declared http port."""
     service_idle_timeout: float = 1800.0
     """Seconds a pipeline service no operator uses keeps running; 0 keeps it until Clara.Stop."""
+    console_port: int = 30080
+    """The web console's HTTP port on ``host`` (0 picks a free one); TLS and tokens as the gRPC port's."""
+    console_platform: str | None = None
+    """Where the console reaches the platform's gRPC services (default: this process's own port)."""
     dicom_config: Path | None = None
     """The DICOM service's configuration (AE titles, sources, destinations: docs/dicom.md); reloaded on change."""
     dicom_host: str | None = None

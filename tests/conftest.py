@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# Servers the tests start as processes serve a console too: on a free port each, not all on 30080.
+os.environ.setdefault("CLARET_CONSOLE_PORT", "0")
+
 from tests.helpers import (
     OFFICIAL_CLIENT,
     POSTGRES,

@@ -86,6 +86,7 @@ def make_settings(tmp_path: Path, **changes: object) -> Settings:
         database_url=os.environ.get("CLARET_DATABASE_URL"),  # the test's store
         gpus=(),
         runtime="sandbox",
+        console_port=0,  # a console per server, each on a port of its own
         stop_grace=1.0,
     )
     return defaults.replace(**changes)

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from claret.client import PlatformClient, Security
+from claret.client import PlatformClient
 from services.dicom import tables
 from services.dicom.config import ConfigError, DicomConfig, load
 from services.dicom.exporter import Exporter
@@ -19,8 +19,8 @@ from services.dicom.scp import StoreScp
 from services.dicom.submit import Submitter
 from shared.db.connection import Connection
 from shared.logging import get_logger
+from shared.platform import platform_client
 from shared.resources import Resources
-from shared.security import load_tokens
 
 log = get_logger("claret.dicom")
 
@@ -106,15 +106,7 @@ class DicomService:
 
     def _client(self) -> PlatformClient:
         settings = self._resources.settings
-        tokens = load_tokens(settings)
-        security = Security(
-            token=sorted(tokens)[0] if tokens else None,
-            tls=settings.tls_cert is not None,
-            ca_cert=settings.tls_cert,
-            client_cert=settings.tls_cert if settings.tls_client_ca else None,
-            client_key=settings.tls_key if settings.tls_client_ca else None,
-        )
-        return PlatformClient(settings.dicom_platform or _own_address(settings.host, settings.port), security=security)
+        return platform_client(settings, settings.dicom_platform)
 
     async def _watch_config(self) -> None:
         while True:
@@ -141,10 +133,6 @@ class DicomService:
 def _record_association(conn: Connection, row: tables.AssociationRow) -> None:
     tables.add_association(conn, row)
     tables.forget_associations_before(conn, row.ended - KEEP_ASSOCIATIONS_S)
-
-
-def _own_address(host: str, port: int) -> str:
-    return f"{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}:{port}"
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
