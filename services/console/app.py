@@ -15,175 +15,37 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
-from typing import Any
 
-import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from claret.client import PlatformClient
-from claret.errors import ClientError
-from claret.records import Job, JobState, JobStatus
-from services.console import dag
-from shared.errors import ErrorCode
+from services.console.common import CSRF_COOKIE, SECURITY_HEADERS, Client, page
+from services.console.jobs import JobPages
 
 TOKEN_COOKIE = "claret_token"
-CSRF_COOKIE = "claret_csrf"
-MISSING = {ErrorCode.NO_SUCH_JOB, ErrorCode.NO_SUCH_PAYLOAD, ErrorCode.NO_SUCH_FILE, ErrorCode.INVALID_JOB_ID}
-"""Refusals that mean "not here": a 404 page, where anything else the platform says is a 502."""
-PAGE_SIZE = 50
-LOG_TAIL_LINES = 200
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
-Client = Callable[[], PlatformClient]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("services.console", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
 
 
 def make_app(client: Client, tokens: frozenset[str], *, secure_cookies: bool) -> web.Application:
     """The console's routes; ``tokens`` empty means the platform has no authentication and neither has this."""
     app = web.Application(middlewares=[_security_headers(), _authenticated(tokens), _csrf(secure_cookies)])
-    pages = Pages(client)
-    app.router.add_get("/", pages.home)
-    app.router.add_get("/login", pages.login_form)
+    app.router.add_get("/", _home)
+    app.router.add_get("/login", _login_form)
     app.router.add_post("/login", _login(tokens, secure_cookies))
-    app.router.add_get("/jobs", pages.jobs)
-    app.router.add_get("/jobs/rows", pages.job_rows)
-    app.router.add_get("/jobs/{job}", pages.job)
-    app.router.add_get("/jobs/{job}/live", pages.job_live)
-    app.router.add_post("/jobs/{job}/cancel", pages.cancel)
-    app.router.add_get("/payloads/{payload}/{name:.+}", pages.download)
+    app.router.add_routes(JobPages(client).routes())
     app.router.add_static("/static", str(PurePosixPath(__file__).parent / "static"))
     return app
 
 
-class Pages:
-    """The handlers: each reads what it shows through the platform client and renders a template."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    async def home(self, request: web.Request) -> web.StreamResponse:
-        raise web.HTTPFound("/jobs")
-
-    async def login_form(self, request: web.Request) -> web.StreamResponse:
-        return _page("login.html", request, problem=None)
-
-    async def jobs(self, request: web.Request) -> web.StreamResponse:
-        return _page("jobs.html", request, **await self._job_list(request))
-
-    async def job_rows(self, request: web.Request) -> web.StreamResponse:
-        return _page("_job_rows.html", request, **await self._job_list(request))
-
-    async def _job_list(self, request: web.Request) -> dict[str, Any]:
-        """Jobs newest first, filtered by ``state``, ``status`` and a ``name`` fragment, ``PAGE_SIZE`` a page."""
-        query = request.query
-        state, status = _member(JobState, query.get("state")), _member(JobStatus, query.get("status"))
-        async with self._platform() as platform:
-            jobs = await platform.list_jobs(states=[state] if state else (), statuses=[status] if status else ())
-        name = query.get("name", "").strip().lower()
-        chosen = sorted((j for j in jobs if name in j.name.lower()), key=_newest_first)
-        page = max(int(query["page"]) if query.get("page", "").isdigit() else 1, 1)
-        shown = chosen[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-        return {
-            "jobs": shown,
-            "total": len(chosen),
-            "page": page,
-            "pages": max((len(chosen) + PAGE_SIZE - 1) // PAGE_SIZE, 1),
-            "filters": {"state": state.name if state else "", "status": status.name if status else "", "name": name},
-            "states": [s.name for s in JobState if s is not JobState.UNKNOWN],
-            "statuses": [s.name for s in JobStatus if s is not JobStatus.UNKNOWN],
-            "query": request.query_string,
-        }
-
-    async def job(self, request: web.Request) -> web.StreamResponse:
-        return _page("job.html", request, **await self._job_view(request))
-
-    async def job_live(self, request: web.Request) -> web.StreamResponse:
-        return _page("_job_live.html", request, **await self._job_view(request))
-
-    async def _job_view(self, request: web.Request) -> dict[str, Any]:
-        async with self._platform() as platform:
-            job = await platform.job_status(request.match_info["job"])
-            files = (await platform.payload_details(job.payload_id)).files
-            logs = {op.name: await _tail(platform.read_logs(job.id, op.name)) for op in job.operators}
-        return {"job": job, "dag": await dag.svg(job) if job.dag else "", "files": files, "logs": logs}
-
-    async def cancel(self, request: web.Request) -> web.StreamResponse:
-        job_id = request.match_info["job"]
-        async with self._platform() as platform:
-            await platform.cancel_job(job_id, "canceled from the console")
-        raise web.HTTPSeeOther(f"/jobs/{job_id}")
-
-    async def download(self, request: web.Request) -> web.StreamResponse:
-        """A payload file, relayed chunk by chunk as the platform streams it."""
-        name = request.match_info["name"]
-        response = web.StreamResponse(
-            headers={
-                **SECURITY_HEADERS,
-                "Content-Type": "application/octet-stream",
-                "Content-Disposition": f'attachment; filename="{_safe_filename(name)}"',
-            }
-        )
-        async with self._platform() as platform:
-            chunks = platform.download_chunks(request.match_info["payload"], name)
-            first = await anext(chunks, b"")  # a refusal (no such file) becomes an error page, not a broken file
-            await response.prepare(request)
-            await response.write(first)
-            async for chunk in chunks:
-                await response.write(chunk)
-        await response.write_eof()
-        return response
-
-    @asynccontextmanager
-    async def _platform(self) -> AsyncIterator[PlatformClient]:
-        """A client for one request; what the platform refuses becomes an error page saying so."""
-        try:
-            async with self._client() as platform:
-                yield platform
-        except ClientError as exc:
-            status = web.HTTPNotFound if exc.code in MISSING else web.HTTPBadGateway
-            raise status(text=exc.message) from None
+async def _home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/jobs")
 
 
-def _page(template: str, request: web.Request, **context: Any) -> web.Response:
-    context["csrf"] = request.get(CSRF_COOKIE, "")
-    body = templates.get_template(template).render(**context)
-    return web.Response(text=body, content_type="text/html")
-
-
-async def _tail(lines: AsyncIterator[str]) -> list[str]:
-    kept: list[str] = []
-    async for line in lines:
-        kept.append(line)
-        del kept[:-LOG_TAIL_LINES]
-    return kept
-
-
-def _member(kind: type[JobState] | type[JobStatus], name: str | None) -> Any:
-    return kind.__members__.get(name or "")
-
-
-def _newest_first(job: Job) -> tuple[float, str]:
-    return (-(job.created.timestamp() if job.created else 0.0), job.id)
-
-
-def _safe_filename(name: str) -> str:
-    base = PurePosixPath(name).name
-    return "".join(c for c in base if c.isprintable() and c not in '"\\') or "download"
+async def _login_form(request: web.Request) -> web.StreamResponse:
+    return page("login.html", request, problem=None)
 
 
 # -- middlewares ------------------------------------------------------------------------------------------------
@@ -243,7 +105,7 @@ def _login(tokens: frozenset[str], secure: bool) -> Handler:
         if not tokens:
             raise web.HTTPSeeOther("/jobs")
         if not isinstance(token, str) or not _accepted(token, tokens):
-            response = _page("login.html", request, problem="That token is not accepted.")
+            response = page("login.html", request, problem="That token is not accepted.")
             response.set_status(401)
             return response
         response = web.HTTPSeeOther("/jobs")
