@@ -23,19 +23,27 @@ from aiohttp.typedefs import Middleware
 
 from services.console.common import CSRF_COOKIE, SECURITY_HEADERS, Client, page
 from services.console.jobs import JobPages
+from services.console.pipelines import PipelinePages
 
 TOKEN_COOKIE = "claret_token"
+MAX_FORM_BYTES = 256 * 1024**2
+"""The largest form a browser may post (files for a new job included): a form is read whole, in memory, to
+check its CSRF token first; larger inputs go through the CLI or a client, which stream."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def make_app(client: Client, tokens: frozenset[str], *, secure_cookies: bool) -> web.Application:
     """The console's routes; ``tokens`` empty means the platform has no authentication and neither has this."""
-    app = web.Application(middlewares=[_security_headers(), _authenticated(tokens), _csrf(secure_cookies)])
+    app = web.Application(
+        middlewares=[_security_headers(), _authenticated(tokens), _csrf(secure_cookies)],
+        client_max_size=MAX_FORM_BYTES,
+    )
     app.router.add_get("/", _home)
     app.router.add_get("/login", _login_form)
     app.router.add_post("/login", _login(tokens, secure_cookies))
     app.router.add_routes(JobPages(client).routes())
+    app.router.add_routes(PipelinePages(client).routes())
     app.router.add_static("/static", str(PurePosixPath(__file__).parent / "static"))
     return app
 

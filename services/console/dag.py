@@ -1,12 +1,14 @@
-"""A job's DAG as an SVG picture: Graphviz's ``dot`` lays it out (a maintained layout engine, run as a
-program: no JavaScript layout library ships with the console), each operator filled by its status."""
+"""A job's or a pipeline's DAG as an SVG picture: Graphviz's ``dot`` lays it out (a maintained layout engine,
+run as a program: no JavaScript layout library ships with the console), each of a job's operators filled by
+its status."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable, Mapping, Sequence
 
-from claret.records import Job, OperatorStatus
+from claret.records import Job, JobDagNode, OperatorStatus, PipelineNode
 
 STATUS_COLOURS = {
     OperatorStatus.PENDING: "#d9d9d9",
@@ -19,24 +21,28 @@ UNKNOWN_COLOUR = "#ffffff"
 DOT_TIMEOUT_S = 10.0
 
 
-def dot_source(job: Job) -> str:
-    """The job's DAG in Graphviz's language: operators top to bottom, an arrow from each upstream operator
-    (solid: its outputs are read; dashed: only order)."""
-    status = {operator.name: operator.status for operator in job.operators}
+def dot_source(nodes: Sequence[JobDagNode], statuses: Mapping[str, OperatorStatus] | None = None) -> str:
+    """The DAG in Graphviz's language: operators top to bottom, an arrow from each upstream operator (solid:
+    its outputs are read; dashed: only order). With ``statuses`` (a job's) each operator is filled by its
+    status; without (a pipeline's) the operators have none."""
     lines = [
         "digraph job {",
         '  graph [rankdir=TB, bgcolor="transparent"];',
         '  node [shape=box, style="rounded,filled", fontname="sans-serif"];',
     ]
-    for node in job.dag:
-        state = status.get(node.name)
-        label = state.name if state is not None else "UNKNOWN"
-        attributes = {
-            "fillcolor": STATUS_COLOURS.get(state, UNKNOWN_COLOUR) if state is not None else UNKNOWN_COLOUR,
-            "id": f"op-{node.name}",
-            "class": label,
-            "tooltip": f"{node.name}: {label}",
-        }
+    for node in nodes:
+        if statuses is None:
+            attributes = {"fillcolor": UNKNOWN_COLOUR, "id": f"op-{node.name}", "class": "OPERATOR"}
+            attributes["tooltip"] = node.name
+        else:
+            state = statuses.get(node.name)
+            label = state.name if state is not None else "UNKNOWN"
+            attributes = {
+                "fillcolor": STATUS_COLOURS.get(state, UNKNOWN_COLOUR) if state is not None else UNKNOWN_COLOUR,
+                "id": f"op-{node.name}",
+                "class": label,
+                "tooltip": f"{node.name}: {label}",
+            }
         listed = ", ".join(f"{key}={_quoted(value)}" for key, value in attributes.items())
         lines.append(f"  {_quoted(node.name)} [{listed}];")
         lines.extend(f"  {_quoted(up)} -> {_quoted(node.name)};" for up in node.input_dependencies)
@@ -45,9 +51,31 @@ def dot_source(job: Job) -> str:
     return "\n".join(lines)
 
 
-async def svg(job: Job) -> str:
-    """The DAG drawn by ``dot -Tsvg``, without the XML prologue (it goes inside a page); empty where Graphviz
-    is not installed (the page lists the operators anyway)."""
+def job_source(job: Job) -> str:
+    """A job's DAG, each operator by its status."""
+    return dot_source(job.dag, {operator.name: operator.status for operator in job.operators})
+
+
+def pipeline_nodes(roots: Iterable[PipelineNode]) -> list[JobDagNode]:
+    """A pipeline's DAG (a tree of each operator and those that run after it, where an operator with two
+    upstreams appears under both) as nodes with their upstream operators, each once, in the order met."""
+    upstreams: dict[str, list[str]] = {}
+
+    def visit(node: PipelineNode, parent: str | None) -> None:
+        ups = upstreams.setdefault(node.name, [])
+        if parent is not None and parent not in ups:
+            ups.append(parent)
+        for child in node.next:
+            visit(child, node.name)
+
+    for root in roots:
+        visit(root, None)
+    return [JobDagNode(name, tuple(ups)) for name, ups in upstreams.items()]
+
+
+async def svg(source: str) -> str:
+    """A DAG's ``source`` (from :func:`dot_source`) drawn by ``dot -Tsvg``, without the XML prologue (it goes
+    inside a page); empty where Graphviz is not installed (the page lists the operators anyway)."""
     try:
         process = await asyncio.create_subprocess_exec(
             "dot",
@@ -59,7 +87,7 @@ async def svg(job: Job) -> str:
     except FileNotFoundError:
         return ""
     async with asyncio.timeout(DOT_TIMEOUT_S):
-        drawn, problem = await process.communicate(dot_source(job).encode())
+        drawn, problem = await process.communicate(source.encode())
     if process.returncode != 0:
         raise RuntimeError(f"dot failed: {problem.decode(errors='replace').strip()}")
     text = drawn.decode()

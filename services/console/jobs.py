@@ -29,6 +29,7 @@ class JobPages:
             web.get("/jobs/rows", self.job_rows),
             web.get("/jobs/{job}", self.job),
             web.get("/jobs/{job}/live", self.job_live),
+            web.post("/jobs/{job}/start", self.start),
             web.post("/jobs/{job}/cancel", self.cancel),
             web.get("/payloads/{payload}/{name:.+}", self.download),
         ]
@@ -46,7 +47,7 @@ class JobPages:
         async with platform(self._client) as client:
             jobs = await client.list_jobs(states=[state] if state else (), statuses=[status] if status else ())
         name = query.get("name", "").strip().lower()
-        chosen = sorted((j for j in jobs if name in j.name.lower()), key=_newest_first)
+        chosen = sorted((j for j in jobs if name in j.name.lower()), key=newest_first)
         page = max(int(query["page"]) if query.get("page", "").isdigit() else 1, 1)
         shown = chosen[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
         return {
@@ -71,7 +72,13 @@ class JobPages:
             job = await client.job_status(request.match_info["job"])
             files = (await client.payload_details(job.payload_id)).files
             logs = {op.name: await _tail(client.read_logs(job.id, op.name)) for op in job.operators}
-        return {"job": job, "dag": await dag.svg(job) if job.dag else "", "files": files, "logs": logs}
+        return {"job": job, "dag": await dag.svg(dag.job_source(job)) if job.dag else "", "files": files, "logs": logs}
+
+    async def start(self, request: web.Request) -> web.StreamResponse:
+        job_id = request.match_info["job"]
+        async with platform(self._client) as client:
+            await client.start_job(job_id)
+        raise web.HTTPSeeOther(f"/jobs/{job_id}")
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
         job_id = request.match_info["job"]
@@ -112,7 +119,7 @@ def _member(kind: type[JobState] | type[JobStatus], name: str | None) -> Any:
     return kind.__members__.get(name or "")
 
 
-def _newest_first(job: Job) -> tuple[float, str]:
+def newest_first(job: Job) -> tuple[float, str]:
     return (-(job.created.timestamp() if job.created else 0.0), job.id)
 
 
