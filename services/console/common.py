@@ -41,10 +41,10 @@ def page(template: str, request: web.Request, **context: Any) -> web.Response:
 
 @asynccontextmanager
 async def platform(client: Client) -> AsyncIterator[PlatformClient]:
-    """A client for one request; what the platform refuses becomes an error page saying so."""
+    """The console's client of the platform (one channel for every request, not one each); what the
+    platform refuses becomes an error page saying so."""
     try:
-        async with client() as opened:
-            yield opened
+        yield client()
     except ClientError as exc:
         status = web.HTTPNotFound if exc.code in MISSING else web.HTTPBadGateway
         raise status(text=exc.message) from None

@@ -19,6 +19,9 @@ STATUS_COLOURS = {
 """Fill colours by operator status; the status is also in each node's ``data-status`` and its tooltip."""
 UNKNOWN_COLOUR = "#ffffff"
 DOT_TIMEOUT_S = 10.0
+DRAWN_KEPT = 256
+"""Pictures remembered by their dot source (which holds the statuses): ``dot`` runs once per change."""
+_drawn: dict[str, str] = {}
 
 
 def dot_source(nodes: Sequence[JobDagNode], statuses: Mapping[str, OperatorStatus] | None = None) -> str:
@@ -74,6 +77,15 @@ def pipeline_nodes(roots: Iterable[PipelineNode]) -> list[JobDagNode]:
 
 
 async def svg(source: str) -> str:
+    """:func:`draw`, remembered: a job page asks every second, and its picture changes only with a status."""
+    if source not in _drawn:
+        if len(_drawn) >= DRAWN_KEPT:
+            _drawn.pop(next(iter(_drawn)))  # the oldest
+        _drawn[source] = await draw(source)
+    return _drawn[source]
+
+
+async def draw(source: str) -> str:
     """A DAG's ``source`` (from :func:`dot_source`) drawn by ``dot -Tsvg``, without the XML prologue (it goes
     inside a page); empty where Graphviz is not installed (the page lists the operators anyway)."""
     try:

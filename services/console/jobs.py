@@ -9,12 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
+from claret.client import PlatformClient
 from claret.records import Job, JobState, JobStatus
 from services.console import dag
 from services.console.common import SECURITY_HEADERS, Client, page, platform
 
 PAGE_SIZE = 50
 LOG_TAIL_LINES = 200
+STOPPED_LOGS_KEPT = 64
+"""Stopped jobs whose log tails are remembered (a job page polls every second)."""
 
 
 class JobPages:
@@ -22,6 +25,7 @@ class JobPages:
 
     def __init__(self, client: Client) -> None:
         self._client = client
+        self._stopped_logs: dict[str, dict[str, list[str]]] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -71,7 +75,7 @@ class JobPages:
         async with platform(self._client) as client:
             job = await client.job_status(request.match_info["job"])
             files = (await client.payload_details(job.payload_id)).files
-            logs = {op.name: await _tail(client.read_logs(job.id, op.name)) for op in job.operators}
+            logs = await self._logs(client, job)
         return {"job": job, "dag": await dag.svg(dag.job_source(job)) if job.dag else "", "files": files, "logs": logs}
 
     async def start(self, request: web.Request) -> web.StreamResponse:
@@ -79,6 +83,17 @@ class JobPages:
         async with platform(self._client) as client:
             await client.start_job(job_id)
         raise web.HTTPSeeOther(f"/jobs/{job_id}")
+
+    async def _logs(self, client: PlatformClient, job: Job) -> dict[str, list[str]]:
+        """The tail of each operator's log; a stopped job's are read once (they change no more)."""
+        if job.id in self._stopped_logs:
+            return self._stopped_logs[job.id]
+        logs = {op.name: await _tail(client.read_logs(job.id, op.name)) for op in job.operators}
+        if job.state is JobState.STOPPED:
+            if len(self._stopped_logs) >= STOPPED_LOGS_KEPT:
+                self._stopped_logs.pop(next(iter(self._stopped_logs)))
+            self._stopped_logs[job.id] = logs
+        return logs
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
         job_id = request.match_info["job"]
