@@ -20,7 +20,14 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-MISSING = {ErrorCode.NO_SUCH_JOB, ErrorCode.NO_SUCH_PAYLOAD, ErrorCode.NO_SUCH_FILE, ErrorCode.INVALID_JOB_ID}
+MISSING = {
+    ErrorCode.NO_SUCH_JOB,
+    ErrorCode.INVALID_JOB_ID,
+    ErrorCode.NO_SUCH_PAYLOAD,
+    ErrorCode.NO_SUCH_FILE,
+    ErrorCode.NO_SUCH_PIPELINE,
+    ErrorCode.INVALID_PIPELINE_ID,
+}
 """Refusals that mean "not here": a 404 page, where anything else the platform says is a 502."""
 
 Client = Callable[[], PlatformClient]

@@ -3,8 +3,7 @@ that creates a job from uploaded files and starts it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -22,7 +21,6 @@ from services.console.common import Client, page, platform
 from services.console.jobs import newest_first
 from shared.errors import ErrorCode
 
-MISSING_PIPELINE = {ErrorCode.NO_SUCH_PIPELINE, ErrorCode.INVALID_PIPELINE_ID}
 REFUSED_INPUT = {ErrorCode.INVALID_JOB_NAME, ErrorCode.INVALID_FILE_NAME, ErrorCode.AMBIGUOUS_NAME}
 """What the platform refuses in what the form sent: shown on the form again, as a 400, not a 502."""
 PRIORITIES = [p.name for p in Priority if p is not Priority.UNKNOWN]
@@ -59,8 +57,7 @@ class PipelinePages:
     async def _pipeline_view(self, request: web.Request, problem: str | None, chosen: dict[str, str]) -> dict[str, Any]:
         pipeline_id = request.match_info["pipeline"]
         async with platform(self._client) as client:
-            with _pipeline_missing():
-                pipeline = await client.pipeline_details(pipeline_id)
+            pipeline = await client.pipeline_details(pipeline_id)
             jobs = await _jobs(client, pipeline.id)
         nodes = dag.pipeline_nodes(pipeline.dag)
         return {
@@ -89,8 +86,7 @@ class PipelinePages:
         try:
             async with platform(self._client) as client:
                 try:
-                    with _pipeline_missing():
-                        created = await client.create_job(pipeline_id, name, priority)
+                    created = await client.create_job(pipeline_id, name, priority)
                     job_id = created.job_id
                     for file in files:
                         await client.upload(created.payload_id, _base_name(file.filename), file.file.read())
@@ -119,17 +115,6 @@ async def _jobs(client: PlatformClient, pipeline_id: str) -> list[Job]:
 async def _cancel_quietly(client: PlatformClient, job_id: str) -> None:
     with suppress(ClientError):  # the refusal is what the page reports; a job left pending is listed anyway
         await client.cancel_job(job_id, "its files were refused when created from the console")
-
-
-@contextmanager
-def _pipeline_missing() -> Iterator[None]:
-    """A pipeline the platform does not have (or an id it cannot be) is a 404, not a 502."""
-    try:
-        yield
-    except ClientError as exc:
-        if exc.code in MISSING_PIPELINE:
-            raise web.HTTPNotFound(text=exc.message) from None
-        raise
 
 
 def _highlighted(content: str) -> str:
