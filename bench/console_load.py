@@ -38,15 +38,12 @@ from harness import (
     median,
     percentile,
     report,
-    request_header,
     run,
     scratch,
     show_rounds,
 )
-from jobs_common import Clara, check_healthy, one_operator_pipeline
-from status_rate import hammer
-
-from protos.nvidia.clara.platform import common_pb2, jobs_pb2, jobs_pb2_grpc
+from jobs_common import Clara, check_healthy
+from status_rate import hammer, status_target
 
 NAME = "console_load"
 TARGET = 0.9
@@ -218,14 +215,7 @@ async def main() -> None:
         async with claret.channel() as channel:
             clara = Clara(channel)
             job_ids = await finished_jobs(clara, options.jobs)
-            pipeline_id = await clara.pipeline(one_operator_pipeline(["true"]))
-            job_id, _ = await clara.create(pipeline_id)
-            await clara.start(job_id)
-            job, _ = await clara.wait_stopped(job_id, 0.01)
-            check_healthy(job)
-            stub = jobs_pb2_grpc.JobsStub(channel)
-            request = jobs_pb2.JobsStatusRequest(header=request_header(), job_id=common_pb2.Identifier(value=job_id))
-            expected = (await stub.Status(request)).SerializeToString()
+            stub, request, expected = await status_target(channel)
             process = await asyncio.create_subprocess_exec(
                 PYTHON,
                 __file__,

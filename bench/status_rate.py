@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import time
 
+import grpc
 from harness import (
     Result,
     bare_server,
@@ -54,6 +55,20 @@ async def hammer(
     return calls / (time.perf_counter() - begin), calls
 
 
+async def status_target(channel: grpc.aio.Channel) -> tuple[jobs_pb2_grpc.JobsStub, jobs_pb2.JobsStatusRequest, bytes]:
+    """A finished one-operator job on the server behind ``channel``, and the bare stub, the Status request for it
+    and the reply it gets (the calls measured go through the bare stub: the server is under test, not the client)."""
+    clara = Clara(channel)
+    pipeline_id = await clara.pipeline(one_operator_pipeline(["true"]))
+    job_id, _ = await clara.create(pipeline_id)
+    await clara.start(job_id)
+    job, _ = await clara.wait_stopped(job_id, 0.01)
+    check_healthy(job)
+    stub = jobs_pb2_grpc.JobsStub(channel)
+    request = jobs_pb2.JobsStatusRequest(header=request_header(), job_id=common_pb2.Identifier(value=job_id))
+    return stub, request, (await stub.Status(request)).SerializeToString()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", type=int, default=64)
@@ -65,16 +80,7 @@ async def main() -> None:
     cpu: dict[str, list[float]] = {"claret": [], "bare": []}
     with scratch("status") as work, claret_server(work, profile_name=NAME) as claret:
         async with claret.channel() as claret_channel:
-            clara = Clara(claret_channel)
-            pipeline_id = await clara.pipeline(one_operator_pipeline(["true"]))
-            job_id, _ = await clara.create(pipeline_id)
-            await clara.start(job_id)
-            job, _ = await clara.wait_stopped(job_id, 0.01)
-            check_healthy(job)
-            # The calls measured go through the bare stub: the server is under test, not the client.
-            stub = jobs_pb2_grpc.JobsStub(claret_channel)
-            request = jobs_pb2.JobsStatusRequest(header=request_header(), job_id=common_pb2.Identifier(value=job_id))
-            expected = (await stub.Status(request)).SerializeToString()
+            stub, request, expected = await status_target(claret_channel)
             (work / "status-reply.bin").write_bytes(expected)
             with bare_server(work, status_reply=work / "status-reply.bin", profile_name=NAME) as bare:
                 async with bare.channel() as bare_channel:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from claret.client import PlatformClient, Security
 from shared.config import Settings
+from shared.logging import get_logger
 from shared.security import load_tokens
+
+log = get_logger("claret.platform")
 
 
 def platform_client(settings: Settings, address: str | None) -> PlatformClient:
@@ -26,3 +31,13 @@ def own_address(settings: Settings) -> str:
     """This process's gRPC address as a client reaches it (a wildcard listen address means loopback)."""
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "::") else settings.host
     return f"{host}:{settings.port}"
+
+
+async def cancel_half_made(client: PlatformClient, job_id: str, reason: str) -> None:
+    """Cancel a job that was created but could not be made whole (its files, its start). Shielded, so a
+    request or task being cancelled still lets it through; a failure is logged, not raised: the failure
+    that made the job half-made is the one its caller reports."""
+    try:
+        await asyncio.shield(client.cancel_job(job_id, reason))
+    except Exception as exc:
+        log.warning("half-made job not canceled", job=job_id, error=str(exc))

@@ -3,7 +3,6 @@ that creates a job from uploaded files and starts it)."""
 
 from __future__ import annotations
 
-from contextlib import suppress
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -20,6 +19,7 @@ from services.console import dag
 from services.console.common import Client, page, platform
 from services.console.jobs import newest_first
 from shared.errors import ErrorCode
+from shared.platform import cancel_half_made
 
 REFUSED_INPUT = {ErrorCode.INVALID_JOB_NAME, ErrorCode.INVALID_FILE_NAME, ErrorCode.AMBIGUOUS_NAME}
 """What the platform refuses in what the form sent: shown on the form again, as a 400, not a 502."""
@@ -95,7 +95,7 @@ class PipelinePages:
                     if exc.code not in REFUSED_INPUT:
                         raise
                     if job_id:
-                        await _cancel_quietly(client, job_id)
+                        await cancel_half_made(client, job_id, "its files were refused when created from the console")
                     response = page("pipeline.html", request, **await self._refused(request, exc, chosen))
                     response.set_status(400)
                     return response
@@ -110,11 +110,6 @@ class PipelinePages:
 
 async def _jobs(client: PlatformClient, pipeline_id: str) -> list[Job]:
     return sorted(await client.list_jobs(pipeline_ids=[pipeline_id]), key=newest_first)
-
-
-async def _cancel_quietly(client: PlatformClient, job_id: str) -> None:
-    with suppress(ClientError):  # the refusal is what the page reports; a job left pending is listed anyway
-        await client.cancel_job(job_id, "its files were refused when created from the console")
 
 
 def _highlighted(content: str) -> str:

@@ -78,10 +78,6 @@ class Grouper:
         batch, _ = self._open.pop(key)
         self._submit(batch)
 
-    def pending(self) -> int:
-        """Batches waiting for their quiet time to end."""
-        return len(self._open)
-
     def stop(self) -> None:
         """Forget open batches: their associations' instances stay released on disk and are grouped again
         at the next start."""

@@ -34,6 +34,7 @@ from shared.logging import get_logger
 from shared.metadata import MAX_VALUE_BYTES
 from shared.metrics import Metrics
 from shared.payload_store import INPUT_DIR, TEMP_PREFIX, PayloadStore
+from shared.platform import cancel_half_made
 
 log = get_logger("claret.dicom.submit")
 
@@ -123,7 +124,7 @@ class Submitter:
             await self._db.write(lambda conn: tables.add_job(conn, job, time.time()))
             await client.start_job(created.job_id)
         except BaseException:
-            await _cancel_quietly(client, created.job_id)
+            await cancel_half_made(client, created.job_id, "its DICOM instances could not be placed")
             raise
         self._metrics.dicom_jobs.inc()
         log.info(
@@ -184,10 +185,3 @@ def _listed(key: str, values: list[str]) -> dict[str, str]:
         else:
             chunks.append(value[:MAX_VALUE_BYTES])
     return {key if index == 0 else f"{key}.{index + 1}": chunk for index, chunk in enumerate(chunks)}
-
-
-async def _cancel_quietly(client: PlatformClient, job_id: str) -> None:
-    try:
-        await asyncio.shield(client.cancel_job(job_id, "its DICOM instances could not be placed"))
-    except Exception as exc:  # the original failure is the one to report
-        log.warning("half-made job not canceled", job=job_id, error=str(exc))
