@@ -27,6 +27,27 @@ def platform_client(settings: Settings, address: str | None) -> PlatformClient:
     return PlatformClient(address or own_address(settings), security=security)
 
 
+class SharedClient:
+    """One platform client (one gRPC channel) for all of a service's calls, made at the first call, on the
+    loop that makes it (grpc.aio binds a channel to its loop): a channel per request cost about a
+    millisecond of this process's CPU (bench/console_load.py). Calling it gives the client; close at stop."""
+
+    def __init__(self, settings: Settings, address: str | None) -> None:
+        self._settings = settings
+        self._address = address
+        self._client: PlatformClient | None = None
+
+    def __call__(self) -> PlatformClient:
+        if self._client is None:
+            self._client = platform_client(self._settings, self._address)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
 def own_address(settings: Settings) -> str:
     """This process's gRPC address as a client reaches it (a wildcard listen address means loopback)."""
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "::") else settings.host

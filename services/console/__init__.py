@@ -7,11 +7,10 @@ import ssl
 
 from aiohttp import web
 
-from claret.client import PlatformClient
 from services.console.app import make_app
 from shared.config import Settings
 from shared.logging import get_logger
-from shared.platform import platform_client
+from shared.platform import SharedClient
 from shared.resources import Resources
 from shared.security import load_tokens
 from shared.server import Service, ServicerSet
@@ -25,8 +24,8 @@ class Console:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         tls = settings.tls_cert is not None
-        self._client: PlatformClient | None = None
-        app = make_app(self._shared_client, frozenset(load_tokens(settings)), secure_cookies=tls)
+        self._client = SharedClient(settings, settings.console_platform)
+        app = make_app(self._client, frozenset(load_tokens(settings)), secure_cookies=tls)
         self._runner = web.AppRunner(app, access_log=None)
         self.port = 0
 
@@ -41,15 +40,7 @@ class Console:
 
     async def stop(self) -> None:
         await self._runner.cleanup()
-        if self._client is not None:
-            await self._client.close()
-
-    def _shared_client(self) -> PlatformClient:
-        """One client (one gRPC channel) for every page: a channel per request cost about a millisecond of
-        this process's CPU (bench/console_load.py). Made at the first request, on the loop that serves."""
-        if self._client is None:
-            self._client = platform_client(self._settings, self._settings.console_platform)
-        return self._client
+        await self._client.close()
 
 
 def _tls(settings: Settings) -> ssl.SSLContext | None:

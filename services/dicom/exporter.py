@@ -71,11 +71,10 @@ class Exporter:
         while True:
             with _logged("watching jobs"):
                 running = await self._db.read(tables.running_jobs)
-                if running:
-                    async with self._client() as client:
-                        for job in running:
-                            with _logged(f"checking job {job.job_id}"):  # one job's trouble holds up no other
-                                await self._check(client, job)
+                client = self._client()
+                for job in running:
+                    with _logged(f"checking job {job.job_id}"):  # one job's trouble holds up no other
+                        await self._check(client, job)
             await asyncio.sleep(self._poll)
 
     async def _check(self, client: PlatformClient, job: tables.DicomJob) -> None:
@@ -144,8 +143,8 @@ class Exporter:
         log.info("DICOM export", job=export.job_id, destination=export.destination, outcome=outcome, error=error)
         if settled.state != "pending":  # metadata keys are written once: the outcome, not each attempt
             with _logged("recording an export on its job"):
-                async with self._client() as client:
-                    await client.add_job_metadata(export.job_id, {_key(export.destination): note[:MAX_VALUE_BYTES]})
+                note = note[:MAX_VALUE_BYTES]
+                await self._client().add_job_metadata(export.job_id, {_key(export.destination): note})
 
     def _send(self, config: DicomConfig, export: tables.ExportRow) -> str | None:
         """One attempt, on a worker thread: None when every file was stored, else why not."""

@@ -9,17 +9,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from claret.client import PlatformClient
 from services.dicom import tables
 from services.dicom.config import ConfigError, DicomConfig, load
 from services.dicom.exporter import Exporter
 from services.dicom.grouping import Grouper
-from services.dicom.incoming import IncomingStore, Released
+from services.dicom.incoming import IncomingStore
 from services.dicom.scp import StoreScp
 from services.dicom.submit import Submitter
 from shared.db.connection import Connection
 from shared.logging import get_logger
-from shared.platform import platform_client
+from shared.platform import SharedClient
 from shared.resources import Resources
 
 log = get_logger("claret.dicom")
@@ -50,6 +49,7 @@ class DicomService:
         self.state = ConfigState(load(path), path, time.time())
         self._stamp = _stamp(path)
         self.incoming = IncomingStore(self.state.config.storage or settings.data_dir / "dicom")
+        self._client = SharedClient(settings, settings.dicom_platform)
         self.submitter = Submitter(
             self.config, self.incoming, resources.payloads, resources.db, resources.metrics, self._client
         )
@@ -71,7 +71,7 @@ class DicomService:
             self.config,
             self.incoming,
             self._resources.metrics,
-            on_released=self._released,
+            on_released=self.grouper.released,
             on_recorded=self._recorded,
         )
         settings = self._resources.settings
@@ -89,9 +89,7 @@ class DicomService:
         self.grouper.stop()
         await self.submitter.stop()
         await self.exporter.stop()
-
-    def _released(self, released: Released) -> None:
-        self.grouper.released(released)
+        await self._client.close()
 
     def _recorded(self, row: tables.AssociationRow) -> None:
         task = asyncio.get_running_loop().create_task(self._record(row))
@@ -103,10 +101,6 @@ class DicomService:
             await self._resources.db.write(lambda conn: _record_association(conn, row))
         except Exception as exc:  # a lost record must not stop the SCP
             log.warning("association not recorded", association=row.id, error=str(exc))
-
-    def _client(self) -> PlatformClient:
-        settings = self._resources.settings
-        return platform_client(settings, settings.dicom_platform)
 
     async def _watch_config(self) -> None:
         while True:

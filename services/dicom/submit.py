@@ -95,13 +95,13 @@ class Submitter:
         ae_title = self._config().ae_title(batch.called)
         if ae_title is None:
             raise ClientError(f"AE title {batch.called!r} is no longer configured; its instances wait for it")
-        async with self._client() as client:
-            for key, ref in ae_title.pipelines:
-                if key in batch.jobs_made:
-                    continue  # made before a later pipeline's job failed: a retry makes only the rest
-                pipeline_id = _pipeline_id(ref, await self._db.read(partial(pipelines.ids_for, ref=ref)))
-                await self._one_job(client, batch, ae_title, key, pipeline_id, files)
-                batch.jobs_made.add(key)
+        client = self._client()
+        for key, ref in ae_title.pipelines:
+            if key in batch.jobs_made:
+                continue  # made before a later pipeline's job failed: a retry makes only the rest
+            pipeline_id = _pipeline_id(ref, await self._db.read(partial(pipelines.ids_for, ref=ref)))
+            await self._one_job(client, batch, ae_title, key, pipeline_id, files)
+            batch.jobs_made.add(key)
 
     def _files(self, batch: Batch) -> list[Path]:
         return [path for part in batch.parts for path in self._incoming.files(part.association, part.study)]
