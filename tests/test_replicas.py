@@ -148,9 +148,13 @@ async def twenty_gpu_operators_one_replica_killed(
         left = await db.read(lambda conn: conn.execute("SELECT count(*) FROM gpu_holds").fetchone()[0])
     finally:
         await db.close()
-    assert sorted(hold.job_id for hold in history) == sorted(records)
+    # A job may have one extra, earlier grant: one that "a" took and was killed before it started the
+    # operator (the operator ran once, as its record shows; the GPU was reserved meanwhile, so it is history).
+    assert {hold.job_id for hold in history} == set(records)
     assert all(hold.released is not None for hold in history) and left == 0
-    assert {hold.job_id: hold.gpu_ids for hold in history} == {job: (gpu,) for job, gpu in gpu_of.items()}
+    last_hold = {hold.job_id: hold.gpu_ids for hold in sorted(history, key=lambda hold: hold.granted)}
+    assert last_hold == {job: (gpu,) for job, gpu in gpu_of.items()}
+    assert len(history) - len(records) <= len(seen), history  # at most one per GPU "a" was granting when killed
     for gpu in ("0", "1"):
         spans = [(hold.granted, hold.released or 0.0) for hold in history if hold.gpu_ids == (gpu,)]
         assert not intervals_overlap(spans), spans
