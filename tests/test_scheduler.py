@@ -467,3 +467,89 @@ def test_random_sequences_keep_the_ledger_sound(ops: list[tuple[object, ...]]) -
     assert not waiting
     assert set(granted) == submitted - withdrawn
     assert all(count == 1 for count in granted.values())
+
+
+# --- several nodes (a runtime that places operators across machines) -------------------------------------------
+
+
+def two_workers(gpus: int = 2) -> Scheduler:
+    """Two nodes of 4 cores, 4096 MB and ``gpus`` GPUs each, as the swarm runtime would report them."""
+    return Scheduler(
+        {
+            name: Capacity(cpus=4, memory_mb=4096, gpu_ids=tuple(f"GPU-{name}{i}" for i in range(gpus)))
+            for name in ("w1", "w2")
+        }
+    )
+
+
+def test_an_operator_fits_only_if_one_node_holds_all_of_it() -> None:
+    sched = two_workers()
+    assert sched.capacity.gpu_ids == ("GPU-w10", "GPU-w11", "GPU-w20", "GPU-w21")
+    assert sched.lacks(Demand(cpu=1, memory_mb=256, gpus=3)) == "needs 3 GPUs; the largest node has 2"
+    with pytest.raises(ValueError, match="the largest node has 2"):
+        sched.submit("three", N, Demand(cpu=1, memory_mb=256, gpus=3))
+    parts_apart = Scheduler(
+        {"cores": Capacity(cpus=8, memory_mb=1024, gpu_ids=()), "gpus": Capacity(cpus=1, memory_mb=1024, gpu_ids=("g",))}
+    )
+    assert parts_apart.lacks(Demand(cpu=4, memory_mb=256, gpus=1)) == (
+        "needs 4 CPU cores, 256 MB of memory and 1 GPU on one node; no node has all of them"
+    )
+    assert parts_apart.lacks(Demand(cpu=4, memory_mb=256, gpus=0)) is None
+
+
+def test_operators_spread_over_nodes_and_hold_that_nodes_gpus() -> None:
+    sched = two_workers()
+    for name in "abcde":
+        sched.submit(name, N, ONE_GPU)
+    grants = sched.take()
+    assert keys(grants) == ["a", "b", "c", "d"]  # four GPUs on two nodes; e waits
+    assert [grant.node for grant in grants] == ["w1", "w2", "w1", "w2"]  # the node with the most room first
+    for grant in grants:
+        assert grant.gpu_ids[0].startswith(f"GPU-{grant.node}")
+    assert sched.free_on("w1").gpu_ids == () and sched.waiting == 1
+    sched.release("c")
+    (e,) = sched.take()
+    assert (e.key, e.node, e.gpu_ids) == ("e", "w1", grants[2].gpu_ids)
+
+
+def test_a_two_gpu_operator_waits_while_the_free_gpus_are_on_different_nodes() -> None:
+    sched = two_workers()
+    for name in "ab":
+        sched.submit(name, N, ONE_GPU)
+    sched.take()
+    sched.submit("pair", N, Demand(cpu=1, memory_mb=256, gpus=2))
+    assert sched.take() == [] and len(sched.free.gpu_ids) == 2  # one free on each node: not one node's pair
+    sched.release("a")
+    (pair,) = sched.take()
+    assert pair.node == "w1" and len(pair.gpu_ids) == 2
+
+
+def test_nodes_that_leave_and_come_back_change_capacity_but_keep_what_is_held() -> None:
+    sched = two_workers()
+    for name in "abcd":
+        sched.submit(name, N, ONE_GPU)
+    held = {grant.key: grant for grant in sched.take()}
+    sched.set_nodes({"w2": sched.nodes["w2"]})  # w1 drained: its operators still run, it takes no more
+    assert sched.capacity.gpu_ids == ("GPU-w20", "GPU-w21")
+    sched.release("a")  # ends on the drained node: nothing to give back
+    sched.release("b")
+    assert sched.free.gpu_ids == (held["b"].gpu_ids[0],)
+    sched.submit("e", N, ONE_GPU)
+    sched.submit("f", N, ONE_GPU)
+    assert [grant.node for grant in sched.take()] == ["w2"]
+    sched.set_nodes(two_workers().nodes)  # w1 back, with c still held on it
+    (f,) = sched.take()
+    assert f.node == "w1" and f.gpu_ids != held["c"].gpu_ids
+    assert sched.free_on("w1").gpu_ids == ()
+
+
+def test_restore_holds_an_operator_on_its_node_or_says_why_not() -> None:
+    sched = two_workers()
+    sched.restore(Grant("a", ONE_GPU, ("GPU-w21",), node="w2"))
+    assert sched.free_on("w2").gpu_ids == ("GPU-w20",)
+    with pytest.raises(CannotHold, match="GPU ids .'GPU-w21'. are not on this node"):
+        sched.restore(Grant("b", ONE_GPU, ("GPU-w21",), node="w1"))
+    with pytest.raises(CannotHold, match="node 'w3' is not among the nodes"):
+        sched.restore(Grant("c", ONE_GPU, ("GPU-w30",), node="w3"))
+    with pytest.raises(ValueError, match="distinct across nodes"):
+        sched.set_nodes({"x": Capacity(1, 1, ("g",)), "y": Capacity(1, 1, ("g",))})

@@ -1,5 +1,5 @@
-"""Which ready operators start now on one node: a resource-aware priority queue (docs/behaviour.md, "Jobs and
-scheduling").
+"""Which ready operators start now, and on which node: a resource-aware priority queue (docs/behaviour.md,
+"Jobs and scheduling").
 
 The jobs service submits an operator when it becomes ready (its job started and its upstream operators
 completed), calls :meth:`Scheduler.take` after every change and starts what it returns, releases an operator
@@ -23,6 +23,11 @@ Order, as the platform's rules give it, and how each rule is kept:
   has waited ``ageing_s``: then it holds a reservation and nothing after it in decision order starts until
   it fits, so a big GPU operator is not starved by a stream of small ones.
 
+Nodes: usually one (the jobs process's own machine). A runtime that places operators across machines (Docker
+Swarm) gives one :class:`Capacity` per node: an operator fits when one node can hold all of it, and its grant
+names that node. Among the nodes that fit, the one with the most free room takes it (spread, as Swarm's own
+placement does). :meth:`Scheduler.set_nodes` follows nodes that join, leave or change.
+
 Scale: each priority keeps one FIFO per demand shape ``(cpu, memory, gpus)``; pipelines have few distinct
 shapes, so a decision looks only at the heads of those FIFOs (classes x shapes), never at the whole queue.
 A head is the oldest of its FIFO, so only heads need ageing. Withdraw is O(1): FIFOs are ``OrderedDict``
@@ -35,10 +40,10 @@ import itertools
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from services.jobs.model import Priority
 
@@ -51,6 +56,7 @@ __all__ = [
     "Grant",
     "Scheduler",
     "lacks",
+    "lacks_on_every",
 ]
 
 
@@ -103,11 +109,13 @@ class Capacity:
 
 @dataclass(frozen=True, slots=True)
 class Grant(Generic[K]):
-    """What one started operator holds: its demand and the explicit GPU ids granted to it."""
+    """What one started operator holds: its demand and the explicit GPU ids granted to it, on ``node``."""
 
     key: K
     demand: Demand
     gpu_ids: tuple[str, ...]
+    node: str = ""
+    """The node that holds it: ``""`` when the scheduler has one node, else a name given to :meth:`set_nodes`."""
 
     def __post_init__(self) -> None:
         if len(self.gpu_ids) != self.demand.gpus or len(set(self.gpu_ids)) != len(self.gpu_ids):
@@ -129,6 +137,58 @@ def _plural(count: int, unit: str) -> str:
     return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
 
 
+class _Node:
+    """One node's capacity and what no grant holds of it (GPUs as indexes into its ledger order)."""
+
+    __slots__ = ("capacity", "free_cpus", "free_gpus", "free_memory_mb", "gpu_index", "name")
+
+    def __init__(self, name: str, capacity: Capacity, held: Collection[Grant[Any]] = ()) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.gpu_index = {gpu: index for index, gpu in enumerate(capacity.gpu_ids)}
+        # What grants made before a change of capacity hold stays held: free may go below zero until they end.
+        self.free_cpus = capacity.cpus - sum(grant.demand.cpu for grant in held)
+        self.free_memory_mb = capacity.memory_mb - sum(grant.demand.memory_mb for grant in held)
+        taken = {self.gpu_index[gpu] for grant in held for gpu in grant.gpu_ids if gpu in self.gpu_index}
+        self.free_gpus: set[int] = set(range(len(capacity.gpu_ids))) - taken
+
+    def fits(self, demand: Demand) -> bool:
+        return (
+            demand.cpu <= self.free_cpus
+            and demand.memory_mb <= self.free_memory_mb
+            and demand.gpus <= len(self.free_gpus)
+        )
+
+    def room(self) -> tuple[int, int, int]:
+        """Free GPUs, cores and memory: the node with the most is the one a spread placement picks."""
+        return (len(self.free_gpus), self.free_cpus, self.free_memory_mb)
+
+    def hold_gpus(self, count: int) -> tuple[str, ...]:
+        """Take the ``count`` lowest free GPU ids (ledger order) off the free list."""
+        if not count:
+            return ()
+        chosen = sorted(self.free_gpus)[:count]
+        self.free_gpus.difference_update(chosen)
+        return tuple(self.capacity.gpu_ids[i] for i in chosen)
+
+    def hold(self, demand: Demand) -> None:
+        self.free_cpus -= demand.cpu
+        self.free_memory_mb -= demand.memory_mb
+
+    def give_back(self, grant: Grant[Any]) -> None:
+        self.free_cpus += grant.demand.cpu
+        self.free_memory_mb += grant.demand.memory_mb
+        self.free_gpus.update(self.gpu_index[gpu] for gpu in grant.gpu_ids if gpu in self.gpu_index)
+
+
+def _total(capacities: Collection[Capacity]) -> Capacity:
+    return Capacity(
+        sum(c.cpus for c in capacities),
+        sum(c.memory_mb for c in capacities),
+        tuple(gpu for c in capacities for gpu in c.gpu_ids),
+    )
+
+
 def lacks(capacity: Capacity, demand: Demand) -> str | None:
     """None if a node of ``capacity`` could hold ``demand`` when empty, else what it lacks ("needs 3 GPUs; the
     node has 2")."""
@@ -142,15 +202,35 @@ def lacks(capacity: Capacity, demand: Demand) -> str | None:
     return "; ".join(missing) or None
 
 
+def lacks_on_every(nodes: Mapping[str, Capacity], demand: Demand) -> str | None:
+    """None if one of ``nodes`` could hold ``demand`` when empty, else why none can (what the largest lacks,
+    or that its parts are on different nodes)."""
+    if len(nodes) == 1:
+        return lacks(next(iter(nodes.values())), demand)
+    if any(lacks(capacity, demand) is None for capacity in nodes.values()):
+        return None
+    largest = Capacity(
+        max((c.cpus for c in nodes.values()), default=0),
+        max((c.memory_mb for c in nodes.values()), default=0),
+        max((c.gpu_ids for c in nodes.values()), key=len, default=()),
+    )
+    if (reason := lacks(largest, demand)) is not None:
+        return reason.replace("the node has", "the largest node has") if nodes else "no node is available"
+    return (
+        f"needs {_plural(demand.cpu, 'CPU core')}, {demand.memory_mb} MB of memory and "
+        f"{_plural(demand.gpus, 'GPU')} on one node; no node has all of them"
+    )
+
+
 class Scheduler(Generic[K]):
-    """Decides which waiting operators start now on one node of fixed capacity.
+    """Decides which waiting operators start now, on one node of fixed capacity or on several nodes.
 
     Keys are the caller's (for example ``(job_id, operator_name)``); a key is waiting, held or unknown.
     """
 
     def __init__(
         self,
-        capacity: Capacity,
+        capacity: Capacity | Mapping[str, Capacity],
         *,
         weights: Mapping[Priority, int] = DEFAULT_WEIGHTS,
         ageing_s: float = DEFAULT_AGEING_S,
@@ -160,7 +240,6 @@ class Scheduler(Generic[K]):
             raise ValueError(f"weights need a positive integer for each of HIGHER, NORMAL, LOWER: {dict(weights)}")
         if not ageing_s > 0:
             raise ValueError(f"ageing_s must be positive (math.inf disables ageing): {ageing_s}")
-        self._capacity = capacity
         self._ageing_s = float(ageing_s)
         self._clock = clock
         lcm = math.lcm(*(weights[p] for p in _SHARED))
@@ -172,17 +251,21 @@ class Scheduler(Generic[K]):
         self._immediate = 0  # how many IMMEDIATE operators wait: the strict tier is on while > 0
         self._held: dict[K, Grant[K]] = {}
         self._seq = itertools.count()
-        self._free_cpus = capacity.cpus
-        self._free_memory_mb = capacity.memory_mb
-        self._gpu_index = {gpu: index for index, gpu in enumerate(capacity.gpu_ids)}
-        self._free_gpus: set[int] = set(range(len(capacity.gpu_ids)))
+        self._nodes: dict[str, _Node] = {}
+        self._capacity = Capacity(0, 0, ())
+        self.set_nodes({"": capacity} if isinstance(capacity, Capacity) else capacity)
 
     # --- views -------------------------------------------------------------------------------------------
 
     @property
     def capacity(self) -> Capacity:
-        """What the node has in all."""
+        """What the nodes have in all."""
         return self._capacity
+
+    @property
+    def nodes(self) -> Mapping[str, Capacity]:
+        """Each node's capacity, by name (one node named ``""`` unless :meth:`set_nodes` named them)."""
+        return {name: node.capacity for name, node in self._nodes.items()}
 
     @property
     def waiting(self) -> int:
@@ -196,9 +279,19 @@ class Scheduler(Generic[K]):
 
     @property
     def free(self) -> Capacity:
-        """A snapshot of what no grant holds now."""
-        gpu_ids = self._capacity.gpu_ids
-        return Capacity(self._free_cpus, self._free_memory_mb, tuple(gpu_ids[i] for i in sorted(self._free_gpus)))
+        """A snapshot of what no grant holds now, on all nodes together."""
+        return _total([self._free_on(node) for node in self._nodes.values()])
+
+    def free_on(self, name: str) -> Capacity:
+        """What no grant holds now on node ``name``. KeyError for a node the scheduler does not have."""
+        return self._free_on(self._nodes[name])
+
+    @staticmethod
+    def _free_on(node: _Node) -> Capacity:
+        gpu_ids = node.capacity.gpu_ids
+        return Capacity(
+            max(node.free_cpus, 0), max(node.free_memory_mb, 0), tuple(gpu_ids[i] for i in sorted(node.free_gpus))
+        )
 
     @property
     def passes(self) -> Mapping[Priority, int]:
@@ -216,9 +309,25 @@ class Scheduler(Generic[K]):
 
     # --- commands ----------------------------------------------------------------------------------------
 
+    def set_nodes(self, nodes: Mapping[str, Capacity]) -> None:
+        """The nodes operators may be placed on from now (nodes joined, left or changed). What grants hold
+        on a node stays held (on a node that left, until released); a waiting operator no node can hold any
+        more waits until one can. ValueError if two nodes name the same GPU id."""
+        gpu_ids = [gpu for capacity in nodes.values() for gpu in capacity.gpu_ids]
+        if len(set(gpu_ids)) != len(gpu_ids):
+            raise ValueError(f"GPU ids must be distinct across nodes: {gpu_ids}")
+        held: dict[str, list[Grant[K]]] = {}
+        for grant in self._held.values():
+            held.setdefault(grant.node, []).append(grant)
+        unchanged = {name: node for name, node in self._nodes.items() if nodes.get(name) == node.capacity}
+        self._nodes = {
+            name: unchanged.get(name) or _Node(name, capacity, held.get(name, ())) for name, capacity in nodes.items()
+        }
+        self._capacity = _total(list(nodes.values()))
+
     def lacks(self, demand: Demand) -> str | None:
-        """None if the node could hold ``demand`` when empty, else what it lacks (see :func:`lacks`)."""
-        return lacks(self._capacity, demand)
+        """None if a node could hold ``demand`` when empty, else what it lacks (see :func:`lacks`)."""
+        return lacks_on_every(self.nodes, demand)
 
     def submit(self, key: K, priority: Priority, demand: Demand, since: float | None = None) -> None:
         """Queue a ready operator (ready ``since`` that clock reading, default now). ValueError if it can
@@ -255,8 +364,11 @@ class Scheduler(Generic[K]):
         now = self._clock()  # one instant per decision round, so ageing is consistent within it
         while (entry := self._pick(now)) is not None:
             self._unqueue(entry)
-            grant = Grant(entry.key, entry.demand, self._hold_gpus(entry.demand.gpus))
-            self._hold(grant)
+            node = self._node_for(entry.demand)
+            assert node is not None  # _pick returns only an operator that fits
+            grant = Grant(entry.key, entry.demand, node.hold_gpus(entry.demand.gpus), node.name)
+            node.hold(entry.demand)
+            self._held[grant.key] = grant
             grants.append(grant)
         return grants
 
@@ -265,33 +377,37 @@ class Scheduler(Generic[K]):
         grant = self._held.pop(key, None)
         if grant is None:
             raise KeyError(f"operator {key!r} holds no resources")
-        self._free_cpus += grant.demand.cpu
-        self._free_memory_mb += grant.demand.memory_mb
-        self._free_gpus.update(self._gpu_index[gpu] for gpu in grant.gpu_ids)
+        if (node := self._nodes.get(grant.node)) is not None:  # a node that left takes nothing back
+            node.give_back(grant)
 
     def restore(self, grant: Grant[K]) -> None:
-        """Hold again what an operator that survived a restart holds, with exactly its GPU ids.
+        """Hold again what an operator that survived a restart holds, on its node with exactly its GPU ids.
 
-        :class:`CannotHold` if a GPU id is unknown or already held, or the CPU or memory would exceed what is
-        free: the caller then evicts that operator rather than over-commit the node. ValueError if the key is
-        waiting or held already (a caller's mistake, never to be taken for a changed node).
+        :class:`CannotHold` if its node is gone, a GPU id is unknown or already held, or the CPU or memory
+        would exceed what is free: the caller then evicts that operator rather than over-commit the node.
+        ValueError if the key is waiting or held already (a caller's mistake, never to be taken for a changed
+        node).
         """
         key, demand = grant.key, grant.demand
         if key in self._waiting or key in self._held:
             raise ValueError(f"operator {key!r} is already {'waiting' if key in self._waiting else 'running'}")
-        unknown = [gpu for gpu in grant.gpu_ids if gpu not in self._gpu_index]
+        node = self._nodes.get(grant.node)
+        if node is None:
+            raise CannotHold(f"node {grant.node!r} is not among the nodes ({sorted(self._nodes)})")
+        unknown = [gpu for gpu in grant.gpu_ids if gpu not in node.gpu_index]
         if unknown:
-            raise CannotHold(f"GPU ids {unknown} are not on this node (it has {list(self._capacity.gpu_ids)})")
-        taken = [gpu for gpu in grant.gpu_ids if self._gpu_index[gpu] not in self._free_gpus]
+            raise CannotHold(f"GPU ids {unknown} are not on this node (it has {list(node.capacity.gpu_ids)})")
+        taken = [gpu for gpu in grant.gpu_ids if node.gpu_index[gpu] not in node.free_gpus]
         if taken:
             raise CannotHold(f"GPU ids {taken} are already held")
-        if demand.cpu > self._free_cpus or demand.memory_mb > self._free_memory_mb:
+        if demand.cpu > node.free_cpus or demand.memory_mb > node.free_memory_mb:
             raise CannotHold(
                 f"needs {demand.cpu} CPU and {demand.memory_mb} MB; "
-                f"{self._free_cpus} CPU and {self._free_memory_mb} MB are free"
+                f"{node.free_cpus} CPU and {node.free_memory_mb} MB are free"
             )
-        self._free_gpus.difference_update(self._gpu_index[gpu] for gpu in grant.gpu_ids)
-        self._hold(grant)
+        node.free_gpus.difference_update(node.gpu_index[gpu] for gpu in grant.gpu_ids)
+        node.hold(demand)
+        self._held[key] = grant
 
     # --- decision ----------------------------------------------------------------------------------------
 
@@ -304,7 +420,17 @@ class Scheduler(Generic[K]):
         Heads that neither fit nor have aged are skipped, which is the backfill. Rather than sorting, one
         pass finds the first deciding head, so a decision costs O(classes x shapes) with a small constant.
         """
-        free_cpus, free_memory_mb, free_gpus = self._free_cpus, self._free_memory_mb, len(self._free_gpus)
+        # Per dimension, the most any node has free: a head beyond it fits nowhere. With one node that is
+        # the exact test; with several, a head within it is checked node by node (``several``).
+        several = len(self._nodes) > 1
+        if several or not self._nodes:
+            nodes = self._nodes.values()
+            free_cpus = max((node.free_cpus for node in nodes), default=0)
+            free_memory_mb = max((node.free_memory_mb for node in nodes), default=0)
+            free_gpus = max((len(node.free_gpus) for node in nodes), default=0)
+        else:
+            (only,) = self._nodes.values()
+            free_cpus, free_memory_mb, free_gpus = only.free_cpus, only.free_memory_mb, len(only.free_gpus)
         aged_since = now - self._ageing_s  # a head submitted at or before this instant has aged
         if self._immediate:
             # Strict tier: only IMMEDIATE heads are considered, even when none of them fits.
@@ -315,7 +441,10 @@ class Scheduler(Generic[K]):
                     continue
                 demand = head.demand
                 if (
-                    demand.cpu <= free_cpus and demand.memory_mb <= free_memory_mb and demand.gpus <= free_gpus
+                    demand.cpu <= free_cpus
+                    and demand.memory_mb <= free_memory_mb
+                    and demand.gpus <= free_gpus
+                    and (not several or self._fits(demand))
                 ) or head.since <= aged_since:
                     first = head
             if first is None or not self._fits(first.demand):
@@ -333,7 +462,10 @@ class Scheduler(Generic[K]):
                 demand = head.demand
                 aged = head.since <= aged_since
                 if not aged and (
-                    demand.cpu > free_cpus or demand.memory_mb > free_memory_mb or demand.gpus > free_gpus
+                    demand.cpu > free_cpus
+                    or demand.memory_mb > free_memory_mb
+                    or demand.gpus > free_gpus
+                    or (several and not self._fits(demand))
                 ):
                     continue  # neither fits nor holds a reservation: others may backfill past it
                 cls = self._effective(head, now) if aged else base
@@ -363,11 +495,14 @@ class Scheduler(Generic[K]):
     # --- ledger ------------------------------------------------------------------------------------------
 
     def _fits(self, demand: Demand) -> bool:
-        return (
-            demand.cpu <= self._free_cpus
-            and demand.memory_mb <= self._free_memory_mb
-            and demand.gpus <= len(self._free_gpus)
-        )
+        return self._node_for(demand) is not None
+
+    def _node_for(self, demand: Demand) -> _Node | None:
+        """The node that takes ``demand``: of those that fit, the one with the most free room."""
+        fitting = [node for node in self._nodes.values() if node.fits(demand)]
+        if len(fitting) <= 1:
+            return fitting[0] if fitting else None
+        return max(fitting, key=_Node.room)
 
     def _unqueue(self, entry: _Waiting[K]) -> None:
         del self._waiting[entry.key]
@@ -378,16 +513,3 @@ class Scheduler(Generic[K]):
             del shapes[entry.demand]
         if entry.priority is Priority.IMMEDIATE:
             self._immediate -= 1
-
-    def _hold_gpus(self, count: int) -> tuple[str, ...]:
-        """Take the ``count`` lowest free GPU ids (ledger order) off the free list."""
-        if not count:
-            return ()
-        chosen = sorted(self._free_gpus)[:count]
-        self._free_gpus.difference_update(chosen)
-        return tuple(self._capacity.gpu_ids[i] for i in chosen)
-
-    def _hold(self, grant: Grant[K]) -> None:
-        self._free_cpus -= grant.demand.cpu
-        self._free_memory_mb -= grant.demand.memory_mb
-        self._held[grant.key] = grant
