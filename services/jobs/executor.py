@@ -349,7 +349,12 @@ class Executor:
     # -- one operator --------------------------------------------------------------------------------------
 
     def _spec(
-        self, run: JobRun, operator: Operator, gpu_ids: tuple[str, ...], services: ServicesInUse = NO_SERVICES
+        self,
+        run: JobRun,
+        operator: Operator,
+        gpu_ids: tuple[str, ...],
+        services: ServicesInUse = NO_SERVICES,
+        node: str = "",
     ) -> OperatorSpec:
         payload_dir = self._store.path(run.job.payload_id)
         return OperatorSpec(
@@ -372,6 +377,7 @@ class Executor:
             user=self._user,
             pids_limit=self.settings.limits.pids,
             max_log_bytes=self.settings.limits.log_mb * MIB,
+            node=node,
         )
 
     async def _run_operator(self, run: JobRun, name: str, grant: OperatorGrant) -> None:
@@ -386,6 +392,7 @@ class Executor:
             gpu_ids=grant.gpu_ids,
             at=ids.now(),
             owner=self._replica,
+            node=grant.node,
         )
         if not await self._db.write(starting):  # it ended, or another replica took it over: not ours to run
             await self.queue.release((run.job.id, name))
@@ -412,7 +419,7 @@ class Executor:
         try:
             outputs.prepare(self._output_dirs(run, name), self._user)
             started = time.monotonic()
-            handle = await self._runtime.start(self._spec(run, operator, grant.gpu_ids, services))
+            handle = await self._runtime.start(self._spec(run, operator, grant.gpu_ids, services, grant.node))
             self._metrics.runtime_start_seconds.labels(self._runtime.name).observe(time.monotonic() - started)
             self._metrics.queue_wait_seconds.labels(run.job.priority.name.lower()).observe(
                 started - run.ready_since.pop(name, started)
@@ -655,7 +662,7 @@ class Executor:
         right after the start) the runtime looks for it by its job and operator names. Returns why it cannot
         be carried on, or None (re-attached, or queued again when it provably never started)."""
         operator = run.model.operator(record.name)
-        spec = self._spec(run, operator, record.gpu_ids)
+        spec = self._spec(run, operator, record.gpu_ids, node=record.node)
         try:
             handle = await self._runtime.attach(spec, record.runtime_id)
         except NeverStarted as reason:
@@ -673,7 +680,7 @@ class Executor:
             return "was lost while the jobs service was down"
         try:
             await self.queue.restore(
-                Grant(key=(run.job.id, record.name), demand=demand(operator), gpu_ids=record.gpu_ids)
+                Grant((run.job.id, record.name), demand(operator), record.gpu_ids, record.node)
             )
         except CannotHold as exc:  # the node changed (fewer GPUs, less memory): it cannot be held any more
             log.warning("cannot hold a re-attached operator", job_id=run.job.id, operator=record.name, reason=str(exc))

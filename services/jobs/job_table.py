@@ -51,6 +51,7 @@ def _operator(row: Row) -> OperatorRecord:
         exit_code=row["exit_code"],
         runtime_id=row["runtime_id"],
         gpu_ids=tuple(json.loads(row["gpu_ids"])),
+        node=row["node"],
     )
 
 
@@ -158,14 +159,17 @@ def mark_queued(
     return cursor.rowcount == 1
 
 
-def operator_starting(conn: Connection, job_id: str, name: str, gpu_ids: Sequence[str], at: float, owner: str) -> bool:
+def operator_starting(
+    conn: Connection, job_id: str, name: str, gpu_ids: Sequence[str], at: float, owner: str, node: str = ""
+) -> bool:
     """Recorded before the runtime is asked, so a crash in between leaves a RUNNING operator to look for
     (by container name or sandbox command line) rather than one that would be started a second time.
     False, and nothing recorded, when the job stopped or another replica than ``owner`` runs it now."""
     cursor = conn.execute(
-        "UPDATE operators SET status = ?, started = ?, runtime_id = NULL, gpu_ids = ? WHERE job_id = ? AND name = ?"
+        "UPDATE operators SET status = ?, started = ?, runtime_id = NULL, gpu_ids = ?, node = ?"
+        " WHERE job_id = ? AND name = ?"
         " AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND stopped IS NULL AND (owner IS NULL OR owner = ?))",
-        (int(OperatorStatus.RUNNING), at, json.dumps(list(gpu_ids)), job_id, name, job_id, owner),
+        (int(OperatorStatus.RUNNING), at, json.dumps(list(gpu_ids)), node, job_id, name, job_id, owner),
     )
     if cursor.rowcount == 0:
         return False
@@ -179,7 +183,7 @@ def operator_starting(conn: Connection, job_id: str, name: str, gpu_ids: Sequenc
 def operator_not_started(conn: Connection, job_id: str, name: str) -> None:
     """Back to PENDING: the runtime proved the operator never ran, so it will be started afresh."""
     conn.execute(
-        "UPDATE operators SET status = ?, started = NULL, runtime_id = NULL, gpu_ids = '[]'"
+        "UPDATE operators SET status = ?, started = NULL, runtime_id = NULL, gpu_ids = '[]', node = ''"
         " WHERE job_id = ? AND name = ?",
         (int(OperatorStatus.PENDING), job_id, name),
     )

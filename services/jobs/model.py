@@ -73,6 +73,8 @@ class OperatorRecord:
     runtime_id: str | None = None
     """The container id or sandbox process it runs as, to find it again after a restart."""
     gpu_ids: tuple[str, ...] = ()
+    node: str = ""
+    """Where the queue placed it: a Docker Swarm node id with the swarm runtime, else ``""``."""
 
 
 @dataclass(frozen=True)

@@ -240,7 +240,9 @@ class ServiceManager:
         in use; returns what the operator gets and the part of the grant it keeps. Raises
         :class:`ServiceFailure` or :class:`ServicesNeedResources` (nothing is left in use then)."""
         requests = operator.requests
-        own = Grant(grant.key, Demand(requests.cpu, requests.memory, requests.gpu), grant.gpu_ids[: requests.gpu])
+        own = Grant(
+            grant.key, Demand(requests.cpu, requests.memory, requests.gpu), grant.gpu_ids[: requests.gpu], grant.node
+        )
         services = self.services_of(operator)
         for service in services:
             await self._runs(identity(service))

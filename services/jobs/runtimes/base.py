@@ -55,6 +55,9 @@ class OperatorSpec:
     """Most processes and threads the operator may have at once."""
     max_log_bytes: int = 256 * 1024 * 1024
     """The log file keeps this much of the operator's output, then :func:`truncation_marker`."""
+    node: str = ""
+    """The node the queue placed it on, which holds ``gpu_ids`` (a Docker Swarm node id with the swarm
+    runtime); ``""`` on runtimes that run operators on the jobs process's own machine."""
 
 
 @dataclass(frozen=True)
