@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 ALL_SERVICES = ("pipelines", "payloads", "jobs", "models", "dicom", "console")
 DEFAULT_SERVICES = ("pipelines", "payloads", "jobs", "models", "console")
 """What ``claret serve`` runs unless told: DICOM joins when ``dicom_config`` is set."""
-RuntimeName = Literal["auto", "docker", "sandbox"]
+RuntimeName = Literal["auto", "docker", "sandbox", "swarm"]
 QueueKind = Literal["local", "database"]
 LogFormat = Literal["console", "json"]
 RUNTIMES: tuple[RuntimeName, ...] = get_args(RuntimeName)
@@ -65,7 +65,8 @@ class Settings:
     """Which services this process serves (the Clara service comes with ``jobs``; ``dicom`` by default
     when ``dicom_config`` is set)."""
     runtime: RuntimeName = "auto"
-    """Operator runtime: ``docker``, ``sandbox`` or ``auto`` (Docker when an engine answers)."""
+    """Operator runtime: ``docker``, ``sandbox``, ``swarm`` (operators as Docker Swarm services, placed on the
+    swarm's nodes; the engine must be a manager's) or ``auto`` (Docker when an engine answers)."""
     log_format: LogFormat = "console"
     """``console`` for people, ``json`` for log collectors."""
     log_level: str = "info"

@@ -22,7 +22,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from services.console.common import CSRF_COOKIE, SECURITY_HEADERS, Client, page
+from services.console.gpus import GpuPages
 from services.console.jobs import JobPages
+from services.console.models import ModelPages
 from services.console.pipelines import PipelinePages
 
 TOKEN_COOKIE = "claret_token"
@@ -44,6 +46,10 @@ def make_app(client: Client, tokens: frozenset[str], *, secure_cookies: bool) ->
     app.router.add_post("/login", _login(tokens, secure_cookies))
     app.router.add_routes(JobPages(client).routes())
     app.router.add_routes(PipelinePages(client).routes())
+    app.router.add_routes(ModelPages(client).routes())
+    gpus = GpuPages(client)
+    app.router.add_routes(gpus.routes())
+    app.on_cleanup.append(gpus.on_cleanup)  # the GPU sampling stops with the console
     app.router.add_static("/static", str(PurePosixPath(__file__).parent / "static"))
     return app
 

@@ -532,6 +532,8 @@ class Executor:
 
     def _outcome(self, run: JobRun, name: str, exit: Exit) -> tuple[JobStatus, str] | None:
         """How the job ends because this operator ended, or None when it goes on."""
+        if exit.evicted:
+            return JobStatus.EVICTED, f"operator {name!r} was lost: {exit.message}"
         if exit.code != 0:
             detail = f": {exit.message}" if exit.message else ""
             return JobStatus.FAULTED, f"operator {name!r} exited with code {exit.code}{detail}"

@@ -205,6 +205,8 @@ def lacks(capacity: Capacity, demand: Demand) -> str | None:
 def lacks_on_every(nodes: Mapping[str, Capacity], demand: Demand) -> str | None:
     """None if one of ``nodes`` could hold ``demand`` when empty, else why none can (what the largest lacks,
     or that its parts are on different nodes)."""
+    if not nodes:
+        return "no node takes operators now"
     if len(nodes) == 1:
         return lacks(next(iter(nodes.values())), demand)
     if any(lacks(capacity, demand) is None for capacity in nodes.values()):
@@ -215,7 +217,7 @@ def lacks_on_every(nodes: Mapping[str, Capacity], demand: Demand) -> str | None:
         max((c.gpu_ids for c in nodes.values()), key=len, default=()),
     )
     if (reason := lacks(largest, demand)) is not None:
-        return reason.replace("the node has", "the largest node has") if nodes else "no node is available"
+        return reason.replace("the node has", "the largest node has")
     return (
         f"needs {_plural(demand.cpu, 'CPU core')}, {demand.memory_mb} MB of memory and "
         f"{_plural(demand.gpus, 'GPU')} on one node; no node has all of them"

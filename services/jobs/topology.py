@@ -5,7 +5,8 @@ replica loop once, from the settings; everything else asks the topology: what to
 where a Cancel goes, how to start, stop and Clara.Stop.
 
 * :class:`SingleProcess` (``CLARET_QUEUE=local``, the default): an in-memory queue; this process runs every
-  job, so after a restart it carries on every job that was in flight.
+  job, so after a restart it carries on every job that was in flight. With the swarm runtime its queue holds
+  the swarm's nodes (:class:`SwarmNodes`) instead of this machine's resources.
 * :class:`Replicas` (``CLARET_QUEUE=database``): the queue and ledger in the database; each replica runs the
   jobs it started and carries on its own (and orphans) after a restart; a Cancel of a job another replica
   runs is written for that replica to act on (:mod:`services.jobs.replicas`).
@@ -18,9 +19,10 @@ from typing import Protocol
 from services.jobs import queue_table
 from services.jobs.executor import Executor, ExecutorSettings
 from services.jobs.model import JobRecord, JobStatus
-from services.jobs.queue import WAKE_CHANNEL, LocalQueue, SharedQueue
+from services.jobs.queue import WAKE_CHANNEL, LocalQueue, OperatorKey, SharedQueue
 from services.jobs.replicas import ReplicaLoop
 from services.jobs.runtimes.base import Runtime
+from services.jobs.runtimes.swarm import NodeCapacities, SwarmRuntime
 from services.jobs.scheduler import Capacity, Scheduler
 from shared import gpus
 from shared.config import Settings
@@ -28,7 +30,7 @@ from shared.db import Database
 from shared.metrics import Metrics
 from shared.payload_store import PayloadStore
 
-__all__ = ["Replicas", "SingleProcess", "Topology", "open_topology"]
+__all__ = ["Replicas", "SingleProcess", "SwarmNodes", "Topology", "open_topology"]
 
 
 class Topology(Protocol):
@@ -57,14 +59,17 @@ class Topology(Protocol):
 class SingleProcess:
     """One jobs process runs every job."""
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, nodes: SwarmNodes | None = None) -> None:
         self._executor = executor
+        self._nodes = nodes
 
     @property
     def executor(self) -> Executor:
         return self._executor
 
     async def start(self) -> None:
+        if self._nodes is not None:  # before recovery: re-attached operators are held again on their nodes
+            await self._nodes.start()
         await self._executor.recover(every=True)
 
     async def stop(self) -> None:
@@ -111,12 +116,39 @@ class Replicas:
         await self._executor.services.stop_all(reason)  # also the other replicas' on this node
 
 
+class SwarmNodes:
+    """Keeps the queue's nodes those the swarm has (ready and active), from the start and as they change;
+    an operator waiting for room may start as soon as a node joins or comes back."""
+
+    def __init__(self, runtime: SwarmRuntime, scheduler: Scheduler[OperatorKey], executor: Executor) -> None:
+        self._runtime = runtime
+        self._scheduler = scheduler
+        self._executor = executor
+
+    async def start(self) -> None:
+        self._scheduler.set_nodes(await self._runtime.nodes())
+        self._runtime.follow_nodes(self._changed)
+
+    async def _changed(self, nodes: NodeCapacities) -> None:
+        self._scheduler.set_nodes(nodes)
+        await self._executor.pump()
+
+
 def open_topology(
     db: Database, store: PayloadStore, runtime: Runtime, settings: Settings, metrics: Metrics
 ) -> Topology:
     """The topology ``settings.queue`` names, with this node's capacity, its queue and its executor."""
     capacity = Capacity(cpus=settings.cpus, memory_mb=settings.memory_mb, gpu_ids=gpus.discover(settings.gpus))
     executor_settings = ExecutorSettings.of(settings)
+    if isinstance(runtime, SwarmRuntime):
+        if settings.queue == "database":
+            raise ValueError(
+                "the swarm runtime places operators on the swarm's nodes from one queue: run one jobs process "
+                "with CLARET_QUEUE=local (Swarm spreads the operators, not the jobs processes)"
+            )
+        scheduler: Scheduler[OperatorKey] = Scheduler({})  # the swarm's nodes, once SwarmNodes started
+        executor = Executor(db, store, runtime, LocalQueue(scheduler), executor_settings, metrics)
+        return SingleProcess(executor, SwarmNodes(runtime, scheduler, executor))
     if settings.queue == "database":
         shared = SharedQueue(db, capacity, node=settings.node_name, replica=settings.replica_id)
         executor = Executor(db, store, runtime, shared, executor_settings, metrics)

@@ -68,6 +68,8 @@ class Exit:
     message: str = ""
     log_truncated: bool = False
     """The operator wrote more than ``OperatorSpec.max_log_bytes``: its log ends with the marker."""
+    evicted: bool = False
+    """It was lost with the machine it ran on, through no fault of its own: its job ends EVICTED."""
 
 
 MIN_MEMORY_MB = 32

@@ -68,10 +68,22 @@ class CappedLog:
         self.truncated = False
         self.received = 0
         """Bytes of output handed to :meth:`write`, kept or not."""
+        self._skip = 0
+
+    def skip(self, count: int) -> None:
+        """The next ``count`` bytes handed to :meth:`write` are already here (a second read of the same
+        output from its start): drop them."""
+        self._skip = count
+        self.received -= count
 
     def write(self, data: memoryview) -> None:
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            self.received += dropped
+            data = data[dropped:]
         self.received += len(data)
-        if self.truncated:
+        if self.truncated or not data:
             return
         if len(data) <= self._room:
             self._file.write(data)
