@@ -94,16 +94,29 @@ def service_name(spec: OperatorSpec) -> str:
     return f"claret-{spec.job_id}-{hashlib.sha256(spec.operator.encode()).hexdigest()[:12]}"
 
 
+def literal(text: str) -> str:
+    """``text`` as Swarm's Go templates (applied to a service's environment, hostname and mounts) render
+    it: an operator's variable holding ``{{`` stays what it was, never an action that reads the node."""
+    return text.replace("{{", '{{"{{"}}')
+
+
 def service_spec(spec: OperatorSpec, paths: PathMapping, grace: float) -> dict[str, Any]:
     """The body of ``POST /services/create`` for one operator: the Docker runtime's limits and identity,
-    reservations for Swarm's accounting, pinned to the granted node, one task, never restarted."""
+    reservations for Swarm's accounting, pinned to the granted node, one task, never restarted. The
+    container's hostname is its node's (a template of Swarm's), so an operator's output says where it ran."""
     memory = memory_limit_bytes(spec)
     container: dict[str, Any] = {
         "Image": spec.image,
-        "Env": [f"{key}={value}" for key, value in spec.env.items()],
+        "Hostname": "{{.Node.Hostname}}",
+        "Env": [literal(f"{key}={value}") for key, value in spec.env.items()],
         "Labels": dict(spec.labels),
         "Mounts": [
-            {"Type": "bind", "Source": paths.to_host(m.source), "Target": m.target, "ReadOnly": m.read_only}
+            {
+                "Type": "bind",
+                "Source": literal(paths.to_host(m.source)),
+                "Target": literal(m.target),
+                "ReadOnly": m.read_only,
+            }
             for m in spec.mounts
         ],
         "Init": True,
@@ -131,8 +144,6 @@ def service_spec(spec: OperatorSpec, paths: PathMapping, grace: float) -> dict[s
         "Placement": {"Constraints": [f"node.id=={spec.node}"]} if spec.node else {},
         "LogDriver": {"Name": "json-file", "Options": engine_log_config(spec)["Config"]},
     }
-    if not spec.network:  # no network: the node-local "none" network, as `docker run --network none`
-        template["Networks"] = [{"Target": "none"}]
     return {
         "Name": service_name(spec),
         "Labels": dict(spec.labels),
