@@ -489,7 +489,10 @@ def test_an_operator_fits_only_if_one_node_holds_all_of_it() -> None:
     with pytest.raises(ValueError, match="the largest node has 2"):
         sched.submit("three", N, Demand(cpu=1, memory_mb=256, gpus=3))
     parts_apart = Scheduler(
-        {"cores": Capacity(cpus=8, memory_mb=1024, gpu_ids=()), "gpus": Capacity(cpus=1, memory_mb=1024, gpu_ids=("g",))}
+        {
+            "cores": Capacity(cpus=8, memory_mb=1024, gpu_ids=()),
+            "gpus": Capacity(cpus=1, memory_mb=1024, gpu_ids=("g",)),
+        }
     )
     assert parts_apart.lacks(Demand(cpu=4, memory_mb=256, gpus=1)) == (
         "needs 4 CPU cores, 256 MB of memory and 1 GPU on one node; no node has all of them"
@@ -547,7 +550,7 @@ def test_restore_holds_an_operator_on_its_node_or_says_why_not() -> None:
     sched = two_workers()
     sched.restore(Grant("a", ONE_GPU, ("GPU-w21",), node="w2"))
     assert sched.free_on("w2").gpu_ids == ("GPU-w20",)
-    with pytest.raises(CannotHold, match="GPU ids .'GPU-w21'. are not on this node"):
+    with pytest.raises(CannotHold, match=r"GPU ids \['GPU-w21'\] are not on this node"):
         sched.restore(Grant("b", ONE_GPU, ("GPU-w21",), node="w1"))
     with pytest.raises(CannotHold, match="node 'w3' is not among the nodes"):
         sched.restore(Grant("c", ONE_GPU, ("GPU-w30",), node="w3"))
