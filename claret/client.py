@@ -39,6 +39,7 @@ from claret.records import (
     JobState,
     JobStatus,
     Model,
+    ModelList,
     ModelType,
     Payload,
     PayloadFile,
@@ -500,6 +501,16 @@ class PlatformClient:
         return [
             Model.from_wire(m) async for reply in self._stream(self._models.ListModels, request) for m in reply.models
         ]
+
+    async def list_catalogs(self) -> list[ModelList]:
+        request = models_pb2.ModelsListCatalogsRequest(header=HEADER)
+        replies = await self._replies(self._models.ListCatalogs, request)
+        return [ModelList.from_wire(c) for reply in replies for c in reply.catalogs]
+
+    async def list_instances(self) -> list[ModelList]:
+        request = models_pb2.ModelsListInstancesRequest(header=HEADER)
+        replies = await self._replies(self._models.ListInstances, request)
+        return [ModelList.from_wire(i) for reply in replies for i in reply.instances]
 
     async def delete_model(self, model_id: str) -> None:
         request = models_pb2.ModelsDeleteModelRequest(header=HEADER, model_id=_identifier(model_id))

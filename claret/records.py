@@ -45,6 +45,7 @@ __all__ = [
     "JobState",
     "JobStatus",
     "Model",
+    "ModelList",
     "ModelType",
     "Operator",
     "OperatorStatus",
@@ -414,6 +415,19 @@ class Model:
     @classmethod
     def from_wire(cls, details: models_pb2.ModelDetails) -> Self:
         return cls(details.model_id.value, details.name, ModelType(details.type), _frozen(details.metadata))
+
+
+@dataclass(frozen=True)
+class ModelList:
+    """A catalog or an instance of the Model Repository: an ordered list of its models (one wire shape,
+    ``ModelCatalogDetails``, whose ``catalog_id`` carries an instance's id in ListInstances)."""
+
+    id: str
+    models: tuple[Model, ...] = ()
+
+    @classmethod
+    def from_wire(cls, details: models_pb2.ModelCatalogDetails) -> Self:
+        return cls(details.catalog_id.value, tuple(Model.from_wire(m) for m in details.models))
 
 
 @dataclass(frozen=True)
