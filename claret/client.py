@@ -46,9 +46,10 @@ from claret.records import (
     Pipeline,
     PlatformVersion,
     Priority,
+    QueueSnapshot,
     StartedJob,
 )
-from protos.claret_api import dicom_pb2, dicom_pb2_grpc
+from protos.claret_api import dicom_pb2, dicom_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc
 from protos.nvidia.clara.platform import (
     clara_pb2,
     clara_pb2_grpc,
@@ -96,6 +97,7 @@ HEADER = common_pb2.RequestHeader(api_version=common_pb2.Version(major=0, minor=
 """Sent on every request (a message field assignment copies it, so one instance serves all)."""
 DICOM_API = "the DICOM service (claret.dicom.Dicom)"
 """What a platform lacks when it answers a DICOM call UNIMPLEMENTED: it runs without the dicom service."""
+SCHEDULING_API = "the jobs service's scheduling API (claret.jobs.Scheduling)"
 
 Progress = Callable[[int], None]
 """Called with the number of bytes just sent or received."""
@@ -215,6 +217,7 @@ class PlatformClient:
         self._clara = clara_pb2_grpc.ClaraStub(self._channel)  # type: ignore[no-untyped-call]
         self._models = models_pb2_grpc.ModelsStub(self._channel)  # type: ignore[no-untyped-call]
         self._dicom = dicom_pb2_grpc.DicomStub(self._channel)  # type: ignore[no-untyped-call]
+        self._scheduling = scheduling_pb2_grpc.SchedulingStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> PlatformClient:
         return self
@@ -552,6 +555,14 @@ class PlatformClient:
         request = clara_pb2.ClaraUtilizationRequest(header=HEADER, watch=False)
         replies = await self._replies(self._clara.Utilization, request)
         return [Gpu.from_wire(metric) for reply in replies for metric in reply.gpu_metrics]
+
+    # The jobs service's queue (Claret's own API)
+
+    async def queue_snapshot(self, limit: int = 0) -> QueueSnapshot:
+        """What the queue holds now: nodes, grants held, the first ``limit`` (0: 50) waiting operators in the
+        order they would start and why they wait, operators waiting for upstream ones, pipeline services."""
+        request = scheduling_pb2.SchedulingSnapshotRequest(limit=limit)
+        return QueueSnapshot.from_wire(await self._call(self._scheduling.Snapshot, request, serves=SCHEDULING_API))
 
     # The DICOM service (Claret's own API)
 

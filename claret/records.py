@@ -23,11 +23,12 @@ from claret.errors import ClientError
 from protos.nvidia.clara.platform import jobs_pb2, models_pb2, payloads_pb2
 
 if TYPE_CHECKING:
-    from protos.claret_api import dicom_pb2
+    from protos.claret_api import dicom_pb2, scheduling_pb2
     from protos.nvidia.clara.platform import clara_pb2, common_pb2, pipelines_pb2
 
 __all__ = [
     "DOTNET_EPOCH",
+    "BlockedOperator",
     "CanceledJob",
     "CreatedJob",
     "CreatedPipeline",
@@ -40,6 +41,7 @@ __all__ = [
     "DicomStatus",
     "Gpu",
     "GpuProcess",
+    "HeldGrant",
     "Job",
     "JobDagNode",
     "JobState",
@@ -56,7 +58,12 @@ __all__ = [
     "PipelineNode",
     "PlatformVersion",
     "Priority",
+    "QueueNode",
+    "QueueSnapshot",
+    "Room",
+    "RunningService",
     "StartedJob",
+    "WaitingOperator",
     "WireEnum",
     "moment",
     "unix_moment",
@@ -625,4 +632,104 @@ class DicomExport:
             row.error,
             unix_moment(row.next_try),
             unix_moment(row.updated),
+        )
+
+
+@dataclass(frozen=True)
+class Room:
+    """Cores, memory and GPU ids: what a node has, or has free."""
+
+    cpus: int
+    memory_mb: int
+    gpu_ids: tuple[str, ...]
+
+    @classmethod
+    def from_wire(cls, room: scheduling_pb2.SchedulingResources) -> Self:
+        return cls(room.cpus, room.memory_mb, tuple(room.gpu_ids))
+
+
+@dataclass(frozen=True)
+class QueueNode:
+    """A node the jobs service places operators on (``""``: its own machine; a swarm node id otherwise)."""
+
+    name: str
+    capacity: Room
+    free: Room
+
+
+@dataclass(frozen=True)
+class HeldGrant:
+    """What a started operator (or pipeline service: job ``services``) holds: the GPU ledger's rows."""
+
+    job_id: str
+    operator: str
+    node: str
+    cpu: int
+    memory_mb: int
+    gpu_ids: tuple[str, ...]
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class WaitingOperator:
+    """An operator ready to start, waiting in the queue; ``reason`` says why it has not started."""
+
+    job_id: str
+    operator: str
+    priority: str
+    cpu: int
+    memory_mb: int
+    gpus: int
+    waited_s: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class BlockedOperator:
+    """An operator of a started job waiting for its ``upstream`` operators to complete."""
+
+    job_id: str
+    operator: str
+    upstream: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunningService:
+    """A pipeline service the jobs service runs (or starts)."""
+
+    id: str
+    name: str
+    image: str
+    users: int
+    ready: bool
+    gpu_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """What the jobs service's queue holds now (Claret's ``claret.jobs.Scheduling`` API)."""
+
+    nodes: tuple[QueueNode, ...]
+    held: tuple[HeldGrant, ...]
+    waiting: tuple[WaitingOperator, ...]
+    """In the order they would start, at most the limit asked for."""
+    waiting_total: int
+    blocked: tuple[BlockedOperator, ...]
+    services: tuple[RunningService, ...]
+
+    @classmethod
+    def from_wire(cls, reply: scheduling_pb2.SchedulingSnapshotResponse) -> Self:
+        return cls(
+            tuple(QueueNode(n.name, Room.from_wire(n.capacity), Room.from_wire(n.free)) for n in reply.nodes),
+            tuple(
+                HeldGrant(g.job_id, g.operator, g.node, g.cpu, g.memory_mb, tuple(g.gpu_ids), unix_moment(g.since))
+                for g in reply.held
+            ),
+            tuple(
+                WaitingOperator(w.job_id, w.operator, w.priority, w.cpu, w.memory_mb, w.gpus, w.waited, w.reason)
+                for w in reply.waiting
+            ),
+            reply.waiting_total,
+            tuple(BlockedOperator(b.job_id, b.operator, tuple(b.upstream)) for b in reply.blocked),
+            tuple(RunningService(s.id, s.name, s.image, s.users, s.ready, tuple(s.gpu_ids)) for s in reply.services),
         )

@@ -152,3 +152,49 @@ def streaming(response_type: Callable[..., Any]) -> Callable[[StreamHandler], St
         return wrapper
 
     return decorate
+
+
+# --- Claret's own APIs ------------------------------------------------------------------------------------
+
+DEFAULT_LIMIT = 50
+"""Rows a list answers when the request says 0 (proto3's "not given")."""
+MAX_LIMIT = 1000
+"""Rows a list answers at most: a larger limit is lowered to this rather than refused."""
+
+
+class InvalidArgument(ValueError):
+    """A request value the service refuses: answered as INVALID_ARGUMENT with this message."""
+
+
+def rows_wanted(limit: int) -> int:
+    """The number of rows a request's ``limit`` asks for (Claret's own APIs: 0 means the default)."""
+    if limit < 0:
+        raise InvalidArgument(f"limit must be 0 (meaning {DEFAULT_LIMIT}) or more, not {limit}")
+    return min(limit or DEFAULT_LIMIT, MAX_LIMIT)
+
+
+def answered(handler: Handler) -> Handler:
+    """Wrap a unary handler of Claret's own APIs (whose messages have no Clara ``ResponseHeader``): timed,
+    logged and counted like every RPC; a failure ends the call with a gRPC status, INVALID_ARGUMENT with the
+    message of an :class:`InvalidArgument`, INTERNAL (logged with its traceback) for anything else.
+
+    ``context.abort`` ends the call by raising: it is called after the ``except`` blocks, which would catch it.
+    """
+
+    @functools.wraps(handler)
+    async def wrapper(self: Servicer, request: Any, context: Context) -> Any:
+        call = Call(handler.__qualname__, context, self.metrics)
+        try:
+            try:
+                return await handler(self, request, context)
+            except InvalidArgument as exc:
+                code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+            except Exception as exc:
+                log.exception("rpc failed")
+                code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+            call.code, call.messages = -code.value[0], [message]
+            await context.abort(code, message)
+        finally:
+            call.finish()
+
+    return wrapper

@@ -522,6 +522,8 @@ def test_a_two_gpu_operator_waits_while_the_free_gpus_are_on_different_nodes() -
     sched.take()
     sched.submit("pair", N, Demand(cpu=1, memory_mb=256, gpus=2))
     assert sched.take() == [] and len(sched.free.gpu_ids) == 2  # one free on each node: not one node's pair
+    (waiting,) = sched.in_order(limit=10)
+    assert waiting.reason == "waits for room: needs 2 GPUs (1 free) on the node with the most room"
     sched.release("a")
     (pair,) = sched.take()
     assert pair.node == "w1" and len(pair.gpu_ids) == 2
@@ -556,3 +558,49 @@ def test_restore_holds_an_operator_on_its_node_or_says_why_not() -> None:
         sched.restore(Grant("c", ONE_GPU, ("GPU-w30",), node="w3"))
     with pytest.raises(ValueError, match="distinct across nodes"):
         sched.set_nodes({"x": Capacity(1, 1, ("g",)), "y": Capacity(1, 1, ("g",))})
+
+
+# --- the queue as people see it ----------------------------------------------------------------------------
+
+
+def submit_mix(sched: Scheduler, clock: FakeClock) -> None:
+    """Twelve operators of every class, submitted a second apart, oldest LOWER first."""
+    for i, priority in enumerate([L, L, N, H, N, H, L, IMM, N, H, IMM, L]):
+        sched.submit(f"{priority.name.lower()}-{i}", priority, SMALL)
+        clock.advance(1)
+
+
+def test_in_order_is_the_order_operators_start_in() -> None:
+    waiting, waiting_clock = scheduler(cpus=1)
+    waiting.submit("running", N, SMALL)
+    waiting.take()  # the one core is held: nothing more fits, all wait
+    submit_mix(waiting, waiting_clock)
+    ample, ample_clock = scheduler(cpus=100)
+    ample.submit("running", N, SMALL)
+    ample.take()  # the same shares so far
+    ample_clock.now = waiting_clock.now - 12
+    submit_mix(ample, ample_clock)
+
+    shown = waiting.in_order(limit=100)
+    assert [view.key for view in shown] == keys(ample.take())  # the simulated shares are the real ones
+    assert shown[0].key == "immediate-7" and shown[-1].priority is L
+    assert {view.reason for view in shown} == {"waits for room: needs 1 CPU core (0 free)"}
+    assert [view.key for view in waiting.in_order(limit=3)] == [view.key for view in shown[:3]]
+    assert waiting.waiting == 12  # read-only: nothing was taken or reordered
+    assert [view.key for view in waiting.in_order(limit=100)] == [view.key for view in shown]
+
+
+def test_in_order_names_the_reservation_an_aged_operator_holds() -> None:
+    sched, clock = scheduler(gpus=2, ageing_s=10)
+    sched.submit("holder", N, ONE_GPU)
+    sched.take()
+    sched.submit("big", N, Demand(cpu=1, memory_mb=256, gpus=2))
+    clock.advance(11)  # big has aged: it holds a reservation
+    sched.submit("small", N, SMALL)
+    assert sched.take() == []  # small fits, but waits behind the reservation
+    big, small = sched.in_order(limit=10)
+    assert (big.key, big.reason) == ("big", "waits for room: needs 2 GPUs (1 free)")
+    assert (small.key, small.reason) == (
+        "small",
+        "waits behind 'big', which has waited long enough to hold a reservation",
+    )

@@ -11,10 +11,6 @@ negative gRPC status number when they failed (-3 INVALID_ARGUMENT, -13 INTERNAL)
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any
-
-import grpc
 
 from protos.claret_api import dicom_pb2 as pb
 from protos.claret_api import dicom_pb2_grpc
@@ -22,52 +18,8 @@ from services.dicom import tables
 from services.dicom.config import AeTitle
 from services.dicom.service import ConfigState, DicomService
 from shared.db import Database
-from shared.logging import get_logger
 from shared.metrics import Metrics
-from shared.wire import Call, Context, Handler, Servicer
-
-log = get_logger("claret.rpc")
-
-DEFAULT_LIMIT = 50
-"""Rows a list answers when the request says 0 (proto3's "not given")."""
-MAX_LIMIT = 1000
-"""Rows a list answers at most: a larger limit is lowered to this rather than refused."""
-
-
-class InvalidArgument(ValueError):
-    """A request value the service refuses: answered as INVALID_ARGUMENT with this message."""
-
-
-def rows_wanted(limit: int) -> int:
-    """The number of rows a ``DicomListRequest.limit`` asks for."""
-    if limit < 0:
-        raise InvalidArgument(f"limit must be 0 (meaning {DEFAULT_LIMIT}) or more, not {limit}")
-    return min(limit or DEFAULT_LIMIT, MAX_LIMIT)
-
-
-def answered(handler: Handler) -> Handler:
-    """Wrap a unary handler: timed, logged and counted like every RPC; a failure ends the call with a gRPC status.
-
-    ``context.abort`` ends the call by raising: it is called after the ``except`` blocks, which would catch it.
-    """
-
-    @functools.wraps(handler)
-    async def wrapper(self: Servicer, request: Any, context: Context) -> Any:
-        call = Call(handler.__qualname__, context, self.metrics)
-        try:
-            try:
-                return await handler(self, request, context)
-            except InvalidArgument as exc:
-                code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-            except Exception as exc:
-                log.exception("rpc failed")
-                code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
-            call.code, call.messages = -code.value[0], [message]
-            await context.abort(code, message)
-        finally:
-            call.finish()
-
-    return wrapper
+from shared.wire import Context, Servicer, answered, rows_wanted
 
 
 def status(state: ConfigState, scp_port: int) -> pb.DicomStatusResponse:

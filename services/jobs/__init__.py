@@ -1,15 +1,18 @@
-"""The jobs service: Jobs RPCs, the scheduler and runtimes, and the platform's Clara service."""
+"""The jobs service: Jobs RPCs, the scheduler and runtimes, the platform's Clara service, and Claret's own
+scheduling API (what the queue holds)."""
 
 from __future__ import annotations
 
 import asyncio
 
+from protos.claret_api import scheduling_pb2_grpc
 from protos.nvidia.clara.platform import clara_pb2_grpc, jobs_pb2_grpc
 from services.jobs import job_table
 from services.jobs.clara_servicer import ClaraServicer
 from services.jobs.manager import JobManager
 from services.jobs.queue import OperatorQueue
 from services.jobs.runtimes import open_runtime
+from services.jobs.scheduling_servicer import SchedulingServicer
 from services.jobs.servicer import JobsServicer
 from services.jobs.topology import open_topology
 from shared import metrics
@@ -18,6 +21,7 @@ from shared.server import Service, ServicerSet
 
 JOBS = "nvidia.clara.platform.Jobs"
 CLARA = "nvidia.clara.platform.Clara"
+SCHEDULING = "claret.jobs.Scheduling"
 
 
 def granted(queue: OperatorQueue) -> dict[str, tuple[float, float]]:
@@ -65,6 +69,11 @@ async def build(resources: Resources) -> Service:
         [
             (JOBS, JobsServicer(manager, resources.metrics), jobs_pb2_grpc.add_JobsServicer_to_server),
             (CLARA, ClaraServicer(resources.metrics, stop_all), clara_pb2_grpc.add_ClaraServicer_to_server),
+            (
+                SCHEDULING,
+                SchedulingServicer(resources.db, topology.executor, resources.metrics),
+                scheduling_pb2_grpc.add_SchedulingServicer_to_server,
+            ),
         ],
         on_start=[start],
         on_stop=[stop],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -173,6 +174,14 @@ class JobRun:
     def finished(self) -> bool:
         return len(self.completed) == len(self.model.operators)
 
+    def blocked(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Operators not ready yet, each with the upstream operators it still waits for."""
+        return [
+            (op.name, tuple(name for name in op.upstream if name not in self.completed))
+            for op in self.model.operators
+            if op.name not in self.submitted and not set(op.upstream) <= self.completed
+        ]
+
 
 class Executor:
     def __init__(
@@ -316,6 +325,12 @@ class Executor:
         except BaseException:  # not queued after all: the next call submits them again
             run.submitted.difference_update(names)
             raise
+
+    def blocked(self, limit: int) -> list[tuple[str, str, tuple[str, ...]]]:
+        """Up to ``limit`` operators of the jobs this process runs that wait for upstream operators:
+        (job id, operator, the upstream operators not completed)."""
+        found = ((job_id, name, upstream) for job_id, run in self._runs.items() for name, upstream in run.blocked())
+        return list(itertools.islice(found, limit))
 
     async def waits_for(self, operator: Operator) -> Demand:
         """What the operator waits for: its requests, and those of its services that do not run."""

@@ -4,9 +4,10 @@ store and read the records of :mod:`services.jobs.model`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from services.jobs.model import JobFilter, JobRecord, JobState, JobStatus, OperatorRecord, OperatorStatus, Priority
+from services.jobs.runtimes.base import SERVICES_JOB
 from shared.db.connection import Connection, Row
 from shared.pipeline_definition import DefinitionFile
 
@@ -118,7 +119,7 @@ def _filter_sql(where: JobFilter) -> tuple[list[str], list[object]]:
     params: list[object] = []
     for column, values in (("state", where.states), ("status", where.statuses), ("pipeline_id", where.pipeline_ids)):
         if values:
-            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            clauses.append(f"{column} IN ({_marks(values)})")
             params.extend(values)
     if where.created_after is not None:
         clauses.append("created > ?")
@@ -187,6 +188,27 @@ def operator_not_started(conn: Connection, job_id: str, name: str) -> None:
         " WHERE job_id = ? AND name = ?",
         (int(OperatorStatus.PENDING), job_id, name),
     )
+
+
+def started_times(conn: Connection, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """When each of these operators (job id, name) and pipeline services (``services``, id) started."""
+    found: dict[tuple[str, str], float] = {}
+    jobs = sorted({job_id for job_id, _ in keys if job_id != SERVICES_JOB})
+    services = sorted(name for job_id, name in keys if job_id == SERVICES_JOB)
+    if jobs:
+        rows = conn.execute(
+            f"SELECT job_id, name, started FROM operators WHERE started IS NOT NULL AND job_id IN ({_marks(jobs)})",
+            jobs,
+        )
+        found.update(((row["job_id"], row["name"]), row["started"]) for row in rows)
+    if services:
+        rows = conn.execute(f"SELECT id, started FROM services WHERE id IN ({_marks(services)})", services)
+        found.update(((SERVICES_JOB, row["id"]), row["started"]) for row in rows)
+    return {key: at for key, at in found.items() if key in keys}
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" * len(values))
 
 
 def operator_runtime_id(conn: Connection, job_id: str, name: str, runtime_id: str) -> None:

@@ -23,7 +23,16 @@ from typing import Protocol
 
 from services.jobs import queue_table
 from services.jobs.model import Priority
-from services.jobs.scheduler import DEFAULT_AGEING_S, CannotHold, Capacity, Demand, Grant, Scheduler, lacks
+from services.jobs.scheduler import (
+    DEFAULT_AGEING_S,
+    CannotHold,
+    Capacity,
+    Demand,
+    Grant,
+    Scheduler,
+    WaitingView,
+    lacks,
+)
 from shared.db import Database
 from shared.db.connection import Connection
 from shared.logging import get_logger
@@ -45,6 +54,30 @@ class Ready:
     key: OperatorKey
     priority: Priority
     demand: Demand
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """What a queue holds now, as people look at it (the console's queue and GPU pages, ``claret queue``)."""
+
+    nodes: dict[str, tuple[Capacity, Capacity]]
+    """Each node's capacity and what is free on it."""
+    held: tuple[OperatorGrant, ...]
+    waiting: tuple[WaitingView[OperatorKey], ...]
+    """The first waiting operators, in decision order."""
+    waiting_total: int
+    clock: float
+    """The queue's clock when it was read (``WaitingView.since`` is on it)."""
+
+
+def view_of(scheduler: Scheduler[OperatorKey], limit: int, clock: float) -> QueueView:
+    return QueueView(
+        nodes={name: (capacity, scheduler.free_on(name)) for name, capacity in scheduler.nodes.items()},
+        held=tuple(scheduler.held.values()),
+        waiting=tuple(scheduler.in_order(limit)),
+        waiting_total=scheduler.waiting,
+        clock=clock,
+    )
 
 
 class OperatorQueue(Protocol):
@@ -92,12 +125,20 @@ class OperatorQueue(Protocol):
         whose requests it waited for together); what no part takes is released."""
         ...
 
+    async def view(self, limit: int) -> QueueView:
+        """What the queue holds now, the first ``limit`` waiting operators in decision order."""
+        ...
+
 
 class LocalQueue:
     """The scheduler of this process, as an :class:`OperatorQueue`."""
 
-    def __init__(self, scheduler: Scheduler[OperatorKey]) -> None:
+    def __init__(self, scheduler: Scheduler[OperatorKey], clock: Callable[[], float] = time.monotonic) -> None:
         self.scheduler = scheduler
+        self._clock = clock  # the scheduler's own
+
+    async def view(self, limit: int) -> QueueView:
+        return view_of(self.scheduler, limit, self._clock())
 
     @property
     def capacity(self) -> Capacity:
@@ -208,6 +249,10 @@ class SharedQueue:
     async def split(self, key: OperatorKey, parts: Sequence[OperatorGrant]) -> None:
         await self._db.write(partial(self._split, key=key, parts=parts), queue=self._lock)
 
+    async def view(self, limit: int) -> QueueView:
+        """This node's queue as the next decision round would see it (nothing is granted or written)."""
+        return await self._db.read(lambda conn: self._view(conn, limit))
+
     # -- in a transaction ---------------------------------------------------------------------------------
 
     def _scheduler(self, conn: Connection, now: float) -> Scheduler[OperatorKey]:
@@ -224,15 +269,24 @@ class SharedQueue:
                     scheduler.restore(Grant(key, Demand(0, 0, len(hold.gpu_ids)), hold.gpu_ids))
         return scheduler
 
-    def _round(self, conn: Connection, running: frozenset[str]) -> tuple[list[queue_table.Hold], bool]:
-        """One decision for the whole queue on this node: the grants this replica is to start, and whether
-        it granted something to another replica."""
-        now = self._clock()
+    def _queued(self, conn: Connection, now: float) -> Scheduler[OperatorKey]:
+        """A scheduler holding what the ledger holds on this node and the operators waiting for it."""
         scheduler = self._scheduler(conn, now)
         for entry in queue_table.waiting(conn, self._node):
             demand = Demand(entry.cpu, entry.memory_mb, entry.gpus)
             if scheduler.lacks(demand) is None:  # one that fits only another node is that node's to grant
                 scheduler.submit((entry.job_id, entry.operator), Priority(entry.priority), demand, since=entry.since)
+        return scheduler
+
+    def _view(self, conn: Connection, limit: int) -> QueueView:
+        now = self._clock()
+        return view_of(self._queued(conn, now), limit, now)
+
+    def _round(self, conn: Connection, running: frozenset[str]) -> tuple[list[queue_table.Hold], bool]:
+        """One decision for the whole queue on this node: the grants this replica is to start, and whether
+        it granted something to another replica."""
+        now = self._clock()
+        scheduler = self._queued(conn, now)
         grants = scheduler.take()
         for_others = False
         for grant in grants:

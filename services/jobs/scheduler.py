@@ -55,6 +55,7 @@ __all__ = [
     "Demand",
     "Grant",
     "Scheduler",
+    "WaitingView",
     "lacks",
     "lacks_on_every",
 ]
@@ -122,6 +123,19 @@ class Grant(Generic[K]):
             raise ValueError(f"a grant holds exactly {self.demand.gpus} distinct GPU ids, not {self.gpu_ids}")
 
 
+@dataclass(frozen=True, slots=True)
+class WaitingView(Generic[K]):
+    """A waiting operator as :meth:`Scheduler.in_order` shows it: where it stands and why it has not started."""
+
+    key: K
+    priority: Priority
+    """Its job's priority (ageing may make it compete one or more classes higher)."""
+    demand: Demand
+    since: float
+    """When it became ready, on the scheduler's clock."""
+    reason: str
+
+
 class _Waiting(NamedTuple, Generic[K]):
     """A submitted operator; a tuple because 100,000 of them may wait and creation is on the hot path."""
 
@@ -135,6 +149,15 @@ class _Waiting(NamedTuple, Generic[K]):
 
 def _plural(count: int, unit: str) -> str:
     return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
+def _advance(passes: dict[Priority, int], chosen: Priority, stride: Mapping[Priority, int]) -> None:
+    """Charge one start to ``chosen``; lift every class behind its pass so none banks credit."""
+    current = passes[chosen]
+    for cls in _SHARED:
+        if passes[cls] < current:
+            passes[cls] = current
+    passes[chosen] = current + stride[chosen]
 
 
 class _Node:
@@ -200,6 +223,18 @@ def lacks(capacity: Capacity, demand: Demand) -> str | None:
     if demand.gpus > len(capacity.gpu_ids):
         missing.append(f"needs {_plural(demand.gpus, 'GPU')}; the node has {len(capacity.gpu_ids)}")
     return "; ".join(missing) or None
+
+
+def _short_of(free: Capacity, demand: Demand) -> list[str]:
+    """What ``demand`` needs beyond ``free``: "1 GPU (0 free)"."""
+    short = []
+    if demand.cpu > free.cpus:
+        short.append(f"{_plural(demand.cpu, 'CPU core')} ({free.cpus} free)")
+    if demand.memory_mb > free.memory_mb:
+        short.append(f"{demand.memory_mb} MB of memory ({free.memory_mb} MB free)")
+    if demand.gpus > len(free.gpu_ids):
+        short.append(f"{_plural(demand.gpus, 'GPU')} ({len(free.gpu_ids)} free)")
+    return short
 
 
 def lacks_on_every(nodes: Mapping[str, Capacity], demand: Demand) -> str | None:
@@ -304,6 +339,57 @@ class Scheduler(Generic[K]):
         """Carry on from :attr:`passes` saved by an earlier scheduler (classes not given keep theirs)."""
         for cls, value in passes.items():
             self._pass[Priority(cls)] = int(value)
+
+    def in_order(self, limit: int) -> list[WaitingView[K]]:
+        """The first ``limit`` waiting operators in decision order (IMMEDIATE first, then the classes by their
+        stride shares, oldest first within one) and why each waits: the room it lacks on every node, or
+        the operator ahead that holds a reservation. The actual start order differs where a smaller
+        operator backfills room a larger one ahead of it cannot use. Read-only: the shares are simulated."""
+        now = self._clock()
+        aged_since = now - self._ageing_s
+        passes = dict(self._pass)
+        heads = {(cls, shape): iter(fifo.values()) for cls in Priority for shape, fifo in self._queues[cls].items()}
+        current = {where: next(entries) for where, entries in heads.items()}
+        frees = {name: self._free_on(node) for name, node in self._nodes.items()}
+        shown: list[WaitingView[K]] = []
+        reserved: K | None = None
+        while current and len(shown) < limit:
+            where, entry = min(current.items(), key=lambda item: self._order(item[1], passes, now))
+            if (following := next(heads[where], None)) is None:
+                del current[where]
+            else:
+                current[where] = following
+            if entry.priority is not Priority.IMMEDIATE:
+                _advance(passes, self._class(entry, now), self._stride)
+            reason = self._why(entry, frees, reserved)
+            shown.append(WaitingView(entry.key, entry.priority, entry.demand, entry.since, reason))
+            if reserved is None and entry.since <= aged_since and not self._fits(entry.demand):
+                reserved = entry.key
+        return shown
+
+    def _order(self, entry: _Waiting[K], passes: Mapping[Priority, int], now: float) -> tuple[int, int, int, int]:
+        """Where ``entry`` (a head) stands in decision order, given the classes' ``passes``: IMMEDIATE first,
+        then the smallest pass (the higher class on a tie), then the oldest."""
+        if entry.priority is Priority.IMMEDIATE:
+            return (0, 0, 0, entry.seq)
+        cls = self._class(entry, now)
+        return (1, passes[cls], -int(cls), entry.seq)
+
+    def _class(self, head: _Waiting[K], now: float) -> Priority:
+        """The class a head competes in now: its own, or a higher one once it has aged."""
+        return self._effective(head, now) if head.since <= now - self._ageing_s else head.priority
+
+    def _why(self, entry: _Waiting[K], frees: Mapping[str, Capacity], reserved: K | None) -> str:
+        demand = entry.demand
+        if frees and all(lacks(free, demand) is not None for free in frees.values()):
+            roomiest = max(frees.values(), key=lambda free: (len(free.gpu_ids), free.cpus, free.memory_mb))
+            where = " on the node with the most room" if len(frees) > 1 else ""
+            return f"waits for room: needs {' and '.join(_short_of(roomiest, demand))}{where}"
+        if not frees:
+            return "waits for a node: none takes operators now"
+        if reserved is not None:
+            return f"waits behind {reserved!r}, which has waited long enough to hold a reservation"
+        return "starts at the next decision"
 
     def is_waiting(self, key: K) -> bool:
         """Whether ``key`` was submitted and has neither started nor been withdrawn."""
@@ -476,7 +562,7 @@ class Scheduler(Generic[K]):
                     best, chosen, chosen_class = order, head, cls
         if chosen is None or not self._fits(chosen.demand):
             return None  # nothing fits, or the first deciding head is an aged one holding its reservation
-        self._advance(chosen_class)
+        _advance(self._pass, chosen_class, self._stride)
         return chosen
 
     def _effective(self, entry: _Waiting[K], now: float) -> Priority:
@@ -486,13 +572,6 @@ class Scheduler(Generic[K]):
         steps = int((now - entry.since) / self._ageing_s)  # ageing_s = inf gives 0
         return Priority(min(Priority.HIGHER, entry.priority + max(steps, 0)))
 
-    def _advance(self, chosen: Priority) -> None:
-        """Charge one start to ``chosen``; lift every class behind its pass so none banks credit."""
-        current = self._pass[chosen]
-        for cls in _SHARED:
-            if self._pass[cls] < current:
-                self._pass[cls] = current
-        self._pass[chosen] = current + self._stride[chosen]
 
     # --- ledger ------------------------------------------------------------------------------------------
 

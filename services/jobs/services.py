@@ -222,6 +222,10 @@ class ServiceManager:
         ready = (inst for inst in self._instances.values() if inst.grant is not None and inst.ready.done())
         return sum(1 for inst in ready if not inst.ready.exception())
 
+    def instances(self) -> tuple[Instance, ...]:
+        """The services this process knows now: starting, ready, or another process's that it uses."""
+        return tuple(self._instances.values())
+
     def services_of(self, operator: Operator) -> tuple[Service, ...]:
         """The services the operator uses: those it declares, and Triton when it lists models."""
         if operator.models and self.triton is not None:
