@@ -4,9 +4,13 @@ The jobs service runs on a swarm manager and talks to its engine. Claret's queue
 (docs/swarm.md): it holds one :class:`~services.jobs.scheduler.Capacity` per swarm node that is ready and
 active (its cores, memory and the GPU ids the node declares as ``gpu`` generic resources), kept current by
 :meth:`SwarmRuntime.follow_nodes`, and grants an operator a node and GPU ids on it. The operator then runs as
-a ``replicated-job`` service (one task, never restarted) pinned to that node (``node.id==``), with its
-requests as reservations and limits and its GPU count as a generic resource, so Swarm's own accounting
-agrees with the ledger; the granted ids reach the operator as ``NVIDIA_VISIBLE_DEVICES`` as on every runtime.
+a ``replicated-job`` service (one task, never restarted) pinned to that node (``node.id==``), with its requests
+as limits; the granted GPU ids reach it as ``NVIDIA_VISIBLE_DEVICES`` as on every runtime (the NVIDIA runtime,
+the nodes' default, exposes those devices). The ledger is the one account of the nodes' resources, as on one
+machine: tasks declare no reservations, neither cpu and memory nor GPUs as generic resources, because the
+constraint enforcer of Swarm 20.10 rejects a live task whose node changes ("assigned node no longer meets
+constraints": it counts completed job tasks against the node, and rejects any task holding a generic
+resource that is still available), and every operator's job network changes its node (below).
 
 A task's state is not among the events the Engine API streams, so one loop asks for the tasks of every
 followed operator at once (:data:`POLL_S` apart while any runs) and settles each handle; node changes are
@@ -17,6 +21,12 @@ Cancel, timeout and a lost node remove the service (Swarm stops its container). 
 labels as Docker containers, which is how a restart finds them again (:meth:`SwarmRuntime.attach`,
 :meth:`SwarmRuntime.remove_orphans`).
 
+Networks: Swarm services cannot use ``none``; a task without a network gets its node's default bridge, which
+reaches the host and beyond. So each job's operators share an internal overlay network of the job's own
+(``claret-<job id>-<random>``: no gateway, nothing else attached), made with its first operator and removed
+once no service of the job is left (the engine refuses to remove a network a service still uses). The
+services resolve by DNS round robin, so no virtual IP (IPVS) is needed.
+
 Payloads and logs are bind mounts: every node must see the payload store at the same path (NFS in
 production; on one machine that is given).
 """
@@ -24,9 +34,12 @@ production; on one machine that is given).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -100,10 +113,23 @@ def literal(text: str) -> str:
     return text.replace("{{", '{{"{{"}}')
 
 
-def service_spec(spec: OperatorSpec, paths: PathMapping, grace: float) -> dict[str, Any]:
+def network_spec(job_id: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    """The job's own network: an overlay with no gateway (``Internal``), so operators reach each other only.
+    Its name is new each time: one being removed (unused) is never confused with the one replacing it."""
+    return {
+        "Name": f"claret-{job_id}-{secrets.token_hex(4)}",
+        "Driver": "overlay",
+        "Internal": True,
+        "CheckDuplicate": True,
+        "Labels": {key: labels[key] for key in (JOB_LABEL, INSTANCE_LABEL) if key in labels},
+    }
+
+
+def service_spec(spec: OperatorSpec, paths: PathMapping, grace: float, network: str | None = None) -> dict[str, Any]:
     """The body of ``POST /services/create`` for one operator: the Docker runtime's limits and identity,
-    reservations for Swarm's accounting, pinned to the granted node, one task, never restarted. The
-    container's hostname is its node's (a template of Swarm's), so an operator's output says where it ran."""
+    pinned to the granted node, one task, never restarted. The
+    container's hostname is its node's (a template of Swarm's), so an operator's output says where it ran.
+    ``network``: the job's network (None: the node's default, for tests that want one)."""
     memory = memory_limit_bytes(spec)
     container: dict[str, Any] = {
         "Image": spec.image,
@@ -127,9 +153,6 @@ def service_spec(spec: OperatorSpec, paths: PathMapping, grace: float) -> dict[s
         container["User"] = f"{spec.user[0]}:{spec.user[1]}"
     if spec.command:  # Docker CMD semantics: Args go to the image's entrypoint, if any
         container["Args"] = list(spec.command)
-    reservations: dict[str, Any] = {"NanoCPUs": spec.cpu * 1_000_000_000, "MemoryBytes": spec.memory_mb * MIB}
-    if spec.gpu_ids:
-        reservations["GenericResources"] = [{"DiscreteResourceSpec": {"Kind": GPU_KIND, "Value": len(spec.gpu_ids)}}]
     template: dict[str, Any] = {
         "ContainerSpec": container,
         "Resources": {
@@ -138,17 +161,19 @@ def service_spec(spec: OperatorSpec, paths: PathMapping, grace: float) -> dict[s
                 "MemoryBytes": memory,
                 "Pids": max(spec.pids_limit, 1),
             },
-            "Reservations": reservations,
         },
         "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
         "Placement": {"Constraints": [f"node.id=={spec.node}"]} if spec.node else {},
         "LogDriver": {"Name": "json-file", "Options": engine_log_config(spec)["Config"]},
     }
+    if network is not None:
+        template["Networks"] = [{"Target": network}]
     return {
         "Name": service_name(spec),
         "Labels": dict(spec.labels),
         "TaskTemplate": template,
         "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
+        "EndpointSpec": {"Mode": "dnsrr"},
     }
 
 
@@ -235,7 +260,9 @@ class SwarmHandle:
     async def wait(self) -> Exit:
         exit = await asyncio.shield(self.ended)
         problem = await self._finish_logs()
-        await self._runtime.remove(self._service_id)
+        # Gone before its grant is released: Swarm counts an ended job's task against its node until the
+        # task is removed, and would reject the next operator the ledger places there.
+        await self._runtime.remove(self._service_id, wait=True)
         message = "; ".join(part for part in (exit.message, problem) if part)
         return Exit(exit.code, message, log_truncated=self._log_file.truncated, evicted=exit.evicted)
 
@@ -261,6 +288,11 @@ class SwarmRuntime:
         self._nodes: dict[str, Capacity] = {}
         self._down: set[str] = set()
         self._listeners: list[Callable[[NodeCapacities], Awaitable[None]]] = []
+        self._networks: dict[str, asyncio.Future[str]] = {}
+        """Job id -> its network's id, once made (a future: operators starting at once make it once)."""
+        self._starting: collections.Counter[str] = collections.Counter()
+        """Jobs with an operator between its network and its service: their network is not to be swept."""
+        self._next_sweep = 0.0
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._events: asyncio.Task[None] | None = None
@@ -335,6 +367,9 @@ class SwarmRuntime:
                 await self._refresh_nodes()
                 if self._handles:
                     await self._settle()
+                if time.monotonic() >= self._next_sweep:
+                    self._next_sweep = time.monotonic() + IDLE_POLL_S
+                    await self._remove_unused_networks()
             except (aiohttp.ClientError, DockerError, OSError, TimeoutError) as exc:
                 log.warning("cannot read the swarm's state", error=error_text(exc))
             self._wake.clear()
@@ -368,16 +403,64 @@ class SwarmRuntime:
 
     async def start(self, spec: OperatorSpec) -> Handle:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        body = service_spec(spec, self._paths, self._grace)
+        self._starting[spec.job_id] += 1
         try:
-            created = await self._docker._query_json("services/create", method="POST", data=json.dumps(body))
-        except DockerError as exc:
-            if exc.status == 409:  # a leftover of an earlier attempt: remove it, then create afresh
-                await self.remove(service_name(spec), wait=True)
+            network = None if spec.network else await self._network(spec)
+            body = service_spec(spec, self._paths, self._grace, network)
+            try:
+                created = await self._docker._query_json("services/create", method="POST", data=json.dumps(body))
+            except DockerError as exc:
+                if exc.status != 409:
+                    raise RuntimeFailure(f"the swarm refused the operator's service: {exc.message}") from exc
+                await self.remove(service_name(spec), wait=True)  # a leftover of an earlier attempt
                 created = await self._create_again(body)
-            else:
-                raise RuntimeFailure(f"the swarm refused the operator's service: {exc.message}") from exc
+        finally:
+            self._starting[spec.job_id] -= 1
+            if not self._starting[spec.job_id]:
+                del self._starting[spec.job_id]
         return self._follow(str(created["ID"]), spec, rewrite=False)
+
+    async def _network(self, spec: OperatorSpec) -> str:
+        """The id of the job's network, made by the first of its operators to start."""
+        made = self._networks.get(spec.job_id)
+        if made is None:
+            made = self._networks[spec.job_id] = asyncio.get_running_loop().create_future()
+            try:
+                made.set_result(await self._make_network(spec))
+            except BaseException as exc:
+                del self._networks[spec.job_id]
+                made.set_exception(exc)
+                made.exception()  # retrieved: those waiting on it raise it themselves
+                raise
+        return await asyncio.shield(made)
+
+    async def _make_network(self, spec: OperatorSpec) -> str:
+        try:
+            body = json.dumps(network_spec(spec.job_id, spec.labels))
+            created: Mapping[str, Any] = await self._docker._query_json("networks/create", method="POST", data=body)
+        except DockerError as exc:
+            raise RuntimeFailure(f"the swarm refused the job's network: {exc.message}") from exc
+        return str(created["Id"])
+
+    async def _remove_unused_networks(self) -> None:
+        """Remove this instance's job networks that no service of the job uses any more (a network still
+        attached to a task that is going away is refused now and removed at a later round)."""
+        filters = json.dumps({"label": [f"{INSTANCE_LABEL}={self._instance}", JOB_LABEL]})
+        networks = await self._docker._query_json("networks", params={"filters": filters})
+        if not networks:
+            return
+        services = await self._docker._query_json("services", params={"filters": filters})
+        in_use = {(service.get("Spec", {}).get("Labels") or {}).get(JOB_LABEL) for service in services}
+        for network in networks:
+            job_id = str((network.get("Labels") or {}).get(JOB_LABEL))
+            if job_id in in_use or job_id in self._starting:
+                continue
+            made = self._networks.get(job_id)
+            if made is not None and made.done() and not made.exception() and made.result() == network["Id"]:
+                del self._networks[job_id]  # decided with no await since the check: a later start makes another
+            with contextlib.suppress(DockerError):
+                async with self._docker._query(f"networks/{network['Id']}", method="DELETE"):
+                    pass
 
     async def _create_again(self, body: dict[str, Any]) -> Mapping[str, Any]:
         try:
@@ -462,6 +545,8 @@ class SwarmRuntime:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        with contextlib.suppress(aiohttp.ClientError, DockerError, OSError):  # the next start sweeps what is left
+            await self._remove_unused_networks()
         await self._docker.close()
 
     # --- pipeline services: not on this runtime yet ----------------------------------------------------
