@@ -2,7 +2,8 @@
 
 The client verbs are the original ``clara`` ones (``clara create job -n NAME -p PIPELINE -f DIR --start``,
 ``clara describe job -j ID``, ``clara download JOB:/operators/x/* out`` ...) with the output shapes its
-scripts parse, so those scripts keep working; ``claret dicom ...`` is Claret's own, over its DICOM API.
+scripts parse, so those scripts keep working; ``claret dicom ...`` and ``claret queue`` are Claret's own, over
+its DICOM and scheduling APIs.
 Every client verb takes ``--host``, ``--config``, ``--output`` and ``--timeout``, before or after the verb
 (after wins).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -25,18 +27,23 @@ import click
 
 from claret import __version__, transfers
 from claret.errors import ClientError
-from claret.output import Output, shown, table, when
+from claret.output import Output, duration, shown, table, when
 from claret.records import (
     DicomAeTitle,
     DicomAssociation,
     DicomExport,
     DicomStatus,
+    HeldGrant,
     Job,
     JobState,
     JobStatus,
     ModelType,
     PipelineNode,
     Priority,
+    QueueNode,
+    QueueSnapshot,
+    RunningService,
+    WaitingOperator,
 )
 from claret.serve_command import serve
 from shared.model_config import CONFIG, declared_name
@@ -869,6 +876,83 @@ async def utilization(s: Session) -> None:
         for g in gpus
     ]
     s.output.result(gpus, table(columns, rows) if gpus else f"no GPUs reported by the platform at {s.client.address}")
+
+
+# The queue (Claret's scheduling API)
+
+
+def queue_document(snapshot: QueueSnapshot) -> Document:
+    """The snapshot as it is, times as ISO 8601."""
+    document = dataclasses.asdict(snapshot)
+    for grant in document["held"]:
+        grant["since"] = when(grant["since"])
+    return document
+
+
+def ids(gpu_ids: Sequence[str]) -> str:
+    return shown(",".join(gpu_ids))
+
+
+def node_row(n: QueueNode) -> list[str]:
+    """NODE, then FREE/CAPACITY of cores and memory, then the GPU ids free and in all."""
+    room = [f"{n.free.cpus}/{n.capacity.cpus}", f"{n.free.memory_mb}/{n.capacity.memory_mb}"]
+    return [n.name or "local", *room, ids(n.free.gpu_ids), ids(n.capacity.gpu_ids)]
+
+
+def grant_row(g: HeldGrant) -> list[str]:
+    return [g.job_id, g.operator, g.node or "local", str(g.cpu), str(g.memory_mb), ids(g.gpu_ids), shown(when(g.since))]
+
+
+def waiting_row(w: WaitingOperator) -> list[str]:
+    return [w.job_id, w.operator, w.priority, str(w.cpu), str(w.memory_mb), str(w.gpus), duration(w.waited_s), w.reason]
+
+
+def service_row(r: RunningService) -> list[str]:
+    return [r.id, r.name, r.image, "ready" if r.ready else "starting", str(r.users), ids(r.gpu_ids)]
+
+
+def queue_text(snapshot: QueueSnapshot) -> list[Any]:
+    """A table per part, each under a heading (the tables' columns alone would not say what they list)."""
+    listed = len(snapshot.waiting)
+    more = f" ({listed} of {snapshot.waiting_total})" if snapshot.waiting_total > listed else ""
+    parts = [
+        ("Nodes", ["NODE", "FREE CPUS", "FREE MEMORY MB", "FREE GPUS", "GPUS"], map(node_row, snapshot.nodes)),
+        ("Held", ["JOB ID", "OPERATOR", "NODE", "CPUS", "MEMORY MB", "GPUS", "SINCE"], map(grant_row, snapshot.held)),
+        (
+            f"Waiting, in start order{more}",
+            ["JOB ID", "OPERATOR", "PRIORITY", "CPUS", "MEMORY MB", "GPUS", "WAITED", "REASON"],
+            map(waiting_row, snapshot.waiting),
+        ),
+        (
+            "Waiting for upstream operators",
+            ["JOB ID", "OPERATOR", "UPSTREAM"],
+            ([b.job_id, b.operator, ",".join(b.upstream)] for b in snapshot.blocked),
+        ),
+        ("Services", ["SERVICE ID", "NAME", "IMAGE", "STATE", "USERS", "GPUS"], map(service_row, snapshot.services)),
+    ]
+    text: list[Any] = []
+    for heading, columns, rows in parts:
+        found = list(rows)
+        text += [f"{heading}:", table(columns, found) if found else "none", ""]
+    return text[:-1]  # a blank line between parts, not after the last
+
+
+@main.command()
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="How many waiting operators (and as many waiting for upstream ones); the platform answers 1000 at most.",
+)
+@client_options
+@verb
+async def queue(s: Session, limit: int) -> None:
+    """Show the jobs service's queue: each node's free room, the grants held (who holds each GPU), the operators
+    waiting in the order they would start and why, those waiting for upstream operators, the pipeline services."""
+    snapshot = await s.client.queue_snapshot(limit)
+    s.output.result(queue_document(snapshot), *queue_text(snapshot))
 
 
 # The DICOM service

@@ -26,6 +26,7 @@ __all__ = [
     "PIPE_WIDTH",
     "Output",
     "QuietProgress",
+    "duration",
     "shown",
     "table",
     "when",
@@ -38,6 +39,15 @@ PIPE_WIDTH = 1000
 def when(moment: datetime | None) -> str | None:
     """A UTC time as ISO 8601 to the second, or None when unset."""
     return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def duration(seconds: float) -> str:
+    """How long, to the second, in the two largest units that matter: "45 s", "3 min 4 s", "2 h 5 min"."""
+    whole = max(int(seconds), 0)
+    hours, minutes, secs = whole // 3600, whole // 60 % 60, whole % 60
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def shown(value: str | None) -> str:

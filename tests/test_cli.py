@@ -12,7 +12,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from claret.definition_files import definition_files
 from claret.records import JobState, JobStatus, Priority
 from claret.transfers import download_plan, glob_match, select, split_remote, upload_plan
 from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc, common_pb2, pipelines_pb2, pipelines_pb2_grpc
-from tests.helpers import RunningServer, free_port, wait_for_port
+from tests.helpers import RunningServer, free_port, serve_process, wait_for_port
 
 BOTH_STORES = "module"  # the module's server runs on SQLite, then on PostgreSQL (tests/conftest.py)
 
@@ -41,6 +41,14 @@ operators:
 - name: sleeper
   container: {image: busybox, command: ["sh", "-c", "echo sleeping; sleep 60"]}
   output: [{path: /output}]
+"""
+GPU_SLEEPER = """\
+api-version: 0.4.0
+name: gpu-sleeper
+operators:
+- name: sleeper
+  container: {image: busybox, command: ["sh", "-c", "sleep 30"]}
+  requests: {gpu: 1}
 """
 FAILING = """\
 api-version: 0.4.0
@@ -489,6 +497,47 @@ def test_start_stop_and_faulted_jobs(address: str, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stdout.splitlines()[2:] == ["JOB_STATE:JOB_STATE_STOPPED", "JOB_STATUS:JOB_STATUS_FAULTED"]
     assert result.stderr.startswith("error: job ") and "ended JOB_STATUS_FAULTED" in result.stderr
+
+
+def queue_until(address: str, ready: Callable[[Any], bool]) -> None:
+    """Wait until ``ready`` holds of `claret queue`'s document (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while not ready(document(address, "queue")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_queue_shows_who_holds_the_gpu_and_why_an_operator_waits(tmp_path: Path) -> None:
+    """Against a server declaring one GPU without a driver (scheduling only): a job holds it, two wait."""
+    gpus = {"CLARET_GPUS": "0", "CLARET_RUNTIME": "sandbox", "CLARET_STOP_GRACE": "1"}
+    with serve_process(tmp_path / "data", **gpus) as (address, _):
+        sleeper = pipeline(address, written(tmp_path, "gpu.yaml", GPU_SLEEPER))
+
+        def started(name: str) -> str:
+            return str(document(address, "create", "job", "-n", name, "-p", sleeper, "--start")["job_id"])
+
+        holder = started("holder")
+        queue_until(address, lambda queued: bool(queued["held"]))
+        waiter, later = started("waiter"), started("later")
+        queue_until(address, lambda queued: queued["waiting_total"] == 2)
+
+        text = ok(address, "queue", "--limit", "1").splitlines()
+        assert text[0] == "Nodes:" and " ".join(text[1].split()) == "NODE FREE CPUS FREE MEMORY MB FREE GPUS GPUS"
+        assert text[2].split()[0] == "local" and text[2].split()[-2:] == ["-", "0"]  # its one GPU, none free
+        [held] = [line.split() for line in text if line.startswith(holder)]
+        assert held[:3] == [holder, "sleeper", "local"] and held[5] == "0"  # GPU 0, held since...
+        assert "Waiting, in start order (1 of 2):" in text
+        [waiting] = [line for line in text if line.startswith(waiter)]
+        assert waiting.split()[1:3] == ["sleeper", "normal"]
+        assert waiting.endswith(" waits for room: needs 1 GPU (0 free)")
+        assert not [line for line in text if line.startswith(later)]  # beyond --limit
+        assert text[-5:] == ["Waiting for upstream operators:", "none", "", "Services:", "none"]
+
+        queued = document(address, "queue")
+        assert [(g["job_id"], g["gpu_ids"]) for g in queued["held"]] == [(holder, ["0"])]
+        assert queued["held"][0]["since"].endswith("Z")
+        assert [w["job_id"] for w in queued["waiting"]] == [waiter, later] and queued["waiting_total"] == 2
+        assert queued["waiting"][0]["reason"] == "waits for room: needs 1 GPU (0 free)"
+        assert queued["nodes"][0]["free"]["gpu_ids"] == []
 
 
 # Payloads

@@ -21,11 +21,12 @@ from pathlib import PurePosixPath
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from services.console.common import CSRF_COOKIE, SECURITY_HEADERS, Client, page
+from services.console.common import CSRF_COOKIE, SECURITY_HEADERS, Client, JobNames, page
 from services.console.gpus import GpuPages
 from services.console.jobs import JobPages
 from services.console.models import ModelPages
 from services.console.pipelines import PipelinePages
+from services.console.queue import QueuePages
 
 TOKEN_COOKIE = "claret_token"
 MAX_FORM_BYTES = 256 * 1024**2
@@ -47,7 +48,9 @@ def make_app(client: Client, tokens: frozenset[str], *, secure_cookies: bool) ->
     app.router.add_routes(JobPages(client).routes())
     app.router.add_routes(PipelinePages(client).routes())
     app.router.add_routes(ModelPages(client).routes())
-    gpus = GpuPages(client)
+    names = JobNames()  # one cache of job names for the pages that show the queue's jobs
+    app.router.add_routes(QueuePages(client, names).routes())
+    gpus = GpuPages(client, names)
     app.router.add_routes(gpus.routes())
     app.on_cleanup.append(gpus.on_cleanup)  # the GPU sampling stops with the console
     app.router.add_static("/static", str(PurePosixPath(__file__).parent / "static"))

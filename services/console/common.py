@@ -1,8 +1,10 @@
-"""What every page of the console shares: rendering a template, and a platform client for one request."""
+"""What every page of the console shares: rendering a template, a platform client for one request, and job
+names by id."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,6 +13,7 @@ from aiohttp import web
 
 from claret.client import PlatformClient
 from claret.errors import ClientError
+from claret.output import duration
 from shared.errors import ErrorCode
 
 CSRF_COOKIE = "claret_csrf"
@@ -30,6 +33,11 @@ MISSING = {
 }
 """Refusals that mean "not here": a 404 page, where anything else the platform says is a 502."""
 
+SERVICES_JOB = "services"
+"""The "job" the scheduling API files pipeline services' grants under (their operator is the service's id)."""
+NAMES_KEPT = 4096
+"""Job names remembered; the oldest are forgotten (and asked again if shown again)."""
+
 Client = Callable[[], PlatformClient]
 
 templates = jinja2.Environment(
@@ -37,6 +45,8 @@ templates = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+templates.filters["duration"] = duration
+templates.globals["SERVICES_JOB"] = SERVICES_JOB
 
 
 def page(template: str, request: web.Request, **context: Any) -> web.Response:
@@ -55,3 +65,32 @@ async def platform(client: Client) -> AsyncIterator[PlatformClient]:
     except ClientError as exc:
         status = web.HTTPNotFound if exc.code in MISSING else web.HTTPBadGateway
         raise status(text=exc.message) from None
+
+
+class JobNames:
+    """Job names by id for pages that get only ids (the scheduling API's): a job's name never changes, so each
+    is asked once (Jobs.Status), and a page's unknown ids all at once, in one round of concurrent calls."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+
+    async def of(self, client: PlatformClient, job_ids: Iterable[str]) -> dict[str, str]:
+        """The names of ``job_ids`` the platform knows (a job it does not, or a service's "job", is left out)."""
+        wanted = set(job_ids) - {SERVICES_JOB}
+        unknown = sorted(wanted - self._names.keys())
+        for job_id, name in zip(unknown, await asyncio.gather(*(_name(client, i) for i in unknown)), strict=True):
+            if name is not None:
+                self._names[job_id] = name
+        found = {job_id: self._names[job_id] for job_id in wanted if job_id in self._names}
+        while len(self._names) > NAMES_KEPT:
+            del self._names[next(iter(self._names))]
+        return found
+
+
+async def _name(client: PlatformClient, job_id: str) -> str | None:
+    try:
+        return (await client.job_status(job_id)).name
+    except ClientError as exc:
+        if exc.code in MISSING:
+            return None
+        raise

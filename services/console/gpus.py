@@ -1,5 +1,6 @@
-"""The GPUs page: each GPU as Clara.Utilization reports it, the operators it names on it (job and since when,
-from Jobs.Status), and graphs of its compute and memory utilization over the last minutes.
+"""The GPUs page: each GPU of the scheduling API's ledger with the operator (or pipeline service) holding it,
+its utilization as Clara.Utilization reports it, and graphs of its compute and memory utilization over the
+last minutes (``ledger.py`` joins the two answers).
 
 The graphs come from a short history the console keeps (:class:`GpuHistory`): Utilization answers one
 moment, and a graph needs several. They are drawn here as inline SVG, so the page needs no script or style
@@ -13,15 +14,15 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from claret.client import PlatformClient
 from claret.errors import ClientError
-from claret.records import Gpu, Job
-from services.console.common import MISSING, Client, page, platform
+from claret.records import Gpu
+from services.console.common import Client, JobNames, page
+from services.console.ledger import LedgerGpu, ledger
+from services.console.queue import Queue, read_queue
 from shared.logging import get_logger
 
 log = get_logger("claret.console")
@@ -41,9 +42,11 @@ GpuKey = tuple[str, int]
 
 @dataclass
 class Trace:
-    """One GPU's latest report and its recent samples: (monotonic time, compute, memory utilization)."""
+    """One GPU's latest report, its place in it (NVML's index), and its recent samples: (monotonic time,
+    compute, memory utilization)."""
 
     latest: Gpu
+    index: int
     points: deque[tuple[float, float, float]] = field(default_factory=deque)
 
 
@@ -95,9 +98,11 @@ class GpuHistory:
 
     def add(self, gpus: Iterable[Gpu], now: float) -> None:
         """One sample of each GPU, taken at ``now`` (monotonic); what is older than the span is forgotten."""
+        places: dict[str, int] = {}
         for gpu in gpus:
-            trace = self._traces.setdefault((gpu.node_id, gpu.pcie_id), Trace(gpu))
-            trace.latest = gpu
+            index = places[gpu.node_id] = places.get(gpu.node_id, -1) + 1
+            trace = self._traces.setdefault((gpu.node_id, gpu.pcie_id), Trace(gpu, index))
+            trace.latest, trace.index = gpu, index
             trace.points.append((now, gpu.compute_utilization, gpu.memory_utilization))
         oldest = now - self.span_s
         for key, trace in list(self._traces.items()):
@@ -108,35 +113,20 @@ class GpuHistory:
 
 
 @dataclass(frozen=True)
-class Holder:
-    """An operator the platform names on a GPU, with its job (None where Jobs.Status does not know it)."""
-
-    operator: str
-    job_id: str | None
-    job: Job | None
-
-    @property
-    def since(self) -> datetime | None:
-        """When the operator started, as its job says."""
-        found = [op.started for op in self.job.operators if op.name == self.operator] if self.job else []
-        return found[0] if found else None
-
-
-@dataclass(frozen=True)
 class GpuView:
-    """What the page shows of one GPU: its latest report, its holders, and its graph's two lines."""
+    """What the page shows of one GPU: its ledger entry, and its graph's two lines (None: no utilization)."""
 
-    gpu: Gpu
-    holders: tuple[Holder, ...]
-    compute: Line
-    memory: Line
+    gpu: LedgerGpu
+    compute: Line | None
+    memory: Line | None
 
 
 class GpuPages:
     """The page and its live part, which the browser asks again every sampling interval."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, names: JobNames) -> None:
         self._client = client
+        self._names = names
         self.history = GpuHistory(client)
 
     def routes(self) -> list[web.RouteDef]:
@@ -153,22 +143,22 @@ class GpuPages:
 
     async def _view(self) -> dict[str, Any]:
         history = self.history
-        traces = await history.traces()
+        traces = {(t.latest.node_id, t.latest.pcie_id): t for t in await history.traces()}
+        queue, ledger_problem = await self._queue()
         now = time.monotonic()
-        async with platform(self._client) as client:
-            jobs = await _jobs(client, {p.job_id for t in traces for p in t.latest.processes if p.job_id})
-        views = [
-            GpuView(
-                trace.latest,
-                tuple(Holder(p.name, p.job_id, jobs.get(p.job_id or "")) for p in trace.latest.processes),
-                line(trace.points, now, history.span_s, COMPUTE),
-                line(trace.points, now, history.span_s, MEMORY),
-            )
-            for trace in traces
-        ]
+        views = []
+        for entry in ledger(queue.snapshot if queue else None, [(t.index, t.latest) for t in traces.values()]):
+            trace = traces[entry.measured.node_id, entry.measured.pcie_id] if entry.measured else None
+            if trace is None:
+                views.append(GpuView(entry, None, None))
+            else:
+                graph = [line(trace.points, now, history.span_s, column) for column in (COMPUTE, MEMORY)]
+                views.append(GpuView(entry, *graph))
         return {
             "gpus": views,
+            "queue": queue,
             "problem": history.problem,
+            "ledger_problem": ledger_problem,
             "every_ms": int(history.every_s * 1000),
             "every_s": f"{history.every_s:g}",
             "span": span_words(history.span_s),
@@ -176,18 +166,13 @@ class GpuPages:
             "height": CHART_HEIGHT,
         }
 
-
-async def _jobs(client: PlatformClient, job_ids: Iterable[str]) -> dict[str, Job]:
-    """The jobs named on GPUs, by id; one the platform does not know (or a pipeline service's, whose "job"
-    is no job) is left out and shown by its id."""
-    found = {}
-    for job_id in sorted(job_ids):
+    async def _queue(self) -> tuple[Queue | None, str | None]:
+        """The ledger (a snapshot listing one waiting operator: only its grants are wanted), or why not: the
+        utilization is worth showing without it."""
         try:
-            found[job_id] = await client.job_status(job_id)
+            return await read_queue(self._client(), self._names, limit=1), None
         except ClientError as exc:
-            if exc.code not in MISSING:
-                raise
-    return found
+            return None, exc.message
 
 
 @dataclass(frozen=True)

@@ -118,10 +118,11 @@ async def test_with_tokens_on_no_page_or_action_works_without_one(tmp_path: Path
         token_client = PlatformClient(platform.client.address, security=Security(token="console-secret"))
         async with token_client:
             job_id = await started_job(Console(platform.url, token_client), SLEEPER, "guarded", {})
-            for path in ("/jobs", f"/jobs/{job_id}", "/gpus", "/models"):
+            for path in ("/jobs", f"/jobs/{job_id}", "/queue", "/gpus", "/services", "/models"):
                 await page.goto(f"{platform.url}{path}")
                 await expect(page.locator("h1")).to_have_text("Log in")  # every page sends you to log in
-            for path in ("/jobs/rows", f"/jobs/{job_id}/live", "/gpus/live", f"/payloads/{'0' * 32}/input/x"):
+            fragments = ("/jobs/rows", f"/jobs/{job_id}/live", "/queue/live", "/gpus/live", "/services/live")
+            for path in (*fragments, f"/payloads/{'0' * 32}/input/x"):
                 assert (await page.request.get(f"{platform.url}{path}", max_redirects=0)).status in (302, 401)
             forged = await page.request.post(f"{platform.url}/jobs/{job_id}/cancel", form={"csrf": "guess"})
             assert forged.status in (401, 403)
@@ -141,6 +142,6 @@ async def test_with_tokens_on_no_page_or_action_works_without_one(tmp_path: Path
 async def test_the_main_pages_have_no_critical_accessibility_findings(tmp_path: Path, page: Page) -> None:
     async with console(tmp_path) as platform:
         job_id = await started_job(platform, CHAIN, "checked", {"a.txt": b"x\n"})
-        for path in ("/jobs", f"/jobs/{job_id}", "/gpus", "/models", "/login"):
+        for path in ("/jobs", f"/jobs/{job_id}", "/queue", "/gpus", "/services", "/models", "/login"):
             await page.goto(f"{platform.url}{path}")
             assert await accessibility_problems(page) == [], path

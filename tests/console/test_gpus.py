@@ -1,7 +1,7 @@
 """The console's GPUs page in a real browser. These machines have no GPU, so NVML is simulated as the other
 Utilization tests do: a fake ``pynvml`` module under a real platform (its Clara.Utilization, shared/gpus.py's
-sampling and the wire all real), and a fake Clara service reporting the processes on a GPU (as
-tests/test_cli.py's ``FakeGpus``), since Claret's own Utilization does not fill them in."""
+sampling and the wire all real), with GPUs declared (``CLARET_GPUS``) beside it; and a fake Clara service
+without the scheduling API. Who holds a GPU while jobs run is tested with the queue page (test_queue.py)."""
 
 from __future__ import annotations
 
@@ -11,37 +11,32 @@ import sys
 import time
 import types
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc.aio
 import pytest
 from playwright.async_api import Page, expect
 
-from claret.records import Gpu, GpuProcess
-from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc, common_pb2, jobs_pb2, jobs_pb2_grpc
+from claret.records import Gpu, GpuProcess, HeldGrant, QueueNode, QueueSnapshot, Room
+from protos.nvidia.clara.platform import clara_pb2, clara_pb2_grpc
 from services.console import Console
 from services.console import gpus as console_gpus
-from shared.errors import ErrorCode
-from shared.wire import error_header, ok_header, timestamp
+from services.console.ledger import ledger
+from shared.wire import ok_header
 from tests.console.browser import accessibility_problems, browser_page, screenshot
-from tests.console.test_console import console
+from tests.console.conftest import GPU_EVERY_S
+from tests.console.test_console import console, started_job
+from tests.console.test_queue import GPU_SLEEPER
 from tests.helpers import free_port, make_settings
 
-EVERY_S = 0.3
+pytestmark = pytest.mark.usefixtures("fast_refresh")
 
 
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Page]:
     async with browser_page(tmp_path) as opened:
         yield opened
-
-
-@pytest.fixture(autouse=True)
-def fast_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Samples every 0.3 s over 6 s, so a test sees a graph across its width in seconds, not minutes."""
-    monkeypatch.setattr(console_gpus, "SAMPLE_EVERY_S", EVERY_S)
-    monkeypatch.setattr(console_gpus, "HISTORY_S", 6.0)
 
 
 class FakeNvml(types.ModuleType):
@@ -82,16 +77,25 @@ async def test_the_gpus_page_graphs_simulated_nvml_samples_live(
     nvml = FakeNvml()
     monkeypatch.setitem(sys.modules, "pynvml", nvml)  # what shared/gpus.py imports for each sample
     node = socket.gethostname()
-    async with console(tmp_path) as platform:
+    async with console(tmp_path, gpus=("0", "7")) as platform:  # NVML's GPU 0 (bus 3) and one it does not see
+        trainer = await started_job(platform, GPU_SLEEPER, "trainer", {})  # granted the lowest free id: 0
         await page.goto(f"{platform.url}/jobs")
         await page.get_by_role("navigation", name="Main").get_by_role("link", name="GPUs").click()
         await expect(page.locator("h1")).to_have_text("GPUs")
-        busy, idle = page.locator(f'tr[data-gpu="{node}/3"]'), page.locator(f'tr[data-gpu="{node}/4"]')
+        busy, idle = page.locator('tr[data-gpu="0"]'), page.locator(f'tr[data-gpu="{node}/bus4"]')
         await expect(busy.locator("td.compute")).to_have_text("10 %")
         await expect(idle.locator("td.compute")).to_have_text("0 %")
-        await expect(busy.locator(".holders")).to_have_text("free")  # Claret names no process on a GPU
+        await expect(busy.locator(".holders")).to_contain_text("operator op of job trainer since ")
+        assert await busy.get_by_role("link", name="trainer").get_attribute("href") == f"/jobs/{trainer}"
+        await expect(idle.locator(".holders")).to_have_text("not scheduled")  # NVML's GPU 1, not in CLARET_GPUS
+        declared = page.locator('tr[data-gpu="7"]')  # declared, not seen by NVML: listed, without a graph
+        await expect(declared).to_contain_text("GPU 7 · local")
+        await expect(declared.locator(".holders")).to_have_text("free")  # in the ledger, held by no grant
+        await expect(declared.locator(".unmeasured")).to_have_text("no utilization: not seen by NVML")
+        await expect(page.locator("figure.chart")).to_have_count(2)
+        assert await page.locator('figure[data-gpu="7"]').count() == 0
 
-        chart = page.locator(f'figure[data-gpu="{node}/3"]')
+        chart = page.locator('figure[data-gpu="0"]')
         for compute, memory in (
             (35, 25),
             (70, 30),
@@ -113,61 +117,32 @@ async def test_the_gpus_page_graphs_simulated_nvml_samples_live(
         heights = {point.split(",")[1] for point in points.split()}
         assert {"15.0", "60.0", "5.0", "40.0"} <= heights, points
         assert await chart.locator("svg").get_attribute("aria-label") == (
-            f"GPU {node} bus 3: compute 60 %, memory 45 % now, over the last 6 seconds"
+            f"GPU 0 · {node} · PCIe bus 3: compute 60 %, memory 45 % now, over the last 6 seconds"
         )
         assert await accessibility_problems(page) == []
         await screenshot(page, "gpus")
 
 
 @dataclass
-class FakePlatform(clara_pb2_grpc.ClaraServicer, jobs_pb2_grpc.JobsServicer):
-    """A Clara service reporting one GPU with the processes in ``processes`` on it (operator, job id), and a
-    Jobs service knowing one job, ``watched``, whose operator ``shouter`` started at ``STARTED``."""
+class FakeClara(clara_pb2_grpc.ClaraServicer):
+    """A Clara service reporting one GPU, on a server without the scheduling API (an older platform's)."""
 
-    processes: list[tuple[str, str]] = field(default_factory=list)
     calls: int = 0
-
-    JOB_ID = "a" * 32
-    STARTED = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 
     async def Utilization(
         self, request: clara_pb2.ClaraUtilizationRequest, context: object
     ) -> AsyncIterator[clara_pb2.ClaraUtilizationResponse]:
         self.calls += 1
         metric = clara_pb2.ClaraUtilizationResponse.GpuUtilization
-        gpu = metric(
-            node_id="node-1",
-            pcie_id=7,
-            compute_utilization=0.5,
-            memory_utilization=0.25,
-            process_details=[
-                metric.ProcessDetails(name=name, job_id=common_pb2.Identifier(value=job))
-                for name, job in self.processes
-            ],
-        )
+        gpu = metric(node_id="node-1", pcie_id=7, compute_utilization=0.5, memory_utilization=0.25)
         yield clara_pb2.ClaraUtilizationResponse(header=ok_header(), gpu_metrics=[gpu])
-
-    async def Status(self, request: jobs_pb2.JobsStatusRequest, context: object) -> jobs_pb2.JobsStatusResponse:
-        if request.job_id.value != self.JOB_ID:
-            return jobs_pb2.JobsStatusResponse(header=error_header(ErrorCode.NO_SUCH_JOB, "no such job"))
-        operator = jobs_pb2.JobsStatusResponse.JobOperatorDetails(
-            name="shouter", status=jobs_pb2.JOB_OPERATOR_STATUS_RUNNING, started=timestamp(self.STARTED)
-        )
-        return jobs_pb2.JobsStatusResponse(
-            header=ok_header(),
-            job_id=common_pb2.Identifier(value=self.JOB_ID),
-            name="watched",
-            state=jobs_pb2.JOB_STATE_RUNNING,
-            operator_details=[operator],
-        )
 
 
 @pytest.fixture
-async def fake_platform() -> AsyncIterator[tuple[FakePlatform, str]]:
-    fake = FakePlatform()
+async def fake_clara() -> AsyncIterator[tuple[FakeClara, str]]:
+    fake = FakeClara()
     server = grpc.aio.server()
     clara_pb2_grpc.add_ClaraServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
-    jobs_pb2_grpc.add_JobsServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -176,32 +151,32 @@ async def fake_platform() -> AsyncIterator[tuple[FakePlatform, str]]:
         await server.stop(grace=None)
 
 
-async def test_the_gpus_page_names_the_operator_holding_a_gpu_and_samples_only_while_wanted(
-    tmp_path: Path, page: Page, fake_platform: tuple[FakePlatform, str]
+async def test_without_the_ledger_the_page_still_graphs_and_samples_only_while_wanted(
+    tmp_path: Path, page: Page, fake_clara: tuple[FakeClara, str]
 ) -> None:
-    fake, address = fake_platform
-    fake.processes = [("shouter", FakePlatform.JOB_ID), ("triton", "services")]
+    fake, address = fake_clara
     port = free_port()
     served = Console(make_settings(tmp_path, console_port=port, console_platform=address))
     await served.start()
     try:
-        await asyncio.sleep(3 * EVERY_S)
+        await asyncio.sleep(3 * GPU_EVERY_S)
         assert fake.calls == 0  # nobody looked at a GPU page yet: nothing sampled
 
         await page.goto(f"http://127.0.0.1:{port}/gpus")
-        holders = page.locator('tr[data-gpu="node-1/7"] .holders')
-        shouter = holders.locator('[data-holder="shouter"]')
-        await expect(shouter).to_have_text("operator shouter of job watched since 2026-01-01 00:00:00")
-        assert await shouter.get_by_role("link", name="watched").get_attribute("href") == f"/jobs/{'a' * 32}"
-        await expect(holders.locator('[data-holder="triton"]')).to_have_text("operator triton of services")
-
-        fake.processes = []  # the job ended: the GPU is free, without a reload
-        await expect(holders).to_have_text("free")
+        await expect(page.get_by_role("alert")).to_have_text(
+            f"The platform did not say who holds its GPUs: the platform at {address} does not run"
+            " the jobs service's scheduling API (claret.jobs.Scheduling)"
+        )
+        gpu = page.locator('tr[data-gpu="node-1/bus7"]')
+        await expect(gpu.locator(".holders")).to_have_text("unknown")
+        await expect(gpu.locator("td.compute")).to_have_text("50 %")
+        await expect(page.locator('figure[data-gpu="node-1/bus7"] circle.compute')).to_have_attribute("cy", "50.0")
+        await asyncio.sleep(3 * GPU_EVERY_S)
     finally:
         await served.stop()
     stopped_at = fake.calls
     assert stopped_at >= 2
-    await asyncio.sleep(3 * EVERY_S)
+    await asyncio.sleep(3 * GPU_EVERY_S)
     assert fake.calls == stopped_at  # the sampling stopped with the console
 
 
@@ -224,3 +199,27 @@ def test_the_history_forgets_old_samples_and_gpus_no_longer_reported() -> None:
     drawn = console_gpus.line(trace.points, now + 12, 10.0, console_gpus.COMPUTE)
     assert drawn.points == "120.0,55.0 300.0,0.0"  # 6 s after the start of the span; 1.5 clamped to the top
     assert (drawn.x, drawn.y) == (300.0, 0.0)
+
+
+def test_the_ledger_joins_utilization_by_nvml_index_on_the_jobs_services_own_node_only() -> None:
+    def room(*gpu_ids: str) -> Room:
+        return Room(4, 1000, gpu_ids)
+
+    nodes = (QueueNode("", room("0", "1", "GPU-5a"), room("1")), QueueNode("swarm-2", room("0"), room()))
+    held = (
+        HeldGrant("a" * 32, "op", "", 1, 10, ("0",), None),
+        HeldGrant("services", "svc-1", "swarm-2", 1, 10, ("0",), None),
+    )
+    snapshot = QueueSnapshot(nodes, held, (), 0, (), ())
+    reported = [(index, Gpu("host", bus, 0.1, 0.1, 1, 1)) for index, bus in enumerate((3, 9, 4))]
+    rows = ledger(snapshot, reported)
+    assert [(r.key, r.measured.pcie_id if r.measured else None, len(r.holders)) for r in rows] == [
+        ("0", 3, 1),  # index 0 of the jobs service's machine, held
+        ("1", 9, 0),  # index 1 (the order NVML reported, not the bus's)
+        ("GPU-5a", None, 0),  # a UUID: no utilization names it
+        ("swarm-2/0", None, 1),  # another node's (a service holds it): Utilization reports only its own
+        ("host/bus4", 4, 0),  # seen by NVML, not scheduled
+    ]
+    two_machines = [(0, Gpu("a", 3, 0, 0, 1, 1)), (0, Gpu("b", 3, 0, 0, 1, 1))]
+    assert [r.key for r in ledger(snapshot, two_machines)][-2:] == ["a/bus3", "b/bus3"]  # ambiguous: not joined
+    assert [r.key for r in ledger(None, reported)] == ["host/bus3", "host/bus9", "host/bus4"]  # no ledger read
