@@ -70,7 +70,7 @@ log = get_logger(__name__)
 
 __all__ = ["NodeCapacities", "SwarmRuntime", "node_capacity", "service_spec"]
 
-POLL_S = 0.2
+POLL_S = 0.1
 """Seconds between two looks at the followed operators' tasks while any runs."""
 IDLE_POLL_S = 2.0
 """Seconds between two looks at the nodes when no operator runs (node events wake it sooner)."""
@@ -181,6 +181,7 @@ def service_spec(spec: OperatorSpec, paths: PathMapping, grace: float, network: 
 class _Task:
     """What the loop learnt of an operator's one task."""
 
+    id: str
     state: str
     node: str
     exit_code: int | None
@@ -190,7 +191,9 @@ class _Task:
 def _task(task: Mapping[str, Any]) -> _Task:
     status = task.get("Status", {})
     code = status.get("ContainerStatus", {}).get("ExitCode")
-    return _Task(str(status.get("State", "")), str(task.get("NodeID", "")), code, str(status.get("Err", "")))
+    return _Task(
+        str(task["ID"]), str(status.get("State", "")), str(task.get("NodeID", "")), code, str(status.get("Err", ""))
+    )
 
 
 def exit_of(task: _Task) -> Exit:
@@ -212,8 +215,8 @@ class SwarmHandle:
         self._service_id = service_id
         self._spec = spec
         self.ended: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
-        self.seen_task = False
-        """Whether the loop saw its task: one that vanishes after that was removed by someone else."""
+        self.task_id = ""
+        """Its task, once the loop saw it: one that vanishes after that was removed by someone else."""
         self.ran_to_end = False
         """Whether its task ended by itself (its whole log can be read), not lost or stopped."""
         self._log_file = CappedLog(spec.log_path, spec.max_log_bytes, rewrite=rewrite)
@@ -260,18 +263,16 @@ class SwarmHandle:
     async def wait(self) -> Exit:
         exit = await asyncio.shield(self.ended)
         problem = await self._finish_logs()
-        # Gone before its grant is released: Swarm counts an ended job's task against its node until the
-        # task is removed, and would reject the next operator the ledger places there.
-        await self._runtime.remove(self._service_id, wait=True)
+        await self._runtime.remove(self._service_id)
         message = "; ".join(part for part in (exit.message, problem) if part)
         return Exit(exit.code, message, log_truncated=self._log_file.truncated, evicted=exit.evicted)
 
     async def stop(self, grace: float) -> None:
         """Remove the service: Swarm stops its container (SIGTERM, SIGKILL after the grace it was created
-        with). Returns once its task is gone."""
+        with). Returns once its task has stopped, so its grant is not released while it still runs."""
         if not self.ended.done():
             self.ended.set_result(Exit(-1, "stopped by the platform"))
-        await self._runtime.remove(self._service_id, wait=True)
+        await self._runtime.remove(self._service_id, task_id=self.task_id)
 
 
 class SwarmRuntime:
@@ -378,13 +379,11 @@ class SwarmRuntime:
 
     async def _settle(self) -> None:
         """End the handles whose task ended, or whose node is down or gone."""
-        filters = json.dumps({"service": list(self._handles)})
-        tasks = await self._docker._query_json("tasks", params={"filters": filters})
-        by_service = {str(task["ServiceID"]): _task(task) for task in tasks}
+        by_service = {str(task["ServiceID"]): _task(task) for task in await self._tasks(list(self._handles))}
         for service_id, handle in list(self._handles.items()):
             task = by_service.get(service_id)
             if task is None:
-                if not handle.seen_task:
+                if not handle.task_id:
                     continue  # the orchestrator has not made its task yet
                 ended = Exit(-1, "its swarm service was removed by someone else")
             elif task.state in ENDED:
@@ -393,11 +392,31 @@ class SwarmRuntime:
             elif task.node in self._down:
                 ended = Exit(-1, f"lost with its node {task.node}, which went down", evicted=True)
             else:
-                handle.seen_task = True
+                handle.task_id = task.id
                 continue
             del self._handles[service_id]
             if not handle.ended.done():
                 handle.ended.set_result(ended)
+
+    async def _tasks(self, services: list[str]) -> list[Mapping[str, Any]]:
+        """The tasks of these services, in one request; the engine refuses the request whole (404) when one
+        of them is gone, and then each is asked alone."""
+        try:
+            return await self._tasks_of(services)
+        except DockerError as exc:
+            if exc.status != 404 or len(services) == 1:
+                raise
+        found: list[Mapping[str, Any]] = []
+        for service in services:
+            with contextlib.suppress(DockerError):
+                found += await self._tasks_of([service])
+        return found
+
+    async def _tasks_of(self, services: list[str]) -> list[Mapping[str, Any]]:
+        tasks: list[Mapping[str, Any]] = await self._docker._query_json(
+            "tasks", params={"filters": json.dumps({"service": services})}
+        )
+        return tasks
 
     # --- operators ---------------------------------------------------------------------------------------
 
@@ -412,7 +431,7 @@ class SwarmRuntime:
             except DockerError as exc:
                 if exc.status != 409:
                     raise RuntimeFailure(f"the swarm refused the operator's service: {exc.message}") from exc
-                await self.remove(service_name(spec), wait=True)  # a leftover of an earlier attempt
+                await self.remove(service_name(spec))  # a leftover of an earlier attempt
                 created = await self._create_again(body)
         finally:
             self._starting[spec.job_id] -= 1
@@ -486,21 +505,19 @@ class SwarmRuntime:
             read_until_eof=True,
         )
 
-    async def remove(self, service: str, *, wait: bool = False) -> None:
-        """Remove a service (by id or name); with ``wait``, return once its tasks are gone (at most the
-        grace it was created with and ten seconds more)."""
+    async def remove(self, service: str, *, task_id: str = "") -> None:
+        """Remove a service (by id or name); given its task, return once that task stopped (at most the
+        grace the service was created with and ten seconds more)."""
         self._handles.pop(service, None)
         with contextlib.suppress(DockerError):
             async with self._docker._query(f"services/{service}", method="DELETE"):
                 pass
-        if not wait:
-            return
-        filters = json.dumps({"service": [service]})
-        for _ in range(int((self._grace + 10) / POLL_S)):
+        for _ in range(int((self._grace + 10) / POLL_S) if task_id else 0):
             try:
-                if not await self._docker._query_json("tasks", params={"filters": filters}):
-                    return
+                task = _task(await self._docker._query_json(f"tasks/{task_id}"))
             except DockerError:
+                return  # reaped: long gone
+            if task.state in ENDED:
                 return
             await asyncio.sleep(POLL_S)
 
