@@ -141,6 +141,15 @@ async def test_logs_stream_from_the_node_into_the_job(clara: Platform) -> None:
     assert line.startswith("hello from GPU-w")
 
 
+async def test_a_fast_writer_s_log_arrives_whole_and_in_order(clara: Platform) -> None:
+    """The live stream may end before the output does; what it missed is read again at the end."""
+    job = await clara.job(await clara.pipeline(one_operator("seq 1 5000; echo done")))
+    await clara.start(job.job_id.value)
+    final = await clara.wait_stopped(job.job_id.value, within=60)
+    assert final.status == pb.JOB_STATUS_HEALTHY, final.messages
+    assert await clara.logs(job.job_id.value, "op") == [*map(str, range(1, 5001)), "done"]
+
+
 async def test_cancel_leaves_no_swarm_service(clara: Platform, swarm: SwarmCluster) -> None:
     pipeline = await clara.pipeline(gpu_pipeline(sleep=60))
     job = await clara.job(pipeline)

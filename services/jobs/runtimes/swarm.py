@@ -68,7 +68,7 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["NodeCapacities", "SwarmRuntime", "node_capacity", "service_spec"]
+__all__ = ["NodeCapacities", "SwarmRuntime", "network_spec", "node_capacity", "service_spec"]
 
 POLL_S = 0.1
 """Seconds between two looks at the followed operators' tasks while any runs."""
@@ -213,7 +213,6 @@ class SwarmHandle:
     def __init__(self, runtime: SwarmRuntime, service_id: str, spec: OperatorSpec, *, rewrite: bool) -> None:
         self._runtime = runtime
         self._service_id = service_id
-        self._spec = spec
         self.ended: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
         self.task_id = ""
         """Its task, once the loop saw it: one that vanishes after that was removed by someone else."""
