@@ -4,6 +4,7 @@ and payload file downloads."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -11,7 +12,7 @@ from aiohttp import web
 
 from claret.client import PlatformClient
 from claret.records import Job, JobState, JobStatus
-from services.console import dag
+from services.console import dag, timeline
 from services.console.common import SECURITY_HEADERS, Client, page, platform
 
 PAGE_SIZE = 50
@@ -76,7 +77,14 @@ class JobPages:
             job = await client.job_status(request.match_info["job"])
             files = (await client.payload_details(job.payload_id)).files
             logs = await self._logs(client, job)
-        return {"job": job, "dag": await dag.svg(dag.job_source(job)) if job.dag else "", "files": files, "logs": logs}
+        return {
+            "job": job,
+            "dag": await dag.svg(dag.job_source(job)) if job.dag else "",
+            # a stopped job's timeline ends where it stopped, however late the page is looked at
+            "timeline": timeline.svg(timeline.dag_order(job.operators, job.dag), job.stopped or datetime.now(UTC)),
+            "files": files,
+            "logs": logs,
+        }
 
     async def start(self, request: web.Request) -> web.StreamResponse:
         job_id = request.match_info["job"]

@@ -1,8 +1,8 @@
 """The web console in a real browser (Debian's chromium, headless, through Playwright) against a real
-platform: the jobs page updates live, a job's DAG turns green as its operators complete, its logs and
-files are there, Cancel works, nothing works without a token when tokens are on, and the main pages have
-no critical accessibility findings. Screenshots of the main pages go to docs/screenshots/ with
-CLARET_SCREENSHOTS=1."""
+platform: the jobs page updates live, a job's DAG turns green as its operators complete, its timeline has
+a bar for each, its logs and files are there, Cancel works, nothing works without a token when tokens are
+on, and the main pages have no critical accessibility findings. Screenshots of the main pages go to
+docs/screenshots/ with CLARET_SCREENSHOTS=1."""
 
 from __future__ import annotations
 
@@ -92,6 +92,15 @@ async def test_a_job_appears_live_its_dag_turns_green_and_its_logs_and_files_are
         await expect(page.locator("g.node.COMPLETED")).to_have_count(2, timeout=30_000)  # the DAG turned green
         await expect(page.locator("#job-status")).to_have_text("HEALTHY")
         await expect(page.locator('pre[data-log="copier"]')).to_contain_text("copied 1 files")
+        timeline = page.locator("svg.timeline")  # a bar per operator, in DAG order, once the job ended
+        await expect(timeline.locator("g.row")).to_have_count(2)
+        assert await timeline.locator("g.row").evaluate_all("rows => rows.map(r => r.dataset.operator)") == [
+            "copier",
+            "shouter",
+        ]
+        await expect(timeline.locator("rect.bar.bar-COMPLETED")).to_have_count(2)
+        await expect(timeline.locator("rect.running")).to_have_count(0)
+        assert await accessibility_problems(page) == []
         await screenshot(page, "job")
 
         link = page.get_by_role("link", name="/operators/shouter/a.txt.upper")
