@@ -19,14 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from services.jobs.runtimes.base import (
-    Exit,
-    NeverStarted,
-    OperatorSpec,
-    RuntimeFailure,
-    ServiceHandle,
-    ServiceNetwork,
-)
+from services.jobs.runtimes.base import Exit, NeverStarted, OperatorSpec, RuntimeFailure, WithoutPipelineServices
 
 STOPPED_CODE = 143
 """Exit code of an operator that stopped when asked (128 + SIGTERM)."""
@@ -124,10 +117,11 @@ class MemoryOperator:
         self._runtime.record("exit", self.spec, code=code)
 
 
-class MemoryRuntime:
+class MemoryRuntime(WithoutPipelineServices):
     """The machine operators run on, in memory; see the module docstring."""
 
     name = "memory"
+    why = "the memory runtime runs no pipeline services (tests/test_services.py runs them)"
 
     def __init__(self) -> None:
         self.events: list[Event] = []
@@ -258,24 +252,6 @@ class MemoryRuntime:
 
     async def problem(self) -> str | None:
         return self.trouble
-
-    async def start_service(self, spec: OperatorSpec) -> ServiceHandle:
-        raise RuntimeFailure("the memory runtime runs no pipeline services (tests/test_services.py runs them)")
-
-    async def attach_service(self, spec: OperatorSpec, runtime_id: str, network: ServiceNetwork) -> None:
-        return None
-
-    async def stop_service(self, spec: OperatorSpec, runtime_id: str, grace: float) -> None:
-        return None
-
-    async def accepts(self, network: ServiceNetwork, port: int) -> bool:
-        return False
-
-    async def request(self, network: ServiceNetwork, port: int, method: str, path: str) -> tuple[int, bytes]:
-        raise ConnectionRefusedError("the memory runtime runs no pipeline services")
-
-    async def remove_orphan_services(self, known: Callable[[], Awaitable[set[str]]]) -> list[str]:
-        return []
 
     async def remove_orphans(self, running: Callable[[], Awaitable[set[tuple[str, str]]]]) -> list[str]:
         listed = self.live()  # listed first, then the database asked: as the real runtimes do

@@ -397,7 +397,8 @@ class ServiceManager:
                     del self._instances[inst.identity]
                 raise ServicesNeedResources(f"service {service.name!r} must be started and its requests waited for")
             service_id = ids.new_id()
-            share = Grant((SERVICES_JOB, service_id), Demand(need.cpu, need.memory, need.gpu), gpus[: need.gpu])
+            demand = Demand(need.cpu, need.memory, need.gpu)
+            share = Grant((SERVICES_JOB, service_id), demand, gpus[: need.gpu], grant.node)
             cpu, memory, gpus = cpu - need.cpu, memory - need.memory, gpus[need.gpu :]
             ready: asyncio.Future[ServiceNetwork] = asyncio.get_running_loop().create_future()
             ready.add_done_callback(lambda f: f.cancelled() or f.exception())  # read by whoever waits, if any

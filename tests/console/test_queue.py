@@ -18,19 +18,8 @@ from claret.records import Priority, QueueSnapshot
 from services.console import queue as console_queue
 from tests.console.browser import accessibility_problems, browser_page, screenshot
 from tests.console.test_console import console
-from tests.jobs_flow import one_operator
+from tests.test_scheduling_api import CHAIN, GPU_SLEEPER
 
-GPU_SLEEPER = one_operator("sleep 30", requests="{gpu: 1}")
-CHAIN = """api-version: 0.4.0
-name: chain
-operators:
-- name: first
-  container: {image: busybox, command: ["sh", "-c", "sleep 30"]}
-  output: [{path: /out}]
-- name: second
-  container: {image: busybox, command: ["true"]}
-  input: [{from: first, path: /in}]
-"""
 WITH_SERVICE = """api-version: 0.4.0
 name: served
 operators:

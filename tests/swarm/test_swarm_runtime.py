@@ -123,6 +123,17 @@ async def test_a_variable_holding_a_template_reaches_the_operator_as_written(cla
     assert await clara.download(job.payload_id.value, "/operators/op/seen") == b"{{.Node.ID}}\n"
 
 
+async def test_a_pipeline_service_is_refused_naming_the_runtimes_that_run_them(clara: Platform) -> None:
+    served = one_operator("true").replace(
+        "  input:", "  services:\n  - name: keeper\n    container: {image: busybox, command: [sleep, '600']}\n  input:"
+    )
+    job = await clara.job(await clara.pipeline(served))
+    await clara.start(job.job_id.value)
+    final = await clara.wait_stopped(job.job_id.value, within=30)
+    assert final.status == pb.JOB_STATUS_FAULTED
+    assert "the swarm runtime does not run pipeline services yet: use the docker or sandbox" in str(final.messages)
+
+
 async def test_an_operator_no_node_can_hold_is_refused(clara: Platform) -> None:
     pipeline = await clara.pipeline(gpu_pipeline(gpus=3))
     job = await clara.job(pipeline)

@@ -189,6 +189,31 @@ class Runtime(Protocol):
     async def close(self) -> None: ...
 
 
+class WithoutPipelineServices:
+    """The pipeline-service half of :class:`Runtime` for a runtime that runs none: a start is refused with
+    ``why``, nothing is found again, accepted or orphaned."""
+
+    why = "this runtime runs no pipeline services"
+
+    async def start_service(self, spec: OperatorSpec) -> ServiceHandle:
+        raise RuntimeFailure(f"pipeline service {spec.operator!r}: {self.why}")
+
+    async def attach_service(self, spec: OperatorSpec, runtime_id: str, network: ServiceNetwork) -> None:
+        return None
+
+    async def stop_service(self, spec: OperatorSpec, runtime_id: str, grace: float) -> None:
+        return None
+
+    async def accepts(self, network: ServiceNetwork, port: int) -> bool:
+        return False
+
+    async def request(self, network: ServiceNetwork, port: int, method: str, path: str) -> tuple[int, bytes]:
+        raise ConnectionRefusedError(self.why)
+
+    async def remove_orphan_services(self, known: Callable[[], Awaitable[set[str]]]) -> list[str]:
+        return []
+
+
 class NeverStarted(Exception):
     """:meth:`Runtime.attach` found proof that the operator never began running (the service died between
     recording the start and making it happen): it is safe to start it afresh."""

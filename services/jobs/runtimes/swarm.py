@@ -57,8 +57,7 @@ from services.jobs.runtimes.base import (
     NeverStarted,
     OperatorSpec,
     RuntimeFailure,
-    ServiceHandle,
-    ServiceNetwork,
+    WithoutPipelineServices,
     memory_limit_bytes,
 )
 from services.jobs.runtimes.docker import MIN_CPUS, PathMapping
@@ -274,10 +273,11 @@ class SwarmHandle:
         await self._runtime.remove(self._service_id, task_id=self.task_id)
 
 
-class SwarmRuntime:
+class SwarmRuntime(WithoutPipelineServices):
     """Operators as Swarm services through a manager's Engine API."""
 
     name = "swarm"
+    why = "the swarm runtime does not run pipeline services yet: use the docker or sandbox runtime for them"
 
     def __init__(self, docker: aiodocker.Docker, paths: PathMapping, instance: str, grace: float) -> None:
         self._docker = docker
@@ -564,26 +564,3 @@ class SwarmRuntime:
         with contextlib.suppress(aiohttp.ClientError, DockerError, OSError):  # the next start sweeps what is left
             await self._remove_unused_networks()
         await self._docker.close()
-
-    # --- pipeline services: not on this runtime yet ----------------------------------------------------
-
-    async def start_service(self, spec: OperatorSpec) -> ServiceHandle:
-        raise RuntimeFailure(
-            f"pipeline services (here {spec.operator!r}) are not run by the swarm runtime yet: use the docker or "
-            "sandbox runtime for pipelines with services"
-        )
-
-    async def attach_service(self, spec: OperatorSpec, runtime_id: str, network: ServiceNetwork) -> None:
-        return None
-
-    async def stop_service(self, spec: OperatorSpec, runtime_id: str, grace: float) -> None:
-        return None
-
-    async def accepts(self, network: ServiceNetwork, port: int) -> bool:
-        return False
-
-    async def request(self, network: ServiceNetwork, port: int, method: str, path: str) -> tuple[int, bytes]:
-        raise ConnectionRefusedError("the swarm runtime runs no pipeline services")
-
-    async def remove_orphan_services(self, known: Callable[[], Awaitable[set[str]]]) -> list[str]:
-        return []
