@@ -18,8 +18,8 @@ import shutil
 import subprocess
 import time
 
-from harness import Result, claret_server, median, percentile, report, run, scratch, skip
-from jobs_common import Clara, bare_spec, check_healthy, one_operator_pipeline
+from harness import Result, claret_server, median, print_series, report, run, scratch, skip
+from jobs_common import Clara, bare_spec, one_operator_pipeline, timed_job
 
 from services.jobs.runtimes.docker import PathMapping, container_config
 
@@ -62,19 +62,13 @@ async def main() -> None:
                 pipeline_id = await clara.pipeline(one_operator_pipeline(COMMAND))
 
                 async def claret_job(record: bool) -> None:
-                    t0 = time.perf_counter()
-                    job_id, payload_id = await clara.create(pipeline_id)
-                    await clara.upload(payload_id, "hello.txt", b"hello world\n")
-                    await clara.start(job_id)
-                    job, _ = await clara.wait_stopped(job_id, POLL, within=60)
-                    elapsed = time.perf_counter() - t0
                     try:
-                        check_healthy(job)
+                        elapsed = await timed_job(clara, pipeline_id, POLL)
                     except AssertionError as exc:
                         faults.append(str(exc))
                         return
                     if record:
-                        claret_ms.append(elapsed * 1000)
+                        claret_ms.append(elapsed)
 
                 async def bare_job(index: int, record: bool) -> None:
                     spec = bare_spec(work / "bare", COMMAND, index=index)
@@ -104,11 +98,7 @@ async def main() -> None:
         raise SystemExit(f"{NAME}: every Claret job failed: {faults[:1]}")
     claret, bare = median(claret_ms), median(bare_ms)
     overhead = claret - bare
-    for who, values in (("claret", claret_ms), ("bare", bare_ms)):
-        print(
-            f"  {who:>6}: median {median(values):6.1f} ms  p10 {percentile(values, 0.1):6.1f}  "
-            f"p90 {percentile(values, 0.9):6.1f}"
-        )
+    print_series({"claret": claret_ms, "bare": bare_ms})
     print(
         "  (the container start in the engine dominates both and varies by 100 ms or more on a busy machine: "
         "read the overhead with its spread)"

@@ -244,6 +244,16 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def print_series(series: dict[str, list[float]]) -> None:
+    """Median, 10th and 90th percentile of each named series of milliseconds, one line each."""
+    width = max(map(len, series))
+    for who, values in series.items():
+        print(
+            f"  {who:>{width}}: median {median(values):6.1f} ms  p10 {percentile(values, 0.1):6.1f}  "
+            f"p90 {percentile(values, 0.9):6.1f}"
+        )
+
+
 def show_rounds(
     rates: dict[str, list[float]], unit: str, cpu: dict[str, list[float]] | None = None, cpu_unit: str = ""
 ) -> None:

@@ -88,6 +88,20 @@ def check_healthy(job: Job) -> None:
         raise AssertionError(f"job ended {job.status.wire_name}: {list(job.messages)}")
 
 
+async def timed_job(clara: Clara, pipeline_id: str, poll: float) -> float:
+    """Milliseconds from Jobs.Create to the job seen STOPPED (one small file uploaded, Status every ``poll``
+    seconds); AssertionError when it did not end HEALTHY."""
+    t0 = time.perf_counter()
+    job_id, payload_id = await clara.create(pipeline_id)
+    await clara.upload(payload_id, "hello.txt", b"hello world\n")
+    await clara.start(job_id)
+    job, _ = await clara.wait_stopped(job_id, poll, within=60)
+    elapsed = (time.perf_counter() - t0) * 1000
+    check_healthy(job)
+    return elapsed
+
+
+
 def bare_spec(work: Path, command: list[str], *, mounts: bool = True, index: int = 0) -> OperatorSpec:
     """An operator spec like the executor's (same mounts, the same platform variables) in ``work``."""
     payload = work / f"payload-{index}"
