@@ -2,7 +2,9 @@
 registry (a base made by debootstrap, Claret and its dependencies from wheels built here), the stack comes up
 with two jobs replicas, the official client runs its whole combined flow against pipelines, payloads and jobs
 on their own ports, the jobs service starts the operators as sibling containers on the host's engine, calls
-spread over the replicas inside the compose network, and `down` leaves nothing behind."""
+spread over the replicas inside the compose network, and `down` leaves nothing behind. The `postgresql` and
+`metrics` profiles come up too, with their images built from Debian's packages on the same base: the flow
+keeps its data in the compose PostgreSQL, and Prometheus scrapes every replica."""
 
 from __future__ import annotations
 
@@ -14,8 +16,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +36,11 @@ from tests.test_official_client import check_combined_flow
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
 BASE_IMAGE = "claret-base:bookworm"
+# Kept between runs, so that Docker's cache of their builds serves the next run (Claret's image is removed).
+PROFILE_IMAGES = {"POSTGRES_IMAGE": "claret-postgres:test", "PROMETHEUS_IMAGE": "claret-prometheus:test"}
 JOBS_REPLICAS = 2
 HEALTHY_WITHIN = 120.0
+SCRAPED_WITHIN = 60.0
 
 
 def missing(reason: str) -> None:
@@ -92,6 +101,8 @@ class Stack:
     jobs: list[str]
     """One address per jobs replica."""
     jobs_range: tuple[int, int]
+    prometheus: str
+    """Host address of the `metrics` profile's Prometheus."""
     started: float
 
     def __call__(self, *args: str, timeout: float = 120) -> str:
@@ -106,14 +117,17 @@ def build_base_image() -> None:
 
 
 def wait_healthy(stack: Stack, expected: int) -> None:
+    """Every container of the stack up: healthy, or running where the image has no health check."""
     deadline = time.monotonic() + HEALTHY_WITHIN
     states: dict[str, str] = {}
     while time.monotonic() < deadline:
         ids = stack("ps", "-q").split()
         if len(ids) == expected:
-            out = run("docker", "inspect", "-f", "{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", *ids)
+            health = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
+            out = run("docker", "inspect", "-f", "{{.Name}} " + health, *ids)
             states = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
-            if len(states) == expected and all(state == "healthy" for state in states.values()):
+            # "running": a container without a health check (Prometheus)
+            if len(states) == expected and all(state in ("healthy", "running") for state in states.values()):
                 return
         time.sleep(0.5)
     logs = stack("logs", "--no-color", "--tail", "40")
@@ -121,72 +135,151 @@ def wait_healthy(stack: Stack, expected: int) -> None:
 
 
 def bring_down(stack: Stack) -> None:
-    """`down`, then the image; whatever is left by the project or its operators is an error."""
+    """`down`; whatever is left by the project or its operators is an error."""
     try:
         stack("down", "--volumes", "--remove-orphans", "--timeout", "10", timeout=180)
     finally:
         operators = run("docker", "ps", "-aq", "--filter", f"label={INSTANCE_LABEL}={stack.instance}").split()
         if operators:
             run("docker", "rm", "-f", *operators)
-        subprocess.run(["docker", "image", "rm", "-f", stack.image], capture_output=True)
     project_label = f"label=com.docker.compose.project={stack.project}"
     left = run("docker", "ps", "-a", "--filter", project_label, "--format", "{{.Names}}").split()
     networks = run("docker", "network", "ls", "--filter", project_label, "--format", "{{.Name}}").split()
-    assert (left, networks, operators) == ([], [], []), "left behind by the compose stack"
+    volumes = run("docker", "volume", "ls", "--filter", project_label, "--format", "{{.Name}}").split()
+    assert (left, networks, volumes, operators) == ([], [], [], []), "left behind by the compose stack"
 
 
 @pytest.fixture(scope="module")
-def stack(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    compose = [*compose_program(), "-f", str(ROOT / "docker-compose.yml")]
+def claret_image(docker_engine: None) -> Iterator[str]:
+    """The tag Claret's image gets, built by the first stack's `docker-compose build` without any registry (the
+    debootstrapped base, Claret and its dependencies from wheels built here), shared by the module's stacks."""
     build_base_image()
     run(sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(ROOT / "dist"), str(ROOT), timeout=600)
+    image = f"claret:test-{uuid.uuid4().hex[:10]}"
+    try:
+        yield image
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", image], capture_output=True)
 
-    tag = uuid.uuid4().hex[:10]
-    project = f"claret-test-{tag}"
-    root = tmp_path_factory.mktemp("compose")
+
+@contextmanager
+def compose_stack(image: str, root: Path, *profiles: str, **variables: str) -> Iterator[Stack]:
+    """The stack as a user brings it up, with these profiles and compose variables, under a project name,
+    instance name, data folder and free host ports of its own; healthy, with JOBS_REPLICAS jobs replicas;
+    then brought down."""
+    compose = [*compose_program(), "-f", str(ROOT / "docker-compose.yml")]
+    project = f"claret-test-{uuid.uuid4().hex[:10]}"
     data = root / "data"
     data.mkdir()
     env_file = root / "claret.env"
     settings = (ROOT / "claret.env").read_text()
     env_file.write_text(f"{settings}\nCLARET_INSTANCE={project}\nCLARET_GPUS=\nCLARET_STOP_GRACE=1\n")
     jobs_range = free_port_range(JOBS_REPLICAS)
-    pipelines_port, payloads_port = free_port(), free_port()
+    pipelines_port, payloads_port, prometheus_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "CLARET_BASE_IMAGE": BASE_IMAGE,
-        "CLARET_IMAGE": f"claret:test-{tag}",
+        "CLARET_IMAGE": image,
+        **PROFILE_IMAGES,
         "CLARET_ENV_FILE": str(env_file),
         "CLARET_DATA_HOST": str(data),
         "CLARET_HEALTH_INTERVAL": "1s",
         "CLARET_PIPELINES_PORT": str(pipelines_port),
         "CLARET_PAYLOADS_PORT": str(payloads_port),
         "CLARET_JOBS_PORT": f"{jobs_range[0]}-{jobs_range[1]}",
+        "CLARET_POSTGRES_PORT": str(free_port()),
+        "CLARET_PROMETHEUS_PORT": str(prometheus_port),
+        **variables,
     }
     for name in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES"):
         env.pop(name, None)
     stack = Stack(
-        compose=[*compose, "-p", project],
+        compose=[*compose, "-p", project, *(option for profile in profiles for option in ("--profile", profile))],
         env=env,
         project=project,
-        image=env["CLARET_IMAGE"],
+        image=image,
         instance=project,
         data=data,
         pipelines=f"127.0.0.1:{pipelines_port}",
         payloads=f"127.0.0.1:{payloads_port}",
         jobs=[],
         jobs_range=jobs_range,
+        prometheus=f"127.0.0.1:{prometheus_port}",
         started=time.time(),
     )
     try:
         stack("build", timeout=600)
         stack("up", "-d", "--scale", f"jobs={JOBS_REPLICAS}", timeout=300)
-        wait_healthy(stack, expected=2 + JOBS_REPLICAS)
+        wait_healthy(stack, expected=2 + JOBS_REPLICAS + len(profiles))  # each profile adds one service
         for index in range(1, JOBS_REPLICAS + 1):
             published = stack("port", f"--index={index}", "jobs", "30031").strip()
             stack.jobs.append(f"127.0.0.1:{published.rsplit(':', 1)[1]}")
         yield stack
     finally:
         bring_down(stack)
+
+
+def test_postgresql_and_metrics_profiles(claret_image: str, official_python: Path, tmp_path: Path) -> None:
+    """Both profiles in one stack: the official client's flow keeps its data in the compose PostgreSQL (no
+    SQLite file), which stops cleanly; Prometheus scrapes every replica and sees Claret's metrics.
+    Defined before the tests of the `stack` fixture: pytest keeps this order, so that the two stacks are never
+    up at once on CI's two cores."""
+    url = "postgresql://claret:claret@postgres:5432/claret"
+    (tmp_path / "stack").mkdir()
+    with compose_stack(claret_image, tmp_path / "stack", "postgresql", "metrics", CLARET_DATABASE_URL=url) as stack:
+        check_combined_flow(official_python, tmp_path, stack.pipelines, stack.jobs[0], stack.payloads)
+
+        psql = ("exec", "-T", "postgres", "psql", "-U", "claret", "-d", "claret", "-At", "-F", " ", "-c")
+        rows = stack(*psql, "SELECT state, status FROM jobs ORDER BY state, status").splitlines()
+        stopped = JobState.STOPPED.value
+        assert rows == [f"{stopped} {JobStatus.HEALTHY.value}", f"{stopped} {JobStatus.CANCELED.value}"], rows
+        assert not list(stack.data.glob("*.db")), "a service used SQLite"
+
+        jobs = metrics_targets(stack, "jobs")
+        every = jobs | metrics_targets(stack, "pipelines") | metrics_targets(stack, "payloads")
+        assert len(jobs) == JOBS_REPLICAS and len(every) == 2 + JOBS_REPLICAS
+        # a Claret metric each jobs replica exports from its start: no wait for a scrape after the flow
+        capacity = "count by (instance) (claret_cpus_total)"
+        wait_scraped(stack, {"up": dict.fromkeys(every, "1"), capacity: dict.fromkeys(jobs, "1")})
+
+        stack("stop", "--timeout", "10", "postgres")
+        postgres = stack("ps", "-q", "postgres").strip()
+        assert run("docker", "inspect", "-f", "{{.State.ExitCode}}", postgres).strip() == "0"
+        assert "database system is shut down" in stack("logs", "--no-color", "--tail", "1", "postgres")
+
+
+def metrics_targets(stack: Stack, service: str) -> set[str]:
+    """The `/metrics` addresses of a service's containers in the compose network, as Prometheus names them."""
+    ids = stack("ps", "-q", service).split()
+    out = run("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", *ids)
+    return {f"{address}:9464" for address in out.split()}
+
+
+def wait_scraped(stack: Stack, expected: dict[str, dict[str, str]]) -> None:
+    """Until Prometheus answers each query with these values by target (it scrapes every 15 s)."""
+    deadline = time.monotonic() + SCRAPED_WITHIN
+    while (seen := {query: prometheus_query(stack, query) for query in expected}) != expected:
+        if time.monotonic() > deadline:
+            logs = stack("logs", "--no-color", "--tail", "20", "prometheus")
+            raise AssertionError(f"Prometheus answers {seen}, not {expected}\n{logs}")
+        time.sleep(1)
+
+
+def prometheus_query(stack: Stack, query: str) -> dict[str, str]:
+    """An instant query's values by target; empty while Prometheus is still starting."""
+    url = f"http://{stack.prometheus}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            results = json.load(response)["data"]["result"]
+    except (urllib.error.URLError, ConnectionError):
+        return {}
+    return {result["metric"]["instance"]: result["value"][1] for result in results}
+
+
+@pytest.fixture(scope="module")
+def stack(claret_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with compose_stack(claret_image, tmp_path_factory.mktemp("compose")) as stack:
+        yield stack
 
 
 def container_events(stack: Stack) -> list[dict[str, str]]:
