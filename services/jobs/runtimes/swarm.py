@@ -372,6 +372,8 @@ class SwarmRuntime(WithoutPipelineServices):
                     await self._remove_unused_networks()
             except (aiohttp.ClientError, DockerError, OSError, TimeoutError) as exc:
                 log.warning("cannot read the swarm's state", error=error_text(exc))
+            except Exception:  # an answer of a shape not foreseen: the loop must outlive it, or no job ends
+                log.exception("cannot make sense of the swarm's state")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_S if self._handles else IDLE_POLL_S)
