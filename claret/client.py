@@ -97,6 +97,8 @@ HEADER = common_pb2.RequestHeader(api_version=common_pb2.Version(major=0, minor=
 """Sent on every request (a message field assignment copies it, so one instance serves all)."""
 DICOM_API = "the DICOM service (claret.dicom.Dicom)"
 """What a platform lacks when it answers a DICOM call UNIMPLEMENTED: it runs without the dicom service."""
+ROUTED_SERVICES = ("pipelines", "payloads", "jobs", "clara", "scheduling", "models", "dicom")
+"""The services a client may reach at addresses of their own (``PlatformClient(routes=...)``)."""
 SCHEDULING_API = "the jobs service's scheduling API (claret.jobs.Scheduling)"
 
 Progress = Callable[[int], None]
@@ -204,20 +206,38 @@ class PlatformClient:
         timeout: float | None = DEFAULT_TIMEOUT_S,
         security: Security | None = None,
         channel: grpc.aio.Channel | None = None,
+        routes: Mapping[str, str] | None = None,
     ) -> None:
+        """``routes``: the services served at another address than ``address``, by name (``pipelines``,
+        ``payloads``, ``jobs``, with which come ``clara`` and ``scheduling``; ``models``, ``dicom``), as when
+        each runs in a container of its own. One channel per distinct address."""
         security = security or Security()
+        routes = dict(routes or {})
+        if unknown := sorted(set(routes) - set(ROUTED_SERVICES)):
+            raise ValueError(f"no service named {', '.join(unknown)}: routes name {', '.join(ROUTED_SERVICES)}")
         self.address = address
+        elsewhere = [f"{name} at {routed}" for name, routed in routes.items() if routed != address]
+        self._where = f"{address} ({', '.join(elsewhere)})" if elsewhere else address
+        """How failures name the platform: its address, and those of the services routed elsewhere."""
         self.timeout = timeout
         self._owns_channel = channel is None
         self._channel = security.channel(address) if channel is None else channel
+        self._channels = {address: self._channel}
+        for routed in routes.values():
+            if routed not in self._channels:
+                self._channels[routed] = security.channel(routed)
         self._metadata = security.metadata()
-        self._pipelines = pipelines_pb2_grpc.PipelinesStub(self._channel)  # type: ignore[no-untyped-call]
-        self._jobs = jobs_pb2_grpc.JobsStub(self._channel)  # type: ignore[no-untyped-call]
-        self._payloads = payloads_pb2_grpc.PayloadsStub(self._channel)  # type: ignore[no-untyped-call]
-        self._clara = clara_pb2_grpc.ClaraStub(self._channel)  # type: ignore[no-untyped-call]
-        self._models = models_pb2_grpc.ModelsStub(self._channel)  # type: ignore[no-untyped-call]
-        self._dicom = dicom_pb2_grpc.DicomStub(self._channel)  # type: ignore[no-untyped-call]
-        self._scheduling = scheduling_pb2_grpc.SchedulingStub(self._channel)  # type: ignore[no-untyped-call]
+
+        def to(service: str) -> grpc.aio.Channel:
+            return self._channels[routes.get(service, address)]
+
+        self._pipelines = pipelines_pb2_grpc.PipelinesStub(to("pipelines"))  # type: ignore[no-untyped-call]
+        self._jobs = jobs_pb2_grpc.JobsStub(to("jobs"))  # type: ignore[no-untyped-call]
+        self._payloads = payloads_pb2_grpc.PayloadsStub(to("payloads"))  # type: ignore[no-untyped-call]
+        self._clara = clara_pb2_grpc.ClaraStub(to("clara"))  # type: ignore[no-untyped-call]
+        self._models = models_pb2_grpc.ModelsStub(to("models"))  # type: ignore[no-untyped-call]
+        self._dicom = dicom_pb2_grpc.DicomStub(to("dicom"))  # type: ignore[no-untyped-call]
+        self._scheduling = scheduling_pb2_grpc.SchedulingStub(to("scheduling"))  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> PlatformClient:
         return self
@@ -226,8 +246,9 @@ class PlatformClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._owns_channel:
-            await self._channel.close(grace=None)
+        for channel in self._channels.values():
+            if channel is not self._channel or self._owns_channel:
+                await channel.close(grace=None)
 
     # Calls: the transport and the header checked in one place
 
@@ -236,14 +257,14 @@ class PlatformClient:
         code, details = error.code(), error.details() or ""
         if code is grpc.StatusCode.UNAVAILABLE:  # details end with the cause: "...: Connection refused"
             reason = details.rsplit(": ", 1)[-1].strip("[]() ") or "unavailable"
-            return ClientError(f"cannot reach the platform at {self.address} ({reason}); is it running?")
+            return ClientError(f"cannot reach the platform at {self._where} ({reason}); is it running?")
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             within = f" within {self.timeout:g} s" if self.timeout is not None else ""
-            return ClientError(f"cannot reach the platform at {self.address}: no answer{within}")
+            return ClientError(f"cannot reach the platform at {self._where}: no answer{within}")
         if code is grpc.StatusCode.INVALID_ARGUMENT:  # Claret's own APIs refuse so; the details name the value
-            return ClientError(f"the platform at {self.address} refused the call: {details}")
+            return ClientError(f"the platform at {self._where} refused the call: {details}")
         said = f": {details}" if details else ""  # gRPC's own repr of the error says nothing more
-        return ClientError(f"the platform at {self.address} failed the call: {code.name}{said}")
+        return ClientError(f"the platform at {self._where} failed the call: {code.name}{said}")
 
     async def _call(self, method: Any, request: object, *, serves: str | None = None) -> Any:
         """A unary call's reply, a gRPC failure made one :class:`ClientError`; the reply's header (a Clara
@@ -253,7 +274,7 @@ class PlatformClient:
             return await method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             if serves is not None and error.code() is grpc.StatusCode.UNIMPLEMENTED:
-                raise ClientError(f"the platform at {self.address} does not run {serves}") from None
+                raise ClientError(f"the platform at {self._where} does not run {serves}") from None
             raise self._transport_error(error) from None
 
     async def _unary(self, method: Any, request: object) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from claret.client import PlatformClient, Security
+from claret.client import ROUTED_SERVICES, PlatformClient, Security
 from shared.config import Settings
 from shared.logging import get_logger
 from shared.security import load_tokens
@@ -12,9 +12,31 @@ from shared.security import load_tokens
 log = get_logger("claret.platform")
 
 
+def platform_addresses(text: str | None, settings: Settings) -> tuple[str, dict[str, str]]:
+    """Where the platform's services are, from a setting such as ``CLARET_CONSOLE_PLATFORM``: ``host:port``
+    of one process serving them all, or ``service=host:port`` entries, comma-separated, for services in
+    processes of their own (``jobs=jobs:30031,pipelines=pipelines:30031,payloads=payloads:30031``; the
+    Clara and scheduling services go with ``jobs``). Unset, or no plain entry: this process's own port, or
+    the jobs service's. ValueError naming an entry that is neither."""
+    default, routes = None, {}
+    for entry in filter(None, (part.strip() for part in (text or "").split(","))):
+        name, equals, address = entry.partition("=")
+        if not equals:
+            default = entry
+        elif name.strip() in ROUTED_SERVICES and address.strip():
+            routes[name.strip()] = address.strip()
+        else:
+            services = ", ".join(ROUTED_SERVICES)
+            raise ValueError(f"{entry!r}: want host:port, or service=host:port with a service of {services}")
+    if "jobs" in routes:
+        routes.setdefault("clara", routes["jobs"])
+        routes.setdefault("scheduling", routes["jobs"])
+    return default or routes.get("jobs") or own_address(settings), routes
+
+
 def platform_client(settings: Settings, address: str | None) -> PlatformClient:
-    """A client of ``address``, or of this process's own gRPC port, with the first accepted token when tokens
-    are on and TLS when the server has it (trusting its own certificate)."""
+    """A client of ``address`` (see :func:`platform_addresses`), or of this process's own gRPC port, with the
+    first accepted token when tokens are on and TLS when the server has it (trusting its own certificate)."""
     tokens = load_tokens(settings)
     mutual = settings.tls_client_ca is not None
     security = Security(
@@ -24,7 +46,8 @@ def platform_client(settings: Settings, address: str | None) -> PlatformClient:
         client_cert=settings.tls_cert if mutual else None,
         client_key=settings.tls_key if mutual else None,
     )
-    return PlatformClient(address or own_address(settings), security=security)
+    default, routes = platform_addresses(address, settings)
+    return PlatformClient(default, security=security, routes=routes)
 
 
 class SharedClient:

@@ -10,7 +10,7 @@ from aiohttp import web
 from services.console.app import make_app
 from shared.config import Settings
 from shared.logging import get_logger
-from shared.platform import SharedClient
+from shared.platform import SharedClient, platform_addresses
 from shared.resources import Resources
 from shared.security import load_tokens
 from shared.server import Service, ServicerSet
@@ -24,6 +24,7 @@ class Console:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         tls = settings.tls_cert is not None
+        platform_addresses(settings.console_platform, settings)  # a mistyped setting fails the start, not a page
         self._client = SharedClient(settings, settings.console_platform)
         app = make_app(self._client, frozenset(load_tokens(settings)), secure_cookies=tls)
         self._runner = web.AppRunner(app, access_log=None)
