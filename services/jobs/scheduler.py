@@ -289,6 +289,7 @@ class Scheduler(Generic[K]):
         self._held: dict[K, Grant[K]] = {}
         self._seq = itertools.count()
         self._nodes: dict[str, _Node] = {}
+        self._only: _Node | None = None
         self._capacity = Capacity(0, 0, ())
         self.set_nodes({"": capacity} if isinstance(capacity, Capacity) else capacity)
 
@@ -412,9 +413,12 @@ class Scheduler(Generic[K]):
             name: unchanged.get(name) or _Node(name, capacity, held.get(name, ())) for name, capacity in nodes.items()
         }
         self._capacity = _total(list(nodes.values()))
+        self._only = next(iter(self._nodes.values())) if len(self._nodes) == 1 else None
 
     def lacks(self, demand: Demand) -> str | None:
         """None if a node could hold ``demand`` when empty, else what it lacks (see :func:`lacks`)."""
+        if self._only is not None:  # every submit asks: no mapping made for one node
+            return lacks(self._only.capacity, demand)
         return lacks_on_every(self.nodes, demand)
 
     def submit(self, key: K, priority: Priority, demand: Demand, since: float | None = None) -> None:
@@ -510,15 +514,15 @@ class Scheduler(Generic[K]):
         """
         # Per dimension, the most any node has free: a head beyond it fits nowhere. With one node that is
         # the exact test; with several, a head within it is checked node by node (``several``).
-        several = len(self._nodes) > 1
-        if several or not self._nodes:
+        only = self._only
+        several = only is None and len(self._nodes) > 1
+        if only is not None:
+            free_cpus, free_memory_mb, free_gpus = only.free_cpus, only.free_memory_mb, len(only.free_gpus)
+        else:
             nodes = self._nodes.values()
             free_cpus = max((node.free_cpus for node in nodes), default=0)
             free_memory_mb = max((node.free_memory_mb for node in nodes), default=0)
             free_gpus = max((len(node.free_gpus) for node in nodes), default=0)
-        else:
-            (only,) = self._nodes.values()
-            free_cpus, free_memory_mb, free_gpus = only.free_cpus, only.free_memory_mb, len(only.free_gpus)
         aged_since = now - self._ageing_s  # a head submitted at or before this instant has aged
         if self._immediate:
             # Strict tier: only IMMEDIATE heads are considered, even when none of them fits.
@@ -580,6 +584,8 @@ class Scheduler(Generic[K]):
 
     def _node_for(self, demand: Demand) -> _Node | None:
         """The node that takes ``demand``: of those that fit, the one with the most free room."""
+        if (only := self._only) is not None:  # one node: the hot path, no list
+            return only if only.fits(demand) else None
         fitting = [node for node in self._nodes.values() if node.fits(demand)]
         if len(fitting) <= 1:
             return fitting[0] if fitting else None
