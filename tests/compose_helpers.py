@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -108,3 +109,9 @@ def wait_healthy(containers: Callable[[], list[str]], expected: int, logs: Calla
                 return
         time.sleep(0.5)
     raise AssertionError(f"not healthy within {HEALTHY_WITHIN} s: {states}\n{logs()}")
+
+
+def console_page(address: str, path: str) -> str:
+    """A console page's HTML (its tokens off), read as a browser would."""
+    with urllib.request.urlopen(f"http://{address}{path}", timeout=10) as response:
+        return str(response.read().decode())

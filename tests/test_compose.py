@@ -31,6 +31,7 @@ from tests.compose_helpers import (
     claret_image_built,
     compose_environment,
     compose_program,
+    console_page,
     run,
     wait_healthy,
 )
@@ -59,6 +60,8 @@ class Stack:
     """One address per jobs replica."""
     prometheus: str
     """Host address of the `metrics` profile's Prometheus."""
+    console: str
+    """Host address of the web console."""
     started: float
 
     def __call__(self, *args: str, timeout: float = 120) -> str:
@@ -94,7 +97,7 @@ def compose_stack(image: str, root: Path, *profiles: str, **variables: str) -> I
     folder and free host ports of its own; healthy, with JOBS_REPLICAS jobs replicas; then brought down."""
     compose = [*compose_program(), "-f", str(COMPOSE_FILE), "-f", str(PROFILES_FILE)]
     project = f"claret-test-{uuid.uuid4().hex[:10]}"
-    pipelines_port, payloads_port, prometheus_port = free_port(), free_port(), free_port()
+    pipelines_port, payloads_port, prometheus_port, console_port = free_port(), free_port(), free_port(), free_port()
     env = compose_environment(
         image,
         root,
@@ -105,6 +108,7 @@ def compose_stack(image: str, root: Path, *profiles: str, **variables: str) -> I
         CLARET_JOBS_PORT="0",  # a free host port for each replica
         CLARET_POSTGRES_PORT=str(free_port()),
         CLARET_PROMETHEUS_PORT=str(prometheus_port),
+        CLARET_CONSOLE_PORT=str(console_port),
         **variables,
     )
     stack = Stack(
@@ -118,6 +122,7 @@ def compose_stack(image: str, root: Path, *profiles: str, **variables: str) -> I
         payloads=f"127.0.0.1:{payloads_port}",
         jobs=[],
         prometheus=f"127.0.0.1:{prometheus_port}",
+        console=f"127.0.0.1:{console_port}",
         started=time.time(),
     )
     try:
@@ -125,7 +130,7 @@ def compose_stack(image: str, root: Path, *profiles: str, **variables: str) -> I
         stack("up", "-d", "--scale", f"jobs={JOBS_REPLICAS}", timeout=300)
         wait_healthy(
             lambda: stack("ps", "-q").split(),
-            expected=2 + JOBS_REPLICAS + len(profiles),  # each profile adds one service
+            expected=3 + JOBS_REPLICAS + len(profiles),  # pipelines, payloads, console; each profile adds one
             logs=lambda: stack("logs", "--no-color", "--tail", "40"),
         )
         for index in range(1, JOBS_REPLICAS + 1):
@@ -238,6 +243,9 @@ def test_official_client_flow_through_the_compose_stack(stack: Stack, official_p
     assert len(outputs) == 1
     assert outputs[0].read_bytes() == (tmp_path / "input-2.txt").read_bytes().upper()
     assert run("docker", "ps", "-aq", "--filter", f"label={INSTANCE_LABEL}={stack.instance}") == ""
+    # the console reaches each service at its own address: its jobs page lists the job the flow ran
+    (job_id,) = jobs
+    assert f"/jobs/{job_id}" in console_page(stack.console, "/jobs")
 
 
 SERVICE_PIPELINE = """api-version: 0.4.0

@@ -19,14 +19,21 @@ from pathlib import Path
 import pytest
 
 from services.jobs.runtimes.base import INSTANCE_LABEL, OPERATOR_LABEL
-from tests.compose_helpers import COMPOSE_FILE, claret_image_built, compose_environment, run, wait_healthy
+from tests.compose_helpers import (
+    COMPOSE_FILE,
+    claret_image_built,
+    compose_environment,
+    console_page,
+    run,
+    wait_healthy,
+)
 from tests.helpers import free_port
 from tests.swarm.cluster import SwarmCluster
 from tests.test_official_client import check_combined_flow
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
-SERVICES = ("pipelines", "payloads", "jobs")
+SERVICES = ("pipelines", "payloads", "jobs", "console")
 STACK_LABEL = "com.docker.stack.namespace"
 GONE_WITHIN = 60.0
 """`docker stack rm` returns at once; Swarm stops the containers and removes the network after."""
@@ -99,6 +106,12 @@ def operators_run(data: Path) -> dict[str, tuple[str, str]]:
     return {name: (node, runtime_id) for name, node, runtime_id in rows}
 
 
+def ran_jobs(data: Path) -> set[str]:
+    """The jobs whose operators ran, by the jobs service's ledger."""
+    with closing(sqlite3.connect(f"file:{data / 'claret.db'}?mode=ro", uri=True)) as db:
+        return {job_id for (job_id,) in db.execute("SELECT job_id FROM operators WHERE runtime_id IS NOT NULL")}
+
+
 def events(swarm: SwarmCluster, stack: Stack, *filters: str) -> list[dict[str, str]]:
     """What every node's engine reported since the stack was deployed: each event's action and attributes, with
     the id of the node it came from."""
@@ -144,3 +157,6 @@ def test_official_client_flow_through_the_stack_on_the_swarm(
         outputs = list(stack.data.glob("payloads/*/operators/shouter/input-2.txt.upper"))
         assert len(outputs) == 1
         assert outputs[0].read_bytes() == (tmp_path / "input-2.txt").read_bytes().upper()
+        # the console, in the stack too, lists the job through the services' own addresses
+        (job_id,) = ran_jobs(stack.data)
+        assert f"/jobs/{job_id}" in console_page(address["console"], "/jobs")
