@@ -212,29 +212,27 @@ def _total(capacities: Collection[Capacity]) -> Capacity:
     )
 
 
+def _shortfalls(have: Capacity, demand: Demand) -> list[tuple[str, str]]:
+    """Each part of ``demand`` beyond ``have``: (what it needs, what there is), e.g. ("3 GPUs", "2")."""
+    short = []
+    if demand.cpu > have.cpus:
+        short.append((_plural(demand.cpu, "CPU core"), str(have.cpus)))
+    if demand.memory_mb > have.memory_mb:
+        short.append((f"{demand.memory_mb} MB of memory", f"{have.memory_mb} MB"))
+    if demand.gpus > len(have.gpu_ids):
+        short.append((_plural(demand.gpus, "GPU"), str(len(have.gpu_ids))))
+    return short
+
+
 def lacks(capacity: Capacity, demand: Demand) -> str | None:
     """None if a node of ``capacity`` could hold ``demand`` when empty, else what it lacks ("needs 3 GPUs; the
     node has 2")."""
-    missing = []
-    if demand.cpu > capacity.cpus:
-        missing.append(f"needs {_plural(demand.cpu, 'CPU core')}; the node has {capacity.cpus}")
-    if demand.memory_mb > capacity.memory_mb:
-        missing.append(f"needs {demand.memory_mb} MB of memory; the node has {capacity.memory_mb} MB")
-    if demand.gpus > len(capacity.gpu_ids):
-        missing.append(f"needs {_plural(demand.gpus, 'GPU')}; the node has {len(capacity.gpu_ids)}")
-    return "; ".join(missing) or None
+    return "; ".join(f"needs {need}; the node has {has}" for need, has in _shortfalls(capacity, demand)) or None
 
 
 def _short_of(free: Capacity, demand: Demand) -> list[str]:
     """What ``demand`` needs beyond ``free``: "1 GPU (0 free)"."""
-    short = []
-    if demand.cpu > free.cpus:
-        short.append(f"{_plural(demand.cpu, 'CPU core')} ({free.cpus} free)")
-    if demand.memory_mb > free.memory_mb:
-        short.append(f"{demand.memory_mb} MB of memory ({free.memory_mb} MB free)")
-    if demand.gpus > len(free.gpu_ids):
-        short.append(f"{_plural(demand.gpus, 'GPU')} ({len(free.gpu_ids)} free)")
-    return short
+    return [f"{need} ({has} free)" for need, has in _shortfalls(free, demand)]
 
 
 def lacks_on_every(nodes: Mapping[str, Capacity], demand: Demand) -> str | None:
