@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import shutil
 import subprocess
 import time
@@ -61,15 +62,6 @@ async def main() -> None:
                 clara = Clara(channel)
                 pipeline_id = await clara.pipeline(one_operator_pipeline(COMMAND))
 
-                async def claret_job(record: bool) -> None:
-                    try:
-                        elapsed = await timed_job(clara, pipeline_id, POLL)
-                    except AssertionError as exc:
-                        faults.append(str(exc))
-                        return
-                    if record:
-                        claret_ms.append(elapsed)
-
                 async def bare_job(index: int, record: bool) -> None:
                     spec = bare_spec(work / "bare", COMMAND, index=index)
                     (spec.mounts[0].source / "hello.txt").write_bytes(b"hello world\n")
@@ -86,9 +78,10 @@ async def main() -> None:
                         bare_ms.append(elapsed * 1000)
 
                 await bare_job(0, False)  # warm up
-                await claret_job(False)
+                claret_job = functools.partial(timed_job, clara, pipeline_id, POLL, faults=faults)
+                await claret_job(into=None)  # warm up
                 for index in range(options.runs):
-                    pair = [bare_job(100 + index, True), claret_job(True)]
+                    pair = [bare_job(100 + index, True), claret_job(into=claret_ms)]
                     for step in pair if index % 2 else reversed(pair):
                         await step
         finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import time
 
@@ -61,15 +62,6 @@ async def main() -> None:
                     clara = Clara(channel)
                     pipeline_id = await clara.pipeline(one_operator_pipeline(COMMAND))
 
-                    async def claret_job(record: bool) -> None:
-                        try:
-                            elapsed = await timed_job(clara, pipeline_id, POLL)
-                        except AssertionError as exc:
-                            faults.append(str(exc))
-                            return
-                        if record:
-                            claret_ms.append(elapsed)
-
                     async def bare_job(index: int, record: bool, networked: bool = False) -> None:
                         spec = bare_spec(work / "bare", COMMAND, index=index)
                         spec = dataclasses.replace(spec, node=worker.node_id)
@@ -99,10 +91,15 @@ async def main() -> None:
                             (networked_ms if networked else bare_ms).append(elapsed * 1000)
 
                     await bare_job(0, False)  # warm up
-                    await claret_job(False)
+                    claret_job = functools.partial(timed_job, clara, pipeline_id, POLL, faults=faults)
+                    await claret_job(into=None)  # warm up
                     for index in range(options.runs):
-                        pair = [bare_job(100 + index, True), claret_job(True), bare_job(200 + index, True, True)]
-                        for step in pair if index % 2 else reversed(pair):
+                        steps = [
+                            bare_job(100 + index, True),
+                            claret_job(into=claret_ms),
+                            bare_job(200 + index, True, networked=True),
+                        ]
+                        for step in steps if index % 2 else reversed(steps):
                             await step
             finally:
                 await docker.close()
