@@ -292,7 +292,10 @@ class SwarmRuntime(WithoutPipelineServices):
         """Job id -> its network's id, once made (a future: operators starting at once make it once)."""
         self._starting: collections.Counter[str] = collections.Counter()
         """Jobs with an operator between its network and its service: their network is not to be swept."""
-        self._next_sweep = 0.0
+        self._next_look = 0.0
+        """When the loop next reads the nodes and sweeps unused networks whatever happened (every
+        :data:`IDLE_POLL_S`; a node event makes it read the nodes at once)."""
+        self._nodes_changed = False
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._events: asyncio.Task[None] | None = None
@@ -353,6 +356,7 @@ class SwarmRuntime(WithoutPipelineServices):
                 )
                 try:
                     async for _ in response.content:
+                        self._nodes_changed = True
                         self._wake.set()
                 finally:
                     response.close()
@@ -361,14 +365,19 @@ class SwarmRuntime(WithoutPipelineServices):
             await asyncio.sleep(1)
 
     async def _run(self) -> None:
-        """The one loop that settles handles and keeps the nodes current."""
+        """The one loop that settles handles and keeps the nodes current: the tasks every :data:`POLL_S` while
+        operators run, the nodes when an event says they changed and, as events can be missed, with the
+        network sweep every :data:`IDLE_POLL_S`."""
         while True:
             try:
-                await self._refresh_nodes()
+                looking = time.monotonic() >= self._next_look
+                if looking or self._nodes_changed:
+                    self._nodes_changed = False
+                    await self._refresh_nodes()
                 if self._handles:
                     await self._settle()
-                if time.monotonic() >= self._next_sweep:
-                    self._next_sweep = time.monotonic() + IDLE_POLL_S
+                if looking:
+                    self._next_look = time.monotonic() + IDLE_POLL_S
                     await self._remove_unused_networks()
             except (aiohttp.ClientError, DockerError, OSError, TimeoutError) as exc:
                 log.warning("cannot read the swarm's state", error=error_text(exc))
