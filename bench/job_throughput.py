@@ -1,12 +1,13 @@
-"""Jobs per second with 8 concurrent clients, trivial operators, sandbox runtime (target >= 100 jobs/s).
+"""Jobs per second with 8 concurrent clients, trivial operators, sandbox runtime, as a ratio to bare
+bubblewrap runs at 8 in flight (target >= 0.6).
 
 Each client (its own channel) loops: Jobs.Create, Jobs.Start, Jobs.Status every 5 ms until STOPPED (HEALTHY).
 The pipeline has one operator running ``true`` that requests one core, and the server declares 64
 (``CLARET_CPUS``, bench/harness.py), so the scheduler may run all 8 at once, as the baseline does.
 Baseline: 8 concurrent loops spawning the same bare bubblewrap command (``bwrap_arguments``, spawned as
 ``jobs_common.run_bwrap`` does) and awaiting it. Rounds alternate; the median round of each counts. The
-ratio is Claret's jobs/s to bare bwrap runs/s; the target is the absolute rate, and a job that ends other
-than HEALTHY fails it. Also printed: the server's CPU time per job and the Status polls each job took.
+ratio is Claret's jobs/s to bare bwrap runs/s, and a job that ends other than HEALTHY fails the target.
+Also printed: the server's CPU time per job and the Status polls each job took.
 
     .venv/bin/python bench/job_throughput.py [--clients 8] [--seconds 4] [--rounds 3]
 """
@@ -23,7 +24,7 @@ from jobs_common import Clara, bare_spec, check_healthy, one_operator_pipeline, 
 NAME = "job_throughput"
 COMMAND = ["true"]
 POLL = 0.005
-TARGET = 100.0
+TARGET = 0.6
 
 
 POLLS: list[int] = []
@@ -121,8 +122,8 @@ async def main() -> None:
             bare,
             "jobs/s",
             claret / bare,
-            f">= {TARGET:g} jobs/s",
-            claret >= TARGET and not FAULTS,
+            f">= {TARGET:g}",
+            claret / bare >= TARGET and not FAULTS,
             note,
         )
     )

@@ -109,7 +109,6 @@ async def timed_job(
         into.append(elapsed)
 
 
-
 def bare_spec(work: Path, command: list[str], *, mounts: bool = True, index: int = 0) -> OperatorSpec:
     """An operator spec like the executor's (same mounts, the same platform variables) in ``work``."""
     payload = work / f"payload-{index}"

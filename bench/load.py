@@ -2,9 +2,11 @@
 status, list and download for a bounded time on loopback.
 
 Passes when there were zero errors, zero "database is locked" in any server's log, and each server's
-memory stayed flat (resident size at the end within 25 % + 20 MiB of what it was after the first third).
+memory stayed flat (resident size at the end within 25 % + 20 MiB of what it was after the first third, or
+after ``--early`` seconds). It also prints each server's end-to-early resident size ratio; the growth target
+(#21) is a run of ten minutes against its first: ``--seconds 600 --early 60``, ratio <= 1.1.
 
-    .venv/bin/python bench/load.py [--seconds 120] [--clients 32]
+    .venv/bin/python bench/load.py [--seconds 120] [--clients 32] [--early SECONDS]
 """
 
 from __future__ import annotations
@@ -128,7 +130,11 @@ class Client:
                 await channel.close()
 
 
-async def drive(addresses: dict[str, str], clients: int, seconds: float, pids: dict[str, int]) -> int:
+RSS_GROWTH_TARGET = 1.1
+"""The most a server's resident size may grow from the early sample to the end (#21: 10 minutes vs 1)."""
+
+
+async def drive(addresses: dict[str, str], clients: int, seconds: float, early_at: float, pids: dict[str, int]) -> int:
     import grpc
 
     async with grpc.aio.insecure_channel(addresses["pipelines"]) as channel:
@@ -143,7 +149,7 @@ async def drive(addresses: dict[str, str], clients: int, seconds: float, pids: d
     rng = random.Random(1)
     workers = [Client(addresses, pipeline_id, random.Random(rng.random()), counts, errors) for _ in range(clients)]
     tasks = [asyncio.create_task(w.run(start + seconds)) for w in workers]
-    await asyncio.sleep(seconds / 3)
+    await asyncio.sleep(early_at)
     early = {name: rss_mib(pid) for name, pid in pids.items()}
     await asyncio.gather(*tasks)
     late = {name: rss_mib(pid) for name, pid in pids.items()}
@@ -155,6 +161,11 @@ async def drive(addresses: dict[str, str], clients: int, seconds: float, pids: d
     grown = {name: (early[name], late[name]) for name in pids if late[name] > early[name] * 1.25 + 20}
     for name in sorted(pids):
         print(f"  {name}: RSS {early[name]:.0f} -> {late[name]:.0f} MiB{' (grew)' if name in grown else ''}")
+    growth = max(late[name] / early[name] for name in pids)
+    print(
+        f"RSS growth {elapsed:.0f} s vs {early_at:.0f} s: worst {growth:.3f}x "
+        f"(target <= {RSS_GROWTH_TARGET}x: {'met' if growth <= RSS_GROWTH_TARGET else 'MISSED'})"
+    )
     ok = not errors and not grown
     return 0 if ok else 1
 
@@ -163,6 +174,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--early", type=float, help="when the early memory sample is taken (default: a third in)")
     options = parser.parse_args()
     with scratch("load") as workdir, ExitStack() as stack:
         servers = {
@@ -174,6 +186,7 @@ def main() -> int:
                 {n: s.address for n, s in servers.items()},
                 options.clients,
                 options.seconds,
+                options.early if options.early is not None else options.seconds / 3,
                 {n: s.pid for n, s in servers.items()},
             )
         )
