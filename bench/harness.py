@@ -6,7 +6,8 @@ interleaves baseline and subject rounds so the noise of a shared machine hits bo
 
 Set ``BENCH_PYSPY=<dir>`` to record a py-spy profile (collapsed stacks, ``<dir>/<bench>-claret.txt``) of the
 Claret server (and of the bare server: ``<bench>-bare.txt``) while a benchmark runs: each line is
-``frame;frame;... count``; ``bench/profile_summary.py FILE`` sums them per frame.
+``frame;frame;... count``; ``bench/profile_summary.py FILE`` sums them per frame. ``BENCH_PYSPY_NATIVE=1`` adds
+the C frames (grpc's core, protobuf, SQLite), which a plain profile counts as their Python caller's own time.
 
 Set ``BENCH_SERVER_ROOT=<dir>`` to serve Claret from another checkout (say, a copy with a proposed fix applied)
 while the benchmark, its client and its baselines stay these.
@@ -189,7 +190,8 @@ def start_profiler(pid: int, name: str | None) -> subprocess.Popen[bytes] | None
     Path(folder).mkdir(parents=True, exist_ok=True)
     out = Path(folder) / f"{name}.txt"
     process = subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250", "--output", str(out)],
+        [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250", "--output", str(out)]
+        + (["--native"] if os.environ.get("BENCH_PYSPY_NATIVE") else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -6,6 +6,7 @@ Timestamps on the wire count seconds since 0001-01-01T00:00:00Z (the .NET epoch)
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from datetime import UTC, datetime
@@ -45,8 +46,10 @@ def from_dotnet(value: int) -> float | None:
     return None if value <= 0 else float(value - DOTNET_EPOCH_OFFSET)
 
 
+@functools.lru_cache(maxsize=4096)
 def legacy_time(unix: float | None) -> str:
-    """The legacy string fields: ``YYYY-MM-DD HH:MM:SSZ``, empty when unset."""
+    """The legacy string fields: ``YYYY-MM-DD HH:MM:SSZ``, empty when unset. Remembered: a polled job asks
+    for the same few times again and again, and formatting one costs more than the rest of its field."""
     if unix is None:
         return ""
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%SZ")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -100,6 +101,18 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 5),
             registry=self.registry,
         )
+        self._rpc_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def rpc_answered(self, service: str, method: str, code: int, seconds: float) -> None:
+        """Count one answered RPC and its duration. The labelled children are looked up once per (service,
+        method, code): ``labels()`` takes a lock and builds a key each time, a cost every polled Status paid."""
+        children = self._rpc_children.get((service, method, code))
+        if children is None:
+            children = self.rpcs.labels(service, method, str(code)), self.rpc_seconds.labels(service, method)
+            self._rpc_children[service, method, code] = children
+        count, duration = children
+        count.inc()
+        duration.observe(seconds)
 
     def register(self, collector: Collector) -> bool:
         """Add a collector; False when another one already reports its metrics (one jobs service per

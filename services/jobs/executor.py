@@ -696,9 +696,7 @@ class Executor:
         if handle is None:
             return "was lost while the jobs service was down"
         try:
-            await self.queue.restore(
-                Grant((run.job.id, record.name), demand(operator), record.gpu_ids, record.node)
-            )
+            await self.queue.restore(Grant((run.job.id, record.name), demand(operator), record.gpu_ids, record.node))
         except CannotHold as exc:  # the node changed (fewer GPUs, less memory): it cannot be held any more
             log.warning("cannot hold a re-attached operator", job_id=run.job.id, operator=record.name, reason=str(exc))
             await handle.stop(0)

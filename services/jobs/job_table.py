@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from services.jobs.model import JobFilter, JobRecord, JobState, JobStatus, OperatorRecord, OperatorStatus, Priority
 from services.jobs.runtimes.base import SERVICES_JOB
@@ -16,7 +17,16 @@ def _files_json(files: Sequence[DefinitionFile]) -> str:
     return json.dumps([[f.path, f.content] for f in files])
 
 
-def _job(row: Row) -> JobRecord:
+def _loads(text: str) -> Any:
+    """A JSON column's value; the empty ones most rows hold are answered without the parser."""
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    return json.loads(text)
+
+
+def _job(row: Row, *, files: bool) -> JobRecord:
     return JobRecord(
         id=row["id"],
         pipeline_id=row["pipeline_id"],
@@ -25,13 +35,11 @@ def _job(row: Row) -> JobRecord:
         priority=Priority.of(row["priority"]),
         state=JobState(row["state"]),
         status=JobStatus(row["status"]),
-        files=tuple(DefinitionFile(path=p, content=c) for p, c in json.loads(row["files"]))
-        if "files" in row.keys()  # noqa: SIM118 - "in row" would search the values of a Row
-        else (),
+        files=tuple(DefinitionFile(path=p, content=c) for p, c in json.loads(row["files"])) if files else (),
         created=row["created"],
-        variables=json.loads(row["variables"]),
-        metadata=json.loads(row["metadata"]),
-        messages=tuple(json.loads(row["messages"])),
+        variables=_loads(row["variables"]),
+        metadata=_loads(row["metadata"]),
+        messages=tuple(_loads(row["messages"])),
         timeout=row["timeout"],
         queued=row["queued"],
         started=row["started"],
@@ -45,13 +53,13 @@ def _operator(row: Row) -> OperatorRecord:
         job_id=row["job_id"],
         name=row["name"],
         status=OperatorStatus(row["status"]),
-        upstream=tuple(json.loads(row["upstream"])),
+        upstream=tuple(_loads(row["upstream"])),
         created=row["created"],
         started=row["started"],
         stopped=row["stopped"],
         exit_code=row["exit_code"],
         runtime_id=row["runtime_id"],
-        gpu_ids=tuple(json.loads(row["gpu_ids"])),
+        gpu_ids=tuple(_loads(row["gpu_ids"])),
         node=row["node"],
     )
 
@@ -99,7 +107,7 @@ SUMMARY_COLUMNS = (
 def get(conn: Connection, job_id: str, *, files: bool = True) -> JobRecord | None:
     """One job; with ``files=False`` its definition is left out (``JobRecord.files`` is empty)."""
     row = conn.execute(f"SELECT {'*' if files else SUMMARY_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return None if row is None else _job(row)
+    return None if row is None else _job(row, files=files)
 
 
 def operators(conn: Connection, job_id: str) -> list[OperatorRecord]:
@@ -111,7 +119,7 @@ def list_jobs(conn: Connection, where: JobFilter) -> list[JobRecord]:
     clauses, params = _filter_sql(where)
     where_sql = " WHERE " + " AND ".join(clauses) if clauses else ""
     sql = f"SELECT {SUMMARY_COLUMNS} FROM jobs{where_sql} ORDER BY created, id"
-    return [_job(row) for row in conn.execute(sql, params)]
+    return [_job(row, files=False) for row in conn.execute(sql, params)]
 
 
 def _filter_sql(where: JobFilter) -> tuple[list[str], list[object]]:
@@ -133,7 +141,7 @@ def _filter_sql(where: JobFilter) -> tuple[list[str], list[object]]:
 def in_flight(conn: Connection) -> list[JobRecord]:
     """Started jobs that have not stopped."""
     rows = conn.execute("SELECT * FROM jobs WHERE queued IS NOT NULL AND stopped IS NULL ORDER BY queued, id")
-    return [_job(row) for row in rows]
+    return [_job(row, files=True) for row in rows]
 
 
 def adopt_in_flight(conn: Connection, owner: str, *, every: bool) -> list[str]:

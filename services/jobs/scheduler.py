@@ -574,7 +574,6 @@ class Scheduler(Generic[K]):
         steps = int((now - entry.since) / self._ageing_s)  # ageing_s = inf gives 0
         return Priority(min(Priority.HIGHER, entry.priority + max(steps, 0)))
 
-
     # --- ledger ------------------------------------------------------------------------------------------
 
     def _fits(self, demand: Demand) -> bool:

@@ -81,9 +81,7 @@ class SchedulingServicer(Servicer, scheduling_pb2_grpc.SchedulingServicer):
         self._executor = executor
 
     @answered
-    async def Snapshot(
-        self, request: pb.SchedulingSnapshotRequest, context: Context
-    ) -> pb.SchedulingSnapshotResponse:
+    async def Snapshot(self, request: pb.SchedulingSnapshotRequest, context: Context) -> pb.SchedulingSnapshotResponse:
         limit = rows_wanted(request.limit)
         view = await self._executor.queue.view(limit)
         keys = {grant.key for grant in view.held}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import cast
 
 from protos.nvidia.clara.platform import jobs_pb2 as pb
 from protos.nvidia.clara.platform import jobs_pb2_grpc
@@ -11,81 +12,92 @@ from services.jobs.model import JobFilter, JobRecord, JobView, OperatorRecord
 from shared import ids
 from shared.errors import ClaretError, ErrorCode
 from shared.metrics import Metrics
-from shared.wire import Context, Servicer, identifier, ok_header, streaming, timestamp, unary
+from shared.wire import Context, Servicer, identifier, ok_header, streaming, unary
 
-# The model's enums carry the wire's numbers; the messages take a value by its wire name, which keeps the
-# conversion typed without restating a table of numbers.
-
-
-def state(job: JobRecord) -> str:
-    return pb.JobState.Name(job.state)
+# The model's enums carry the wire's numbers, so a record's value goes into a message as it is (the casts: the
+# generated stubs type an enum field as its wrapper class, which the number is at run time). Replies are built
+# in one constructor call, nested messages as dicts: Status is the most polled RPC, and building its reply from
+# a score of sub-message objects cost more than reading the job (bench/status_rate.py).
 
 
-def status(job: JobRecord) -> str:
-    return pb.JobStatus.Name(job.status)
+def state(job: JobRecord) -> pb.JobState:
+    return cast(pb.JobState, int(job.state))
 
 
-def priority(job: JobRecord) -> str:
-    return pb.JobPriority.Name(job.priority)
+def status(job: JobRecord) -> pb.JobStatus:
+    return cast(pb.JobStatus, int(job.status))
 
 
-def operator_details(op: OperatorRecord) -> pb.JobsStatusResponse.JobOperatorDetails:
-    return pb.JobsStatusResponse.JobOperatorDetails(
-        name=op.name,
-        status=pb.JobOperatorStatus.Name(op.status),
-        created=timestamp(op.created),
-        started=timestamp(op.started),
-        stopped=timestamp(op.stopped),
-    )
+def priority(job: JobRecord) -> pb.JobPriority:
+    return cast(pb.JobPriority, int(job.priority))
 
 
-def dag(operators: list[OperatorRecord]) -> list[pb.JobsStatusResponse.JobDagNode]:
-    """One node per operator; its direct upstream operators as ``input_dependencies`` (names only)."""
-    node = pb.JobsStatusResponse.JobDagNode
-    return [node(name=op.name, input_dependencies=[node(name=up) for up in op.upstream]) for op in operators]
+def _id(value: str | None) -> dict[str, str]:
+    return {"value": value or ""}
+
+
+def _time(unix: float | None) -> dict[str, int]:
+    return {"value": ids.to_dotnet(unix)}
+
+
+def operator_details(op: OperatorRecord) -> dict[str, object]:
+    """A ``JobOperatorDetails``, as the dict its constructor takes."""
+    return {
+        "name": op.name,
+        "status": int(op.status),
+        "created": _time(op.created),
+        "started": _time(op.started),
+        "stopped": _time(op.stopped),
+    }
+
+
+def dag(operators: list[OperatorRecord]) -> list[dict[str, object]]:
+    """One ``JobDagNode`` per operator; its direct upstream operators as ``input_dependencies`` (names only)."""
+    return [{"name": op.name, "input_dependencies": [{"name": up} for up in op.upstream]} for op in operators]
 
 
 def status_response(view: JobView) -> pb.JobsStatusResponse:
     job = view.job
     return pb.JobsStatusResponse(
-        header=ok_header(),
-        job_id=identifier(job.id),
-        pipeline_id=identifier(job.pipeline_id),
-        payload_id=identifier(job.payload_id),
+        header={"code": 0},
+        job_id=_id(job.id),
+        pipeline_id=_id(job.pipeline_id),
+        payload_id=_id(job.payload_id),
         state=state(job),
         status=status(job),
         name=job.name,
         priority=priority(job),
-        created=timestamp(job.created),
-        started=timestamp(job.started),
-        stopped=timestamp(job.stopped),
+        created=_time(job.created),
+        started=_time(job.started),
+        stopped=_time(job.stopped),
         operator_details=[operator_details(op) for op in view.operators],
         metadata=job.metadata,
         dag=dag(view.operators),
-        messages=list(job.messages),
+        messages=job.messages,
         timestamp_created=ids.legacy_time(job.created),
         timestamp_started=ids.legacy_time(job.started),
         timestamp_stopped=ids.legacy_time(job.stopped),
     )
 
 
-def list_details(job: JobRecord) -> pb.JobsListResponse.JobDetails:
-    return pb.JobsListResponse.JobDetails(
-        job_id=identifier(job.id),
-        payload_id=identifier(job.payload_id),
-        pipeline_id=identifier(job.pipeline_id),
-        job_name=job.name,
-        state=state(job),
-        status=status(job),
-        priority=priority(job),
-        created=timestamp(job.created),
-        started=timestamp(job.started),
-        stopped=timestamp(job.stopped),
-        metadata=job.metadata,
-        timestamp_created=ids.legacy_time(job.created),
-        timestamp_started=ids.legacy_time(job.started),
-        timestamp_stopped=ids.legacy_time(job.stopped),
-    )
+def list_details(job: JobRecord) -> dict[str, object]:
+    """A ``JobsListResponse.JobDetails``, as the dict its constructor takes."""
+    return {
+        "job_id": _id(job.id),
+        "payload_id": _id(job.payload_id),
+        "pipeline_id": _id(job.pipeline_id),
+        "job_name": job.name,
+        "state": int(job.state),
+        "status": int(job.status),
+        "priority": int(job.priority),
+        "created": _time(job.created),
+        "started": _time(job.started),
+        "stopped": _time(job.stopped),
+        "metadata": job.metadata,
+        "timestamp_created": ids.legacy_time(job.created),
+        "timestamp_started": ids.legacy_time(job.started),
+        "timestamp_stopped": ids.legacy_time(job.stopped),
+    }
 
 
 def job_filter(wire: pb.JobsListRequest.JobFilter) -> JobFilter:
@@ -144,7 +156,7 @@ class JobsServicer(Servicer, jobs_pb2_grpc.JobsServicer):
     @streaming(pb.JobsListResponse)
     async def List(self, request: pb.JobsListRequest, context: Context) -> AsyncIterator[pb.JobsListResponse]:
         for job in await self._manager.find(job_filter(request.filter)):
-            yield pb.JobsListResponse(header=ok_header(), job_details=list_details(job))
+            yield pb.JobsListResponse(header={"code": 0}, job_details=list_details(job))
 
     @streaming(pb.JobsReadLogsResponse)
     async def ReadLogs(
