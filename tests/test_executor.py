@@ -41,6 +41,8 @@ GRACE = 0.05
 """The executor's stop grace: seconds between the stop and the kill."""
 SETTLE = 0.05
 """Seconds given to an executor that would wrongly start an operator, for the start to show."""
+RUNTIME_ID_DELAY = 0.3
+"""Seconds after its start when a still running operator's runtime id is written."""
 NODE = Capacity(cpus=8, memory_mb=8192, gpu_ids=("GPU-a", "GPU-b"))
 
 PENDING, RUNNING = OperatorStatus.PENDING, OperatorStatus.RUNNING
@@ -230,6 +232,7 @@ async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
         max_timeout=600,
         stop_grace=GRACE,
         limits=OperatorLimits(uid=1234, gid=2345, pids=64, log_mb=1, output_mb=10),
+        runtime_id_delay=RUNTIME_ID_DELAY,
     )
     bench = Bench(db, PayloadStore(tmp_path / "payloads"), MemoryRuntime(), settings)
     bench.new_executor()
@@ -250,7 +253,8 @@ def assert_ended(job: JobRecord, status: JobStatus, *messages: str) -> None:
 
 async def test_a_chain_runs_one_operator_after_another(bench: Bench) -> None:
     """Each operator of a chain starts only once its upstream one exited 0; the job ends HEALTHY with every
-    operator COMPLETED, and the database knows each operator by the runtime id it was started as."""
+    operator COMPLETED, and the database knows each operator by the runtime id it was started as (written
+    with its end: each ended long before the runtime id delay)."""
     job_id = await bench.start(CHAIN)
 
     assert_ended(await bench.stopped(job_id), JobStatus.HEALTHY)
@@ -544,7 +548,21 @@ async def running_first_of_pair(bench: Bench) -> str:
     bench.runtime.plan("a", RUNS)
     job_id = await bench.start(PAIR)
     await bench.runtime.started(job_id, "a")
+    await bench.operator_when(job_id, "a", lambda op: op.runtime_id is not None)
     return job_id
+
+
+async def test_a_running_operator_gets_its_runtime_id_written_after_a_while_not_at_its_start(bench: Bench) -> None:
+    """A short operator's runtime id goes into its end's transaction, so none is written at the start; one that
+    still runs gets it written once the delay has passed."""
+    bench.runtime.plan("a", RUNS)
+    job_id = await bench.start(PAIR)
+    await bench.runtime.started(job_id, "a")
+    started = time.monotonic()
+    assert (await bench.operators(job_id))["a"].runtime_id is None
+    recorded = await bench.operator_when(job_id, "a", lambda op: op.runtime_id is not None)
+    assert time.monotonic() - started >= RUNTIME_ID_DELAY * 0.9
+    assert recorded.runtime_id == bench.runtime.operator(job_id, "a").runtime_id
 
 
 async def test_after_a_restart_a_running_operator_is_reattached_and_its_end_moves_the_job_on(bench: Bench) -> None:

@@ -89,6 +89,9 @@ class ExecutorSettings:
     """Seconds between the stop signal and the kill."""
     limits: OperatorLimits
     services: ServiceSettings = field(default_factory=ServiceSettings)
+    runtime_id_delay: float = 1.0
+    """An operator's runtime id is written with its end, or this many seconds after its start if it still runs:
+    a short operator costs one transaction less. Until then a restart finds it by its job and operator names."""
 
     @classmethod
     def of(cls, settings: Settings) -> ExecutorSettings:
@@ -442,10 +445,10 @@ class Executor:
         except Exception as exc:  # RuntimeFailure, OSError, or a client library's own: the operator never ran
             await self._not_started(run, name, exc)
             return
-        await self._db.write(lambda conn: job_table.operator_runtime_id(conn, run.job.id, name, handle.runtime_id))
         # Known to the job only now: a job that ended before this line is stopped by the check below, one that
         # ends after it by _end, never both.
         run.handles[name] = handle
+        self._record_runtime_id_later(run, name, handle)
         log.info(
             "operator started", job_id=run.job.id, operator=name, runtime_id=handle.runtime_id, gpus=list(grant.gpu_ids)
         )
@@ -454,6 +457,15 @@ class Executor:
         if run.ending:  # the job ended while this operator was starting
             self._spawn(handle.stop(self.settings.stop_grace))
         await self._follow(run, name, handle)
+
+    def _record_runtime_id_later(self, run: JobRun, name: str, handle: Handle) -> None:
+        def record_if_running() -> None:
+            # Not if it ended (its end records it) or this process no longer follows the job (closed, taken over).
+            if run.handles.get(name) is handle and self._runs.get(run.job.id) is run:
+                job_id, runtime_id = run.job.id, handle.runtime_id
+                self._spawn(self._db.write(lambda conn: job_table.operator_runtime_id(conn, job_id, name, runtime_id)))
+
+        asyncio.get_running_loop().call_later(self.settings.runtime_id_delay, record_if_running)
 
     async def _not_started(self, run: JobRun, name: str, exc: Exception) -> None:
         """The operator (recorded as starting) could not start: it faults its job."""
@@ -563,7 +575,13 @@ class Executor:
         self._metrics.operators_finished.labels(status.name.lower()).inc()
         log.info("operator ended", job_id=run.job.id, operator=name, runtime_id=runtime_id, exit_code=exit.code)
         finished = partial(
-            job_table.operator_finished, job_id=run.job.id, name=name, status=status, exit_code=exit.code, at=ids.now()
+            job_table.operator_finished,
+            job_id=run.job.id,
+            name=name,
+            status=status,
+            exit_code=exit.code,
+            at=ids.now(),
+            runtime_id=runtime_id or None,
         )
         if ends_job is None:
             await self._db.write(finished)

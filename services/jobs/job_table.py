@@ -224,13 +224,20 @@ def operator_runtime_id(conn: Connection, job_id: str, name: str, runtime_id: st
 
 
 def operator_finished(
-    conn: Connection, job_id: str, name: str, status: OperatorStatus, exit_code: int | None, at: float
+    conn: Connection,
+    job_id: str,
+    name: str,
+    status: OperatorStatus,
+    exit_code: int | None,
+    at: float,
+    runtime_id: str | None = None,
 ) -> None:
-    """The operator's end. One its job's end already recorded (stopped with it) only gains its exit code."""
+    """The operator's end, with its runtime id when given. One its job's end already recorded (stopped with it)
+    only gains its exit code."""
     conn.execute(
         "UPDATE operators SET status = CASE WHEN stopped IS NULL THEN ? ELSE status END, exit_code = ?,"
-        " stopped = COALESCE(stopped, ?) WHERE job_id = ? AND name = ?",
-        (int(status), exit_code, at, job_id, name),
+        " stopped = COALESCE(stopped, ?), runtime_id = COALESCE(?, runtime_id) WHERE job_id = ? AND name = ?",
+        (int(status), exit_code, at, runtime_id, job_id, name),
     )
 
 
