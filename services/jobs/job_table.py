@@ -7,7 +7,16 @@ import json
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from services.jobs.model import JobFilter, JobRecord, JobState, JobStatus, OperatorRecord, OperatorStatus, Priority
+from services.jobs.model import (
+    JobFilter,
+    JobRecord,
+    JobState,
+    JobStatus,
+    JobView,
+    OperatorRecord,
+    OperatorStatus,
+    Priority,
+)
 from services.jobs.runtimes.base import SERVICES_JOB
 from shared.db.connection import Connection, Row
 from shared.pipeline_definition import DefinitionFile
@@ -48,19 +57,20 @@ def _job(row: Row, *, files: bool) -> JobRecord:
     )
 
 
-def _operator(row: Row) -> OperatorRecord:
+def _operator(row: Row, prefix: str = "") -> OperatorRecord:
+    """The operator of a row of the operators table, or of columns named ``prefix`` + its column (a join)."""
     return OperatorRecord(
-        job_id=row["job_id"],
-        name=row["name"],
-        status=OperatorStatus(row["status"]),
-        upstream=tuple(_loads(row["upstream"])),
-        created=row["created"],
-        started=row["started"],
-        stopped=row["stopped"],
-        exit_code=row["exit_code"],
-        runtime_id=row["runtime_id"],
-        gpu_ids=tuple(_loads(row["gpu_ids"])),
-        node=row["node"],
+        job_id=row[prefix + "job_id"],
+        name=row[prefix + "name"],
+        status=OperatorStatus(row[prefix + "status"]),
+        upstream=tuple(_loads(row[prefix + "upstream"])),
+        created=row[prefix + "created"],
+        started=row[prefix + "started"],
+        stopped=row[prefix + "stopped"],
+        exit_code=row[prefix + "exit_code"],
+        runtime_id=row[prefix + "runtime_id"],
+        gpu_ids=tuple(_loads(row[prefix + "gpu_ids"])),
+        node=row[prefix + "node"],
     )
 
 
@@ -108,6 +118,35 @@ def get(conn: Connection, job_id: str, *, files: bool = True) -> JobRecord | Non
     """One job; with ``files=False`` its definition is left out (``JobRecord.files`` is empty)."""
     row = conn.execute(f"SELECT {'*' if files else SUMMARY_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return None if row is None else _job(row, files=files)
+
+
+OPERATOR_COLUMNS = (
+    "job_id",
+    "name",
+    "status",
+    "upstream",
+    "created",
+    "started",
+    "stopped",
+    "exit_code",
+    "runtime_id",
+    "gpu_ids",
+    "node",
+)
+_VIEW_SQL = (
+    f"SELECT {', '.join('j.' + c.strip() for c in SUMMARY_COLUMNS.split(','))},"
+    f" {', '.join(f'o.{c} AS op_{c}' for c in OPERATOR_COLUMNS)}"
+    " FROM jobs j LEFT JOIN operators o ON o.job_id = j.id WHERE j.id = ? ORDER BY o.position"
+)
+
+
+def view(conn: Connection, job_id: str) -> JobView | None:
+    """The job (without its definition) and its operators in one statement: Status reads this, and is polled."""
+    rows = conn.execute(_VIEW_SQL, (job_id,)).fetchall()
+    if not rows:
+        return None
+    operators = [_operator(row, "op_") for row in rows if row["op_name"] is not None]
+    return JobView(job=_job(rows[0], files=False), operators=operators)
 
 
 def operators(conn: Connection, job_id: str) -> list[OperatorRecord]:

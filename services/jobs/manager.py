@@ -196,12 +196,7 @@ class JobManager:
     async def status(self, job_id: str) -> JobView:
         """The job and its operators, read in place: Status is polled, often."""
         key = ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job")
-
-        def read(conn: Connection) -> JobView | None:
-            job = job_table.get(conn, key, files=False)
-            return None if job is None else JobView(job=job, operators=job_table.operators(conn, key))
-
-        view = await self._db.read_fast(read)
+        view = await self._db.read_fast(lambda conn: job_table.view(conn, key))
         if view is None:
             raise ClaretError(ErrorCode.NO_SUCH_JOB, f"no job with id {job_id!r}")
         return view
