@@ -71,7 +71,7 @@ class JobManager:
     ) -> JobRecord:
         """A job of the pipeline's current definition, with a new payload holding the inputs' copies."""
         key = ids.parse_id(pipeline_id, ErrorCode.INVALID_PIPELINE_ID, "pipeline")
-        pipeline = await self._db.read(lambda conn: pipelines_table.get(conn, key))
+        pipeline = await self._db.read_fast(lambda conn: pipelines_table.get(conn, key))
         if pipeline is None:
             raise ClaretError(ErrorCode.NO_SUCH_PIPELINE, f"no pipeline with id {pipeline_id!r}")
         now = ids.now()
@@ -115,7 +115,7 @@ class JobManager:
 
     async def _reusable(self, payload_id: str) -> PayloadRecord:
         key = ids.parse_id(payload_id, ErrorCode.INVALID_PAYLOAD_ID, "input payload")
-        record = await self._db.read(lambda conn: payloads_table.get(conn, key))
+        record = await self._db.read_fast(lambda conn: payloads_table.get(conn, key))
         if record is None:
             raise ClaretError(ErrorCode.NO_SUCH_PAYLOAD, f"no payload with id {payload_id!r}")
         if record.type is not PayloadType.REUSABLE:
@@ -128,7 +128,7 @@ class JobManager:
 
     async def get(self, job_id: str) -> JobRecord:
         key = ids.parse_id(job_id, ErrorCode.INVALID_JOB_ID, "job")
-        job = await self._db.read(lambda conn: job_table.get(conn, key))
+        job = await self._db.read_fast(lambda conn: job_table.get(conn, key))
         if job is None:
             raise ClaretError(ErrorCode.NO_SUCH_JOB, f"no job with id {job_id!r}")
         return job

@@ -65,7 +65,7 @@ class PayloadCatalog:
 
     async def get(self, payload_id: str) -> PayloadRecord:
         key = ids.parse_id(payload_id, ErrorCode.INVALID_PAYLOAD_ID, "payload")
-        record = await self._db.read(lambda conn: payloads_table.get(conn, key))
+        record = await self._db.read_fast(lambda conn: payloads_table.get(conn, key))
         if record is None:
             raise _missing(payload_id)
         return record

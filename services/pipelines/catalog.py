@@ -80,7 +80,7 @@ class PipelineCatalog:
 
     async def get(self, pipeline_id: str) -> PipelineRecord:
         key = _key(pipeline_id)
-        record = await self._db.read(lambda conn: pipelines_table.get(conn, key))
+        record = await self._db.read_fast(lambda conn: pipelines_table.get(conn, key))
         if record is None:
             raise _missing(pipeline_id)
         return record

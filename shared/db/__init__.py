@@ -61,7 +61,8 @@ class Database(ABC):
 
     @abstractmethod
     async def read_fast(self, fn: Callable[[Connection], T]) -> T:
-        """A short read (a few rows by key) by the quickest way the store has: for polled point reads."""
+        """A short read (one statement, a few rows by key) by the quickest way the store has: for polled
+        point reads (Jobs.Status) and the lookups by id that start Create, Start, Upload and Download."""
 
     @abstractmethod
     async def write(self, fn: Callable[[Connection], T], *, queue: str | None = None) -> T:

@@ -73,7 +73,7 @@ class SqliteDatabase(Database):
         """Run a short read (a few rows by key) right here on the event loop thread.
 
         A hand-off to aiosqlite's thread costs more than such a read itself; in WAL mode a reader never
-        waits for writers, so the loop is not held up. For polled point reads (Jobs.Status) only."""
+        waits for writers, so the loop is not held up. For point reads by key only (see ``Database``)."""
         assert self._reader is not None, "the database is not open"
         with self._read_seconds.time():
             return fn(self._reader)
