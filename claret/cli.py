@@ -45,7 +45,6 @@ from claret.records import (
     RunningService,
     WaitingOperator,
 )
-from claret.serve_command import serve
 from shared.model_config import CONFIG, declared_name
 
 if TYPE_CHECKING:
@@ -86,7 +85,18 @@ def choices(enum: type[JobState] | type[JobStatus]) -> list[str]:
 
 
 class ClaretGroup(click.Group):
-    """The root command: a client failure becomes one ``error: ...`` line on stderr and exit status 1."""
+    """The root command: a client failure becomes one ``error: ...`` line on stderr and exit status 1.
+    ``serve`` is loaded only when asked for (or listed): its settings module costs every client verb's start-up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "serve"})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "serve":
+            from claret.serve_command import serve
+
+            return serve
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -279,9 +289,6 @@ def main() -> None:
     Platform address: --host, else $CLARET_HOST_ADDRESS, else 'host' in the config file
     (--config, default ~/.clara/config.yaml), else 127.0.0.1:30031. Ids may be unique prefixes.
     """
-
-
-main.add_command(serve)
 
 
 @main.group(cls=ResourceGroup)

@@ -13,7 +13,6 @@ Pure functions over paths and names, so the rules are testable without a platfor
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -131,6 +130,8 @@ def download_plan(names: Sequence[str], base: str, dest: Path, into_folder: bool
 def zip_folder(folder: Path, archive: Path) -> Path:
     """The folder's files (a model's) in a zip at ``archive``, at their paths relative to the folder (a link to
     a file is stored as that file's content: zipfile follows it)."""
+    import zipfile  # here: only ``create model`` zips, and the module costs every other verb's start-up
+
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
         for path in sorted(folder.rglob("*")):
             zipped.write(path, path.relative_to(folder).as_posix())
