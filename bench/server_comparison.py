@@ -31,7 +31,9 @@ async def compare(configurations: dict[str, dict[str, str]], chosen: argparse.Na
         clients: dict[str, list[Clara]] = {}
         pipelines: dict[str, str] = {}
         for name, env in configurations.items():
-            server = stack.enter_context(claret_server(stack.enter_context(scratch(f"compare-{name}")), env=env))
+            workdir = stack.enter_context(scratch(f"compare-{name}"))
+            profile = f"compare-{name.replace(' ', '-')}"  # BENCH_PYSPY: <dir>/compare-<name>-claret.txt
+            server = stack.enter_context(claret_server(workdir, env=env, profile_name=profile))
             channels = [server.channel() for _ in range(chosen.clients)]
             for channel in channels:
                 stack.push_async_callback(channel.close)

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shared.db.postgres import PostgresDatabase
+from shared.db.postgres import POOL_SIZE, PostgresDatabase
 from tests.helpers import free_port
 from tests.store import target
 
@@ -67,12 +67,15 @@ async def test_connections_the_server_dropped_are_opened_again(tmp_path: Path, s
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         answers = []
-        for _ in range(20):  # every worker meets its dropped connection at most once
+        for _ in range(40):
             try:
                 answers.append(await db.read(lambda conn: conn.execute("SELECT 2").fetchone()[0]))
             except psycopg.OperationalError:
                 answers.append(None)
-        assert answers.count(None) <= 8 and answers[-8:] == [2] * 8
+        # Each of the pool's connections fails once at most: the worker that meets it dropped opens another.
+        # (Which idle worker a unit lands on is the thread pool's choice, so a worker unused so far may meet
+        # its dropped connection late in the run: only the count is certain.)
+        assert answers.count(None) <= POOL_SIZE and answers.count(2) == len(answers) - answers.count(None)
         assert await db.problem() is None
         assert await db.listen("claret_test", woken.set)
         await db.notify("claret_test")
