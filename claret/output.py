@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Self, cast
@@ -26,6 +27,7 @@ __all__ = [
     "PIPE_WIDTH",
     "Output",
     "QuietProgress",
+    "Rows",
     "duration",
     "shown",
     "table",
@@ -55,16 +57,28 @@ def shown(value: str | None) -> str:
     return value if value else "-"
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
-    """A borderless table with a bold header row, one row per item."""
-    from rich.table import Table
+@dataclass(frozen=True)
+class Rows:
+    """A borderless table with a bold header row, one row per item. It becomes rich's ``Table`` only when
+    printed as text (rich asks for it through ``__rich__``): with ``--output json`` rich is never imported."""
 
-    grid = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
-    for column in columns:
-        grid.add_column(column, overflow="fold")
-    for row in rows:
-        grid.add_row(*row)
-    return grid
+    columns: Sequence[str]
+    rows: Sequence[Sequence[str]]
+
+    def __rich__(self) -> Table:
+        from rich.table import Table
+
+        grid = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+        for column in self.columns:
+            grid.add_column(column, overflow="fold")
+        for row in self.rows:
+            grid.add_row(*row)
+        return grid
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Rows:
+    """The table of ``rows`` under ``columns`` (see :class:`Rows`)."""
+    return Rows(columns, rows)
 
 
 class Output:

@@ -160,15 +160,15 @@ def test_entry_point_in_a_real_process(served: RunningServer) -> None:
     assert missing.stderr == f"error: no job with id '{'0' * 32}' (code -8193)\n"
 
 
-NOT_FOR_LIST_JOBS = ("shared.config", "claret.serve_command", "zipfile", "yaml")
+NOT_FOR_LIST_JOBS = ("shared.config", "claret.serve_command", "zipfile", "yaml", "rich")
 
 
 def test_a_client_verb_does_not_import_what_only_other_verbs_use(served: RunningServer) -> None:
-    """Start-up is most of a short verb's time: ``list jobs`` in a fresh process loads neither the server's
-    settings (``serve``), nor zipfile (``create model``), nor PyYAML (the config file, not read when --host is
-    given)."""
+    """Start-up is most of a short verb's time: ``list jobs --output json`` in a fresh process loads neither the
+    server's settings (``serve``), nor zipfile (``create model``), nor PyYAML (the config file, not read when
+    --host is given), nor rich (its tables are built only for text output)."""
     probe = (
-        "import sys, runpy; sys.argv = ['claret', '--host', sys.argv[1], 'list', 'jobs'];\n"
+        "import sys, runpy; sys.argv = ['claret', '--host', sys.argv[1], 'list', 'jobs', '--output', 'json'];\n"
         "try: runpy.run_module('claret', run_name='__main__')\n"
         "except SystemExit: pass\n"
         f"print(sorted(m for m in {NOT_FOR_LIST_JOBS!r} if m in sys.modules))"
