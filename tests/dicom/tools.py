@@ -30,7 +30,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dsutils import split_dataset
 
-from tests.helpers import free_port
+from tests.helpers import free_port, lasting_port
 
 __all__ = [
     "AssociationFailed",
@@ -93,10 +93,10 @@ class Orthanc:
     def __init__(self, folder: Path, ae_title: str = "ORTHANC") -> None:
         self.folder = folder
         self.ae_title = ae_title
-        self.dicom_port = free_port()
-        self.http_port = free_port()
+        self.dicom_port = lasting_port()  # it may be stopped and started again on them: see lasting_port
+        self.http_port = lasting_port()
         while self.http_port == self.dicom_port:
-            self.http_port = free_port()
+            self.http_port = lasting_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
