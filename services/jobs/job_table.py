@@ -107,11 +107,26 @@ def insert(conn: Connection, job: JobRecord, operators: Iterable[OperatorRecord]
     )
 
 
-SUMMARY_COLUMNS = (
-    "id, pipeline_id, payload_id, name, priority, state, status, variables, metadata, messages, timeout, created,"
-    " queued, started, stopped, owner"
+JOB_SUMMARY = (
+    "id",
+    "pipeline_id",
+    "payload_id",
+    "name",
+    "priority",
+    "state",
+    "status",
+    "variables",
+    "metadata",
+    "messages",
+    "timeout",
+    "created",
+    "queued",
+    "started",
+    "stopped",
+    "owner",
 )
-"""Every column but the definition files, which Status and List never show and which can be large."""
+"""Every column of a job but its definition files, which Status and List never show and which can be large."""
+SUMMARY_COLUMNS = ", ".join(JOB_SUMMARY)
 
 
 def get(conn: Connection, job_id: str, *, files: bool = True) -> JobRecord | None:
@@ -134,7 +149,7 @@ OPERATOR_COLUMNS = (
     "node",
 )
 _VIEW_SQL = (
-    f"SELECT {', '.join('j.' + c.strip() for c in SUMMARY_COLUMNS.split(','))},"
+    f"SELECT {', '.join(f'j.{c}' for c in JOB_SUMMARY)},"
     f" {', '.join(f'o.{c} AS op_{c}' for c in OPERATOR_COLUMNS)}"
     " FROM jobs j LEFT JOIN operators o ON o.job_id = j.id WHERE j.id = ? ORDER BY o.position"
 )
