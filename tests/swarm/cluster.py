@@ -405,11 +405,20 @@ def _make_namespace(worker: _Worker) -> None:
     run("ip", "-n", netns, "link", "set", "lo", "up")
 
 
+def _engine_answers(worker: _Worker) -> bool:
+    """Whether the worker's engine answers now; one still starting may take its socket's connection and stall
+    (CI saw a probe hang 10 s after a restart): that is no answer yet, not a failure."""
+    probe = ["docker", "-H", worker.engine, "version", "--format", "{{.Server.Version}}"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
 def _wait_engine(worker: _Worker, timeout: float = 60) -> None:
     """Until the worker's engine answers; its log's tail in the AssertionError when it does not."""
     deadline = time.monotonic() + timeout
-    probe = ["docker", "-H", worker.engine, "version", "--format", "{{.Server.Version}}"]
-    while subprocess.run(probe, capture_output=True, timeout=10).returncode != 0:
+    while not _engine_answers(worker):
         exited = worker.process is not None and worker.process.poll() is not None
         if exited or time.monotonic() > deadline:
             log = (worker.home / "dockerd.log").read_text(errors="replace").splitlines()[-20:]
