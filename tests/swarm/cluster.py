@@ -3,7 +3,8 @@
 The main Docker engine (the default socket) is the manager, so that images built on it are there for stacks.
 Each worker is a second ``dockerd`` started with ``nsenter`` in a network namespace of its own (``ip netns exec``
 would remount /sys and hide the devices cgroup), with a hostname of its own (``unshare --uts``), fake GPUs as
-node generic resources, its own containerd and its own ``--cgroup-parent``. The namespaces hang on one host
+node generic resources, its own containerd (started and waited for here, see ``_spawn``) and its own
+``--cgroup-parent``. The namespaces hang on one host
 bridge, 10.213.0.0/24: the manager advertises 10.213.0.1 (the bridge), worker N is 10.213.0.(N+1), so nodes
 reach each other as hosts on one LAN would. All engines share the filesystem: a bind mount works with the same
 path on every node. Nothing in the namespaces routes beyond the bridge, so a worker's try at a registry fails at
@@ -86,6 +87,8 @@ class _Worker:
     home: Path
     gpus: tuple[str, ...]
     process: subprocess.Popen[bytes] | None = None
+    """Its dockerd."""
+    containerd: subprocess.Popen[bytes] | None = None
 
     @property
     def hostname(self) -> str:
@@ -107,23 +110,54 @@ class _Worker:
     def engine(self) -> str:
         return f"unix://{self.home}/s"
 
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        return [process for process in (self.containerd, self.process) if process is not None]
+
+    def running(self) -> bool:
+        return any(process.poll() is None for process in self.processes())
+
+    def wait(self) -> None:
+        for process in self.processes():
+            process.wait()
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.home / "c.sock"
+
+    def containerd_config(self) -> str:
+        """The worker's containerd: its own root, state and socket, no CRI (as dockerd would configure it)."""
+        return (
+            f'version = 2\nroot = "{self.home}/c/root"\nstate = "{self.home}/c/state"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+            f'[grpc]\naddress = "{self.containerd_socket}"\n'
+        )
+
+    def containerd_command(self) -> list[str]:
+        return self._in_namespaces(["containerd", f"--config={self.home}/containerd.toml"])
+
     def command(self) -> list[str]:
         """dockerd in the worker's namespace, under its own hostname, with its own everything."""
+        return self._in_namespaces(
+            [
+                "dockerd",
+                f"--config-file={self.home}/daemon.json",
+                f"--containerd={self.containerd_socket}",
+                f"--data-root={self.home}/d",
+                f"--exec-root={self.home}/e",
+                f"--pidfile={self.home}/pid",
+                f"--host={self.engine}",
+                "--iptables=false",
+                "--bridge=none",
+                f"--cgroup-parent={self.netns}",
+                *(f"--node-generic-resource=gpu={gpu}" for gpu in self.gpus),
+            ]
+        )
+
+    def _in_namespaces(self, command: list[str]) -> list[str]:
+        """``command`` in the worker's network namespace, under its own hostname."""
         script = 'hostname "$1" && shift && exec "$@"'
-        dockerd = [
-            "dockerd",
-            f"--config-file={self.home}/daemon.json",
-            f"--data-root={self.home}/d",
-            f"--exec-root={self.home}/e",
-            f"--pidfile={self.home}/pid",
-            f"--host={self.engine}",
-            "--iptables=false",
-            "--bridge=none",
-            f"--cgroup-parent={self.netns}",
-            *(f"--node-generic-resource=gpu={gpu}" for gpu in self.gpus),
-        ]
         namespaces = ["nsenter", f"--net=/run/netns/{self.netns}", "unshare", "--uts"]
-        return [*namespaces, "sh", "-c", script, "sh", self.hostname, *dockerd]
+        return [*namespaces, "sh", "-c", script, "sh", self.hostname, *command]
 
 
 def unsupported() -> str | None:
@@ -195,6 +229,7 @@ class SwarmCluster:
             worker.home = self._root / f"w{worker.index}"
             worker.home.mkdir()
             (worker.home / "daemon.json").write_text("{}")  # not the host's /etc/docker/daemon.json
+            (worker.home / "containerd.toml").write_text(worker.containerd_config())
             _make_namespace(worker)
         for worker in self._specs:
             self._spawn(worker)
@@ -219,12 +254,15 @@ class SwarmCluster:
         return run("docker", "swarm", "join-token", "--quiet", "worker").strip()
 
     def _spawn(self, worker: _Worker) -> None:
+        """Start the worker's containerd, wait until it serves, then start its dockerd on it.
+
+        Not dockerd's own containerd: dockerd gives one it starts 15 s to serve, and a containerd restarted
+        after a kill first cleans up every dead task's shim (CI saw that take longer on a busy machine)."""
         env = {**os.environ, "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"}  # run local images, never pull
         env.pop("DOCKER_HOST", None)
-        with open(worker.home / "dockerd.log", "ab") as log:
-            worker.process = subprocess.Popen(
-                worker.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-            )
+        worker.containerd = _start_logged(worker.containerd_command(), worker.home / "containerd.log", env)
+        _wait_containerd(worker)
+        worker.process = _start_logged(worker.command(), worker.home / "dockerd.log", env)
 
     def _join(self, worker: _Worker, token: str, archive: Path) -> Node:
         joining = ("--token", token, "--advertise-addr", worker.address, f"{MANAGER_ADDRESS}:2377")
@@ -263,15 +301,14 @@ class SwarmCluster:
         """SIGKILL the worker's dockerd, its containerd, shims and containers at once: a host losing power."""
         spec = self._spec(worker)
         _kill_tree(_pids_of(spec))
-        if spec.process is not None:
-            spec.process.wait()
+        spec.wait()
 
     def restart_engine(self, worker: Node) -> None:
         """Start a killed worker's dockerd again on its own state: it rejoins the swarm as the same node.
 
         Wait for the manager to see it Ready with ``wait_ready``."""
         spec = self._spec(worker)
-        if spec.process is not None and spec.process.poll() is None:
+        if spec.running():
             raise AssertionError(f"{worker.name}'s engine still runs")
         self._spawn(spec)
         _wait_engine(spec)
@@ -345,9 +382,8 @@ class SwarmCluster:
 
     def _stop_workers(self) -> None:
         for spec in self._specs:
-            if spec.process is not None:
-                _kill_tree(_pids_of(spec))
-                spec.process.wait()
+            _kill_tree(_pids_of(spec))
+            spec.wait()
 
 
 @contextmanager
@@ -415,23 +451,57 @@ def _engine_answers(worker: _Worker) -> bool:
         return False
 
 
+def _serves(path: Path) -> bool:
+    """Whether a server accepts connections on the unix socket ``path``; containerd listens only once its
+    plugins are loaded (before that the socket is missing or a dead one's, refusing)."""
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_containerd(worker: _Worker) -> None:
+    assert worker.containerd is not None
+    log, socket_path = worker.home / "containerd.log", worker.containerd_socket
+    _wait_until_answering(f"{worker.hostname}'s containerd", worker.containerd, log, lambda: _serves(socket_path))
+
+
 def _wait_engine(worker: _Worker, timeout: float = 60) -> None:
-    """Until the worker's engine answers; its log's tail in the AssertionError when it does not."""
+    """Until the worker's dockerd answers."""
+    assert worker.process is not None
+    log = worker.home / "dockerd.log"
+    _wait_until_answering(f"{worker.hostname}'s dockerd", worker.process, log, lambda: _engine_answers(worker), timeout)
+
+
+def _wait_until_answering(
+    what: str, process: subprocess.Popen[bytes], log: Path, answers: Callable[[], bool], timeout: float = 60
+) -> None:
+    """Until ``answers()``; the log's tail, without gRPC's connection chatter, in the AssertionError when the
+    process exits or ``timeout`` passes first."""
     deadline = time.monotonic() + timeout
-    while not _engine_answers(worker):
-        exited = worker.process is not None and worker.process.poll() is not None
-        if exited or time.monotonic() > deadline:
-            log = (worker.home / "dockerd.log").read_text(errors="replace").splitlines()[-20:]
-            raise AssertionError(f"{worker.hostname}'s dockerd did not answer:\n" + "\n".join(log))
+    while not answers():
+        if process.poll() is not None or time.monotonic() > deadline:
+            lines = [line for line in log.read_text(errors="replace").splitlines() if "module=grpc" not in line]
+            raise AssertionError(f"{what} did not answer:\n" + "\n".join(lines[-30:]))
         time.sleep(0.05)
+
+
+def _start_logged(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``command`` in a session of its own, its output appended to ``log``."""
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            command, stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
 
 
 # -- processes -------------------------------------------------------------------------------------------------
 
 
 def _pids_of(worker: _Worker) -> set[int]:
-    alive = worker.process is not None and worker.process.poll() is None
-    return _processes_mentioning(f"{worker.home}/") | ({worker.process.pid} if alive and worker.process else set())
+    started = {process.pid for process in worker.processes() if process.poll() is None}
+    return _processes_mentioning(f"{worker.home}/") | started
 
 
 def _process_table() -> dict[int, tuple[int, str]]:
