@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,10 @@ def test_a_sandbox_still_joining_its_control_group_is_found_by_its_command_line(
     # "; exit": a lone command would be exec'd by sh at once, taking the arguments out of its command line.
     joining = subprocess.Popen(["/bin/sh", "-c", "sleep 5; exit", "claret-join", "--", *args], start_new_session=True)
     try:
+        # Popen returns once the exec is under way; the kernel fills in the new command line a moment later.
+        deadline = time.monotonic() + 5
+        while b"claret-join" not in Path(f"/proc/{joining.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert sandbox.find_sandbox("a" * 32, "op") == joining.pid
         assert sandbox.find_sandbox("b" * 32, "op") is None
     finally:
