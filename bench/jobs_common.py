@@ -22,7 +22,7 @@ import grpc
 from claret.client import PlatformClient
 from claret.records import Job, JobState, JobStatus
 from services.jobs.runtimes.base import Mount, OperatorSpec
-from services.jobs.runtimes.sandbox import Descriptors, bwrap_arguments
+from services.jobs.runtimes.sandbox import INSTALLED_SANDBOX_EXEC, Descriptors, bwrap_arguments
 
 OPERATOR_USER = (65532, 65532)
 """The platform's default operator uid and gid (``CLARET_OPERATOR_UID``/``GID``)."""
@@ -150,17 +150,17 @@ def bare_spec(work: Path, command: list[str], *, mounts: bool = True, index: int
 
 async def run_bwrap(spec: OperatorSpec) -> int:
     """Run the operator's bwrap command line bare, the cheapest correct way from an asyncio program: log file,
-    status fd, seccomp filter and generated /etc files as the sandbox runtime passes them, its own session,
-    spawned with ``subprocess.Popen`` (vfork) and awaited through a pidfd. Returns the exit code. What the
-    runtime adds around it (a control group with the limits, killing what the operator left) is part of
-    the platform's overhead."""
+    status fd, seccomp filter, generated /etc files and the drop (claret-sandbox-exec where installed) as the
+    sandbox runtime passes them, its own session, spawned with ``subprocess.Popen`` (vfork) and awaited
+    through a pidfd. Returns the exit code. What the runtime adds around it (a control group with the
+    limits, killing what the operator left) is part of the platform's overhead."""
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
     status_path = spec.log_path.with_suffix(".status")
     fds = Descriptors()
     drop_to = OPERATOR_USER if os.geteuid() == 0 else None  # as the runtime runs operators
     with open(spec.log_path, "ab") as log_file, open(status_path, "wb") as status:  # noqa: ASYNC230
         process = subprocess.Popen(  # noqa: ASYNC220 - vfork: returns in well under a millisecond
-            bwrap_arguments(spec, fds, status.fileno(), drop_to),
+            bwrap_arguments(spec, fds, status.fileno(), drop_to, helper=INSTALLED_SANDBOX_EXEC),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -316,6 +316,7 @@ operators:
         (("//usr/bin",), "cover /usr"),  # normpath keeps two leading slashes; the kernel does not
         (("//etc",), "cover /etc"),
         (("/in", "//in/d"), "inside another mount (/in)"),
+        (("/.claret-sandbox-exec",), "cover /.claret-sandbox-exec"),  # the helper that drops root
     ],
 )
 async def test_1_mounts_over_system_folders_or_inside_other_mounts_are_refused(
