@@ -9,7 +9,11 @@ import structlog
 
 
 def configure_logging(log_format: str = "console", level: str = "info") -> None:
-    """Route structlog and the standard library's logging (grpc, aiosqlite) to stderr in one format."""
+    """Route structlog and the standard library's logging (grpc, aiosqlite) to stderr in one format.
+
+    Claret's own events go from structlog straight to stderr; only other libraries' records take the
+    standard library's path (a record, a handler, the formatter running the renderer): that path cost
+    twice as much a line, and the jobs service writes a few lines per operator."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -23,8 +27,8 @@ def configure_logging(log_format: str = "console", level: str = "info") -> None:
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        processors=[*shared, renderer],
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=True,
     )
