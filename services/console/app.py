@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from services.console.common import CSRF_COOKIE, SECURITY_HEADERS, Client, JobNames, page
+from services.console.common import CSRF_COOKIE, CSRF_TOKEN, SECURITY_HEADERS, Client, JobNames, page
 from services.console.gpus import GpuPages
 from services.console.jobs import JobPages
 from services.console.models import ModelPages
@@ -107,10 +107,10 @@ def _csrf(secure: bool) -> Middleware:
             sent = (await request.post()).get("csrf", "")
             if not cookie or not isinstance(sent, str) or not hmac.compare_digest(cookie, sent):
                 raise web.HTTPForbidden(text="the form's CSRF token is missing or wrong: reload the page")
-        request[CSRF_COOKIE] = cookie or secrets.token_urlsafe(24)
+        request[CSRF_TOKEN] = cookie or secrets.token_urlsafe(24)
         response = await handler(request)
         if not cookie and not response.prepared:
-            _set_cookie(response, CSRF_COOKIE, request[CSRF_COOKIE], secure, http_only=False)
+            _set_cookie(response, CSRF_COOKIE, request[CSRF_TOKEN], secure, http_only=False)
         return response
 
     return check

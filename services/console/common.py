@@ -17,6 +17,8 @@ from claret.output import duration
 from shared.errors import ErrorCode
 
 CSRF_COOKIE = "claret_csrf"
+CSRF_TOKEN = web.RequestKey("csrf_token", str)
+"""The browser's CSRF token, kept on the request for the pages to put in their forms."""
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
@@ -51,7 +53,7 @@ templates.globals["SERVICES_JOB"] = SERVICES_JOB
 
 def page(template: str, request: web.Request, **context: Any) -> web.Response:
     """A template rendered for ``request`` (with the browser's CSRF token, for the forms it holds)."""
-    context["csrf"] = request.get(CSRF_COOKIE, "")
+    context["csrf"] = request.get(CSRF_TOKEN, "")
     body = templates.get_template(template).render(**context)
     return web.Response(text=body, content_type="text/html")
 
