@@ -299,13 +299,14 @@ def finish(conn: Connection, job_id: str, status: JobStatus, messages: Sequence[
     """End a job once: STOPPED with ``status``; messages are appended. Its operators still running end with it
     (FAULTED: stopped before they completed), so no one ever sees a stopped job with a running operator.
     False if it had already stopped."""
-    row = conn.execute("SELECT messages FROM jobs WHERE id = ? AND stopped IS NULL", (job_id,)).fetchone()
+    row = conn.execute(
+        "UPDATE jobs SET state = ?, status = ?, stopped = ? WHERE id = ? AND stopped IS NULL RETURNING messages",
+        (int(JobState.STOPPED), int(status), at, job_id),
+    ).fetchone()
     if row is None:
         return False
-    conn.execute(
-        "UPDATE jobs SET state = ?, status = ?, stopped = ?, messages = ? WHERE id = ?",
-        (int(JobState.STOPPED), int(status), at, _appended(row[0], messages), job_id),
-    )
+    if messages:  # a job that ends well has none: one statement less
+        conn.execute("UPDATE jobs SET messages = ? WHERE id = ?", (_appended(row[0], messages), job_id))
     conn.execute(
         "UPDATE operators SET status = ?, stopped = ? WHERE job_id = ? AND status = ?",
         (int(OperatorStatus.FAULTED), at, job_id, int(OperatorStatus.RUNNING)),
