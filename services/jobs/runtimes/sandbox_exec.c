@@ -64,20 +64,21 @@ static int join(char **files, char **command) {
     return run(command);
 }
 
-/* A uid or gid in decimal, neither 0 (root) nor -1 (which the set*id calls read as "unchanged"). */
-static int parse_id(const char *text, uid_t *id) {
+/* A uid or gid in decimal (both are unsigned int on Linux), neither 0 (root) nor -1 (which the set*id
+ * calls read as "unchanged"). */
+static int parse_id(const char *text, unsigned *id) {
     char *end;
     errno = 0;
     unsigned long value = strtoul(text, &end, 10);
     if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || value == 0 || value >= 0xFFFFFFFFul) {
         return -1;
     }
-    *id = (uid_t)value;
+    *id = (unsigned)value;
     return 0;
 }
 
 static int drop(const char *uid_text, const char *gid_text, char **variables, char **command) {
-    uid_t uid, gid;
+    unsigned uid, gid;
     if (parse_id(uid_text, &uid) != 0 || parse_id(gid_text, &gid) != 0) {
         fprintf(stderr, "claret-sandbox-exec: uid %s, gid %s: not ids an operator may run as\n", uid_text, gid_text);
         return FAILED;
@@ -93,8 +94,11 @@ static int drop(const char *uid_text, const char *gid_text, char **variables, ch
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) return failed("clearing ambient capabilities");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return failed("no_new_privs");
     uid_t real, effective, saved;
-    if (getresuid(&real, &effective, &saved) != 0 || real != uid || effective != uid || saved != uid) {
-        fputs("claret-sandbox-exec: the uid did not change\n", stderr);
+    gid_t real_group, effective_group, saved_group;
+    if (getresuid(&real, &effective, &saved) != 0 || real != uid || effective != uid || saved != uid ||
+        getresgid(&real_group, &effective_group, &saved_group) != 0 || real_group != gid ||
+        effective_group != gid || saved_group != gid) {
+        fputs("claret-sandbox-exec: the uid or gid did not change\n", stderr);
         return FAILED;
     }
     for (char **variable = variables; *variable != NULL; variable++) {
