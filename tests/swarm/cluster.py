@@ -4,12 +4,12 @@ The main Docker engine (the default socket) is the manager, so that images built
 Each worker is a second ``dockerd`` started with ``nsenter`` in a network namespace of its own (``ip netns exec``
 would remount /sys and hide the devices cgroup), with a hostname of its own (``unshare --uts``), fake GPUs as
 node generic resources, its own containerd (started and waited for here, see ``_spawn``) and its own
-``--cgroup-parent``. The namespaces hang on one host
-bridge, 10.213.0.0/24: the manager advertises 10.213.0.1 (the bridge), worker N is 10.213.0.(N+1), so nodes
-reach each other as hosts on one LAN would. All engines share the filesystem: a bind mount works with the same
-path on every node. Nothing in the namespaces routes beyond the bridge, so a worker's try at a registry fails at
-once instead of waiting for a DNS timeout; workers run with ``DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1`` (without
-it each task first tries to pull, about 20 s) and get their images by ``docker save | docker load``.
+``--cgroup-parent``. The namespaces hang on one host bridge, 10.213.0.0/24: the manager advertises 10.213.0.1
+(the bridge), worker N is 10.213.0.(N+1), so nodes reach each other as hosts on one LAN would. All engines
+share the filesystem: a bind mount works with the same path on every node. Nothing in the namespaces routes
+beyond the bridge, so a worker's try at a registry fails at once instead of waiting for a DNS timeout; workers
+run with ``DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1`` (without it each task first tries to pull, about 20 s) and
+get their images by ``docker save | docker load``.
 
 Networking of tasks: workers run with ``--bridge=none``, so a task without ``--network`` has only loopback
 there (on the manager it gets docker0). Overlay networks work between all nodes, workers included (an iptables
