@@ -644,7 +644,8 @@ class SandboxRuntime:
         if not all(os.access(program, os.X_OK) for program in needed):
             raise RuntimeFailure(f"the sandbox runtime run as root needs {SETPRIV} and {ENV} (util-linux, coreutils)")
         if helper is None:
-            log.info("sandboxes start through sh, setpriv and env", missing=SANDBOX_EXEC, built_by="scripts/install")
+            through = "sh, setpriv and env" if self._root else "sh"
+            log.info("sandboxes start without their helper", through=through, missing=SANDBOX_EXEC)
         try:
             seccomp.program()
         except seccomp.UnsupportedArchitecture as exc:
